@@ -1,0 +1,296 @@
+"""The one Kafka wrapper (confluent-kafka), implementing DESIGN section 6.
+
+- Producers are idempotent (``enable.idempotence=true``). Delivery errors seen in
+  the callback are latched and re-raised on the next ``produce``/``flush`` so an
+  async failure can never be committed past.
+- Consumers never auto-commit; :meth:`Consumer.commit` commits ``offset+1``
+  synchronously and checks each partition's result.
+- Dead letters go to ``dlq`` with the original key/value and headers
+  ``source_topic``, ``source_partition``, ``source_offset``, ``error``.
+- Session timeouts are Tansu-friendly: group joins take about half of
+  ``session.timeout.ms`` on the embedded broker (23 s with the 45 s default),
+  so we use 6 s with a 1 s heartbeat.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any
+
+from confluent_kafka import (
+    OFFSET_INVALID,
+    Consumer as _Consumer,
+    KafkaError,
+    KafkaException,
+    Message,
+    Producer as _Producer,
+    TopicPartition,
+)
+from confluent_kafka.admin import AdminClient, NewTopic
+
+from core.errors import TransientError
+
+log = logging.getLogger(__name__)
+
+DLQ_TOPIC = "dlq"
+TopicPartitionKey = tuple[str, int]
+RevokeCallback = Callable[[list[TopicPartitionKey]], None]
+
+
+class DeliveryError(TransientError):
+    """A produced message was not acknowledged by the broker."""
+
+
+class CommitError(TransientError):
+    """An offset commit failed for at least one partition."""
+
+
+def producer_config(bootstrap: str, **overrides: Any) -> dict[str, Any]:
+    """Producer settings: idempotent, acks=all, small linger for batching."""
+    conf: dict[str, Any] = {
+        "bootstrap.servers": bootstrap,
+        "enable.idempotence": True,
+        "acks": "all",
+        "linger.ms": 5,
+        "batch.num.messages": 10000,
+        "queue.buffering.max.messages": 500000,
+        "compression.type": "none",
+        "message.timeout.ms": 120000,
+        "reconnect.backoff.max.ms": 5000,
+    }
+    conf.update(overrides)
+    return conf
+
+
+def consumer_config(bootstrap: str, group_id: str, **overrides: Any) -> dict[str, Any]:
+    """Consumer settings: manual commits, earliest reset, Tansu-friendly timeouts."""
+    conf: dict[str, Any] = {
+        "bootstrap.servers": bootstrap,
+        "group.id": group_id,
+        "enable.auto.commit": False,
+        "enable.auto.offset.store": False,
+        "auto.offset.reset": "earliest",
+        "session.timeout.ms": 6000,
+        "heartbeat.interval.ms": 1000,
+        "max.poll.interval.ms": 300000,
+        "fetch.wait.max.ms": 100,
+        "reconnect.backoff.max.ms": 5000,
+        "enable.partition.eof": False,
+    }
+    conf.update(overrides)
+    return conf
+
+
+class Producer:
+    """Idempotent producer with latched delivery errors."""
+
+    def __init__(self, bootstrap: str, **overrides: Any) -> None:
+        self._p = _Producer(producer_config(bootstrap, **overrides))
+        self._error: KafkaError | None = None
+        self._error_topic: str | None = None
+        self.produced = 0
+
+    def _on_delivery(self, err: KafkaError | None, msg: Message) -> None:
+        if err is not None and self._error is None:
+            self._error = err
+            self._error_topic = msg.topic()
+
+    def _raise_latched(self) -> None:
+        if self._error is not None:
+            err, topic = self._error, self._error_topic
+            self._error = None
+            raise DeliveryError(f"delivery to {topic} failed: {err.str()}")
+
+    def produce(self, topic: str, value: bytes | None, key: bytes | None = None,
+                headers: Sequence[tuple[str, bytes]] | None = None, partition: int | None = None) -> None:
+        """Queue one message; raises a latched :class:`DeliveryError` first if any."""
+        self._raise_latched()
+        kwargs: dict[str, Any] = {"on_delivery": self._on_delivery}
+        if headers:
+            kwargs["headers"] = list(headers)
+        if partition is not None:
+            kwargs["partition"] = partition
+        while True:
+            try:
+                self._p.produce(topic, value, key, **kwargs)
+                break
+            except BufferError:
+                # Local queue full: serve delivery callbacks to make room.
+                self._p.poll(0.05)
+        self.produced += 1
+
+    def poll(self, timeout: float = 0.0) -> None:
+        """Serve delivery callbacks."""
+        self._p.poll(timeout)
+
+    def flush(self, timeout: float = 30.0) -> None:
+        """Wait for every queued message; raise if any is left or failed."""
+        remaining = self._p.flush(timeout)
+        self._raise_latched()
+        if remaining:
+            raise DeliveryError(f"{remaining} message(s) not delivered within {timeout:.0f}s")
+
+    def pending(self) -> int:
+        """Messages queued but not yet acknowledged."""
+        return len(self._p)
+
+    @property
+    def raw(self) -> _Producer:
+        """The underlying confluent-kafka producer (for benchmarks and admin use)."""
+        return self._p
+
+
+class Consumer:
+    """Manual-commit consumer with batch polling and commit-on-revoke."""
+
+    def __init__(self, bootstrap: str, group_id: str, topics: Sequence[str],
+                 on_revoke: RevokeCallback | None = None,
+                 on_assign: Callable[[list[TopicPartitionKey]], None] | None = None,
+                 **overrides: Any) -> None:
+        self._c = _Consumer(consumer_config(bootstrap, group_id, **overrides))
+        self._user_revoke = on_revoke
+        self._user_assign = on_assign
+        self.topics = list(topics)
+        self.assigned: set[TopicPartitionKey] = set()
+        self._c.subscribe(self.topics, on_assign=self._assigned, on_revoke=self._revoked,
+                          on_lost=self._lost)
+
+    def _assigned(self, _c: _Consumer, parts: list[TopicPartition]) -> None:
+        keys = [(p.topic, p.partition) for p in parts]
+        self.assigned.update(keys)
+        log.info("partitions assigned n=%d %s", len(keys), _fmt_parts(keys))
+        if self._user_assign:
+            self._user_assign(keys)
+
+    def _revoked(self, _c: _Consumer, parts: list[TopicPartition]) -> None:
+        keys = [(p.topic, p.partition) for p in parts]
+        log.info("partitions revoked n=%d %s", len(keys), _fmt_parts(keys))
+        if self._user_revoke:
+            self._user_revoke(keys)
+        self.assigned.difference_update(keys)
+
+    def _lost(self, _c: _Consumer, parts: list[TopicPartition]) -> None:
+        # Never commit on a lost partition: another member may own it already.
+        keys = [(p.topic, p.partition) for p in parts]
+        log.warning("partitions lost n=%d %s", len(keys), _fmt_parts(keys))
+        self.assigned.difference_update(keys)
+
+    def poll_batch(self, max_messages: int = 1000, timeout: float = 0.5) -> list[Message]:
+        """Up to ``max_messages`` data messages; transport errors are logged, not raised."""
+        msgs = self._c.consume(max_messages, timeout)
+        out: list[Message] = []
+        for m in msgs:
+            err = m.error()
+            if err is None:
+                out.append(m)
+            elif err.code() == KafkaError._PARTITION_EOF:
+                continue
+            elif err.fatal():
+                raise KafkaException(err)
+            else:
+                log.warning("consumer error code=%s reason=%s", err.name(), err.str())
+        return out
+
+    def commit(self, offsets: Mapping[TopicPartitionKey, int]) -> None:
+        """Commit the given next-offsets synchronously; raise on any partition error."""
+        if not offsets:
+            return
+        tps = [TopicPartition(t, p, o) for (t, p), o in offsets.items() if o is not None and o >= 0]
+        if not tps:
+            return
+        try:
+            result = self._c.commit(offsets=tps, asynchronous=False)
+        except KafkaException as exc:
+            raise CommitError(f"commit failed: {exc}") from None
+        bad = [tp for tp in (result or []) if tp.error is not None]
+        if bad:
+            raise CommitError("commit failed: " + ", ".join(f"{tp.topic}[{tp.partition}]: {tp.error}"
+                                                           for tp in bad))
+
+    def committed(self, parts: Iterable[TopicPartitionKey],
+                  timeout: float = 10.0) -> dict[TopicPartitionKey, int]:
+        """The group's committed next-offsets for ``parts`` (-1 when none)."""
+        tps = self._c.committed([TopicPartition(t, p) for t, p in parts], timeout=timeout)
+        return {(tp.topic, tp.partition): (tp.offset if tp.offset != OFFSET_INVALID else -1) for tp in tps}
+
+    def close(self) -> None:
+        """Leave the group (triggers revoke, where the service commits what is safe)."""
+        try:
+            self._c.close()
+        except (KafkaException, RuntimeError) as exc:
+            log.warning("consumer close failed: %s", exc)
+
+    @property
+    def raw(self) -> _Consumer:
+        """The underlying confluent-kafka consumer."""
+        return self._c
+
+
+class DeadLetter:
+    """Routes poison input to the ``dlq`` topic with provenance headers."""
+
+    def __init__(self, producer: Producer, topic: str = DLQ_TOPIC) -> None:
+        self.producer = producer
+        self.topic = topic
+        self.count = 0
+
+    def send(self, msg: Message, error: str) -> None:
+        """Send the original bytes of ``msg`` with headers describing where and why."""
+        headers = [
+            ("source_topic", (msg.topic() or "").encode()),
+            ("source_partition", str(msg.partition()).encode()),
+            ("source_offset", str(msg.offset()).encode()),
+            ("error", error[:1000].encode("utf-8", "replace")),
+        ]
+        self.producer.produce(self.topic, msg.value(), msg.key(), headers=headers)
+        self.count += 1
+
+
+def ensure_topics(bootstrap: str, topics: Mapping[str, int], timeout: float = 30.0,
+                  replication: int = 1) -> None:
+    """Create missing topics with the given partition counts (existing ones are left alone)."""
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            existing = set(admin.list_topics(timeout=max(1.0, deadline - time.monotonic())).topics)
+            break
+        except KafkaException as exc:
+            if time.monotonic() > deadline:
+                raise TransientError(f"broker {bootstrap} unreachable: {exc}") from None
+            time.sleep(0.5)
+    missing = [NewTopic(t, num_partitions=n, replication_factor=replication)
+               for t, n in topics.items() if t not in existing]
+    if not missing:
+        return
+    futures = admin.create_topics(missing, operation_timeout=timeout)
+    for topic, fut in futures.items():
+        try:
+            fut.result()
+            log.info("topic created name=%s partitions=%d", topic, topics[topic])
+        except KafkaException as exc:
+            err = exc.args[0]
+            if isinstance(err, KafkaError) and err.code() == KafkaError.TOPIC_ALREADY_EXISTS:
+                continue
+            raise TransientError(f"create topic {topic} failed: {exc}") from None
+
+
+def wait_for_broker(bootstrap: str, timeout: float = 30.0) -> None:
+    """Block until the broker answers a metadata request."""
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    deadline = time.monotonic() + timeout
+    last: Exception | None = None
+    while time.monotonic() < deadline:
+        try:
+            admin.list_topics(timeout=2.0)
+            return
+        except KafkaException as exc:
+            last = exc
+            time.sleep(0.3)
+    raise TransientError(f"broker {bootstrap} not reachable after {timeout:.0f}s: {last}")
+
+
+def _fmt_parts(keys: Iterable[TopicPartitionKey]) -> str:
+    return "parts=" + ",".join(f"{t}[{p}]" for t, p in sorted(keys))

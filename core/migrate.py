@@ -1,0 +1,113 @@
+"""Apply ``infra/postgres/init/*.sql`` to ``POSTGRES_DSN``, each once, in order.
+
+Applied files are tracked in ``schema_migrations`` with a SHA-256 checksum; an
+applied file that was edited afterwards is an error (write a new migration).
+Creates the target database first if it does not exist. Usage::
+
+    python -m core.migrate [--dsn DSN] [--dir infra/postgres/init] [--check]
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import logging
+import sys
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+import psycopg
+from psycopg import sql
+
+from core.db import connect
+from core.errors import EXIT_CONFIG, EXIT_OK, EXIT_UNEXPECTED, ConfigError, TransientError
+from core.logs import setup_logging
+from core.settings import PROJECT_ROOT, load_settings
+
+log = logging.getLogger("migrate")
+MIGRATIONS_DIR = PROJECT_ROOT / "infra" / "postgres" / "init"
+_LOCK_ID = 7_202_611  # pg_advisory_lock key: one migrator at a time
+
+_TRACK = """CREATE TABLE IF NOT EXISTS schema_migrations (
+    filename text PRIMARY KEY,
+    checksum text NOT NULL,
+    applied_at timestamptz NOT NULL DEFAULT now())"""
+
+
+def checksum(path: Path) -> str:
+    """SHA-256 of the file's bytes."""
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def migration_files(directory: Path) -> list[Path]:
+    """The ``*.sql`` files in lexical order."""
+    if not directory.is_dir():
+        raise ConfigError(f"{directory}: migrations directory not found")
+    return sorted(directory.glob("*.sql"))
+
+
+def ensure_database(dsn: str, timeout: float = 30.0) -> None:
+    """Create the DSN's database if missing, connecting to the ``postgres`` maintenance db."""
+    parts = urlsplit(dsn)
+    dbname = parts.path.lstrip("/")
+    if not dbname or dbname == "postgres" or not parts.scheme.startswith("postgres"):
+        return
+    admin_dsn = urlunsplit(parts._replace(path="/postgres"))
+    with connect(admin_dsn, timeout=timeout, autocommit=True) as conn:
+        found = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (dbname,)).fetchone()
+        if not found:
+            conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(dbname)))
+            log.info("database created name=%s", dbname)
+
+
+def apply_migrations(dsn: str, directory: Path = MIGRATIONS_DIR, timeout: float = 30.0) -> list[str]:
+    """Apply pending migrations; returns the names applied. Raises ConfigError on checksum drift."""
+    files = migration_files(directory)
+    ensure_database(dsn, timeout)
+    applied_now: list[str] = []
+    with connect(dsn, timeout=timeout, autocommit=True) as conn:
+        conn.execute("SELECT pg_advisory_lock(%s)", (_LOCK_ID,))
+        try:
+            conn.execute(_TRACK)
+            done = dict(conn.execute("SELECT filename, checksum FROM schema_migrations").fetchall())
+            for f in files:
+                digest = checksum(f)
+                if f.name in done:
+                    if done[f.name] != digest:
+                        raise ConfigError(f"{f}: already applied with a different checksum; "
+                                          "applied migrations must not be edited, add a new file")
+                    continue
+                with conn.transaction():
+                    conn.execute(f.read_text(encoding="utf-8"))  # type: ignore[call-overload]
+                    conn.execute("INSERT INTO schema_migrations (filename, checksum) VALUES (%s, %s)",
+                                 (f.name, digest))
+                log.info("migration applied file=%s", f.name)
+                applied_now.append(f.name)
+        finally:
+            conn.execute("SELECT pg_advisory_unlock(%s)", (_LOCK_ID,))
+    return applied_now
+
+
+def main(argv: list[str] | None = None) -> int:
+    """CLI entry point."""
+    ap = argparse.ArgumentParser(prog="python -m core.migrate", description=__doc__.splitlines()[0])
+    ap.add_argument("--dsn", help="Postgres DSN (default: POSTGRES_DSN)")
+    ap.add_argument("--dir", type=Path, default=MIGRATIONS_DIR, help="migrations directory")
+    ap.add_argument("--timeout", type=float, default=30.0, help="seconds to wait for the server")
+    args = ap.parse_args(argv)
+    setup_logging("migrate")
+    try:
+        dsn = args.dsn or load_settings().dsn
+        applied = apply_migrations(dsn, args.dir, args.timeout)
+        log.info("migrations done applied=%d total=%d", len(applied), len(migration_files(args.dir)))
+        return EXIT_OK
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    except (TransientError, psycopg.Error) as exc:
+        print(f"error: migration failed: {str(exc).strip().splitlines()[0]}", file=sys.stderr)
+        return EXIT_UNEXPECTED
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,290 @@
+"""Consume -> process -> produce -> flush -> upsert -> commit (DESIGN section 6).
+
+:class:`StreamService` runs a pure :class:`Processor` under the delivery
+discipline. Per batch:
+
+1. poll up to ``batch_size`` messages;
+2. decode each; a :class:`PoisonMessage` goes to ``dlq`` with headers and is counted;
+3. ``processor.process(records, now_ms)`` returns an :class:`Emission`
+   (called even with no records, so wall-clock flushes happen on quiet inputs);
+4. produce the emission's messages, ``flush()`` (latched delivery errors fail it);
+5. write the emission's rows to Postgres in one transaction (idempotent upserts);
+6. commit ``processor.committable(consumed)`` synchronously.
+
+Steps 4-5 are retried with backoff until they succeed (broker or database
+restart); nothing is committed until they have. Outputs are idempotent by
+natural key, so a retry or a replay after a crash is harmless.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import psycopg
+from confluent_kafka import KafkaException, Message, TopicPartition
+from psycopg_pool import ConnectionPool
+
+from core import bus, db
+from core.errors import PoisonMessage, TransientError
+from core.metrics import Metrics
+from core.service import Backoff, Service
+from core.settings import Settings
+from core.topics import all_topics
+
+TP = bus.TopicPartitionKey
+Sink = Callable[[psycopg.Connection[Any], Any], None]
+
+
+@dataclass(slots=True)
+class OutMessage:
+    """One message to produce."""
+
+    topic: str
+    key: bytes | None
+    value: bytes
+
+
+@dataclass(slots=True)
+class Emission:
+    """What a processed batch yields: messages to produce and rows for the sink."""
+
+    messages: list[OutMessage] = field(default_factory=list)
+    rows: Any = None
+
+    def __bool__(self) -> bool:
+        return bool(self.messages) or bool(self.rows)
+
+
+@dataclass(slots=True)
+class Record:
+    """A decoded input message with its provenance."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: Any
+
+
+class Processor(Protocol):
+    """The pure core a stream service wires (no I/O)."""
+
+    def decode(self, topic: str, value: bytes | None) -> Any:
+        """Decode and validate one message value; raise PoisonMessage if impossible."""
+
+    def process(self, records: Sequence[Record], now_ms: int) -> Emission:
+        """Consume decoded records (possibly none) and return what to emit now."""
+
+    def committable(self, consumed: dict[TP, int]) -> dict[TP, int]:
+        """Next-offsets safe to commit, given the next-offsets consumed so far."""
+
+    def on_revoke(self, parts: Iterable[TP]) -> None:
+        """Forget state of partitions no longer owned."""
+
+
+class StreamService(Service):
+    """A consumer-group member running a :class:`Processor` under the delivery discipline."""
+
+    name = "stream"
+    group_id = "stream"
+    input_topics: Sequence[str] = ()
+    batch_size = 5000
+    poll_timeout = 0.2
+
+    def __init__(self, settings: Settings, metrics: Metrics) -> None:
+        super().__init__(settings, metrics)
+        self.processor: Processor = self.build_processor()
+        self.sink: Sink | None = self.build_sink()
+        self.consumer: bus.Consumer | None = None
+        self.producer: bus.Producer | None = None
+        self.dlq: bus.DeadLetter | None = None
+        self.pool: ConnectionPool | None = None
+        self._consumed: dict[TP, int] = {}
+        self._committed: dict[TP, int] = {}
+        self._failed = False
+        self._backoff = Backoff()
+        self._last_lag = 0.0
+        m = metrics
+        self.m_in = m.counter("messages_in_total", "Messages consumed", ["topic"])
+        self.m_out = m.counter("messages_out_total", "Messages produced", ["topic"])
+        self.m_dlq = m.counter("dlq_total", "Messages sent to the dead-letter topic")
+        self.m_rows = m.counter("rows_upserted_total", "Rows written to Postgres")
+        self.m_batch = m.histogram("batch_seconds", "Processing time of one batch (consume to commit)")
+        self.m_lag = m.gauge("consumer_lag", "High watermark minus position (under-reports on Tansu)",
+                             ["topic", "partition"])
+        self.m_retry = m.counter("delivery_retries_total", "Retries of produce/flush/upsert", ["stage"])
+
+    # -- to override ----------------------------------------------------------
+    def build_processor(self) -> Processor:
+        raise NotImplementedError("subclasses return their pure processor")
+
+    def build_sink(self) -> Sink | None:
+        """The Postgres writer for emission rows (None: no database)."""
+        return None
+
+    # -- lifecycle ------------------------------------------------------------
+    def start(self) -> None:
+        bootstrap = self.settings.kafka_bootstrap_servers
+        bus.ensure_topics(bootstrap, all_topics(self.settings.kafka_partitions))
+        if self.sink is not None and self.pool is None:
+            self.pool = db.make_pool(self.settings.dsn, name=self.name)
+        if self.producer is None:
+            self.producer = bus.Producer(bootstrap, **{"client.id": self.name})
+            self.dlq = bus.DeadLetter(self.producer)
+        if self.consumer is None:
+            self.consumer = bus.Consumer(bootstrap, self.group_id, self.input_topics,
+                                         on_revoke=self._on_revoke, **{"client.id": self.name})
+
+    def step(self) -> None:
+        assert self.consumer is not None and self.producer is not None and self.dlq is not None
+        msgs = self.consumer.poll_batch(self.batch_size, self.poll_timeout)
+        t0 = time.perf_counter()
+        records = self._decode(msgs)
+        emission = self.processor.process(records, int(time.time() * 1000))
+        if not msgs and not emission:
+            self._maybe_report_lag()
+            return
+        self._failed = True  # until delivered and committed
+        if not self._deliver(emission):
+            return  # stop requested mid-retry: exit without committing
+        offsets = self.processor.committable(dict(self._consumed))
+        self._commit(offsets)
+        self._failed = False
+        self.m_batch.observe(time.perf_counter() - t0)
+        self._maybe_report_lag()
+
+    def stop(self) -> None:
+        if self.producer is not None and not self._failed:
+            try:
+                self.producer.flush(10)
+            except TransientError as exc:
+                self._failed = True
+                self.log.warning("final flush failed, not committing: %s", exc)
+        if self.consumer is not None:
+            self.consumer.close()  # revoke callback commits what is safe
+        if self.pool is not None:
+            self.pool.close()
+
+    def heartbeat_fields(self) -> dict[str, Any]:
+        return {"consumed": sum(self._consumed.values()), "dlq": self.dlq.count if self.dlq else 0,
+                "partitions": len(self.consumer.assigned) if self.consumer else 0}
+
+    # -- internals ------------------------------------------------------------
+    def _decode(self, msgs: list[Message]) -> list[Record]:
+        assert self.dlq is not None
+        records: list[Record] = []
+        decode = self.processor.decode
+        counts: dict[str, int] = {}
+        for m in msgs:
+            topic, part, off = m.topic(), m.partition(), m.offset()
+            self._consumed[(topic, part)] = off + 1
+            counts[topic] = counts.get(topic, 0) + 1
+            try:
+                value = decode(topic, m.value())
+            except PoisonMessage as exc:
+                self.dlq.send(m, str(exc))
+                self.m_dlq.inc()
+                self.log.warning("poison message to dlq topic=%s partition=%d offset=%d error=%s",
+                                 topic, part, off, exc)
+                continue
+            records.append(Record(topic, part, off, m.key(), value))
+        for topic, n in counts.items():
+            self.m_in.labels(topic).inc(n)
+        return records
+
+    def _deliver(self, emission: Emission) -> bool:
+        """Produce + flush + upsert, retried until done; False if a stop interrupted it."""
+        assert self.producer is not None
+        produced = False
+        while True:
+            try:
+                if not produced:
+                    for om in emission.messages:
+                        self.producer.produce(om.topic, om.value, om.key)
+                    self.producer.flush(30)
+                    produced = True
+                    counts: dict[str, int] = {}
+                    for om in emission.messages:
+                        counts[om.topic] = counts.get(om.topic, 0) + 1
+                    for topic, n in counts.items():
+                        self.m_out.labels(topic).inc(n)
+                if emission.rows and self.sink is not None:
+                    assert self.pool is not None
+                    with db.transaction(self.pool) as conn:
+                        self.sink(conn, emission.rows)
+                    self.m_rows.inc(len(emission.rows) if hasattr(emission.rows, "__len__") else 1)
+                self._backoff.reset()
+                return True
+            except (TransientError, KafkaException, psycopg.OperationalError, psycopg.InterfaceError) as exc:
+                if not (isinstance(exc, TransientError | KafkaException) or db.is_transient(exc)):
+                    raise
+                stage = "upsert" if produced else "produce"
+                self.m_retry.labels(stage).inc()
+                delay = self._backoff.next_delay()
+                self.log.warning("%s failed, retrying in %.1fs (nothing committed): %s",
+                                 stage, delay, str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+                if self.sleep(delay):
+                    return False
+            except Exception as exc:
+                if db.is_transient(exc):  # PoolTimeout and friends
+                    self.m_retry.labels("upsert").inc()
+                    delay = self._backoff.next_delay()
+                    self.log.warning("database unavailable, retrying in %.1fs: %s", delay, type(exc).__name__)
+                    if self.sleep(delay):
+                        return False
+                    continue
+                raise
+
+    def _commit(self, offsets: dict[TP, int]) -> None:
+        assert self.consumer is not None
+        todo = {tp: o for tp, o in offsets.items()
+                if tp in self.consumer.assigned and self._committed.get(tp) != o}
+        if not todo:
+            return
+        self.consumer.commit(todo)
+        self._committed.update(todo)
+
+    def _on_revoke(self, parts: list[TP]) -> None:
+        if not self._failed:
+            offsets = self.processor.committable(dict(self._consumed))
+            safe = {tp: o for tp, o in offsets.items() if tp in parts and self._committed.get(tp) != o}
+            if safe:
+                try:
+                    assert self.consumer is not None
+                    self.consumer.commit(safe)
+                    self._committed.update(safe)
+                except TransientError as exc:
+                    self.log.warning("commit on revoke failed: %s", exc)
+        self.processor.on_revoke(parts)
+        for tp in parts:
+            self._consumed.pop(tp, None)
+            self._committed.pop(tp, None)
+
+    def _maybe_report_lag(self) -> None:
+        now = time.monotonic()
+        if now - self._last_lag < 5.0 or self.consumer is None:
+            return
+        self._last_lag = now
+        raw = self.consumer.raw
+        for topic, part in list(self.consumer.assigned):
+            try:
+                _low, high = raw.get_watermark_offsets(
+                    TopicPartition(topic, part), timeout=1.0, cached=False)
+            except KafkaException:
+                continue
+            pos = self._consumed.get((topic, part))
+            if pos is not None and high >= 0:
+                self.m_lag.labels(topic, str(part)).set(max(0, high - pos))
+
+
+class PassThroughCommit:
+    """Mixin for processors with no open state: everything consumed is committable."""
+
+    def committable(self, consumed: dict[TP, int]) -> dict[TP, int]:
+        return consumed
+
+    def on_revoke(self, parts: Iterable[TP]) -> None:
+        return None
