@@ -128,7 +128,10 @@ class StreamService(Service):
     # -- lifecycle ------------------------------------------------------------
     def start(self) -> None:
         bootstrap = self.settings.kafka_bootstrap_servers
-        bus.ensure_topics(bootstrap, all_topics(self.settings.kafka_partitions))
+        topics = all_topics(self.settings.kafka_partitions)
+        for t in self.input_topics:
+            topics.setdefault(t, self.settings.kafka_partitions)
+        bus.ensure_topics(bootstrap, topics)
         if self.sink is not None and self.pool is None:
             self.pool = db.make_pool(self.settings.dsn, name=self.name)
         if self.producer is None:

