@@ -1,0 +1,215 @@
+"""Bars: the shared data structure, timeframes, bucket math and commit watermark.
+
+This module docstring is the written definition of bar semantics. The bar
+builder (:mod:`compute.tick_to_bar`), the rollup (:mod:`compute.bar_rollup`)
+and the independent pandas reference (``tests/reference/bars_pandas.py``) all
+implement it.
+
+Buckets
+    Event time is the tick's ``exchange_ts`` (epoch ms UTC). 1s and 1m buckets
+    align to the clock: ``start = ts - ts % tf``. 3m/5m/15m/30m/60m buckets are
+    anchored to the instrument's session open (09:15 IST for NSE) and truncated
+    at the session close; see :mod:`compute.sessions` for the pre-open and
+    post-close rule. A bar exists only for a bucket with at least one accepted
+    tick (no empty bars); its ``ts`` is the bucket start.
+
+Duplicates
+    Two ticks of one instrument are duplicates when all of :data:`DEDUP_FIELDS`
+    are equal (missing optional fields count as ``None``); ``recv_ts``, depth
+    and unknown extra fields are ignored. A duplicate is counted
+    (``duplicate_ticks``) and ignored. Duplicates always share a bucket, so only
+    the open bar of that bucket is searched.
+
+Event order
+    Inside an instrument ticks are ordered by ``(exchange_ts, volume, ltp)``
+    with a missing volume sorting first (as -1). This total order does not
+    depend on arrival order; with Kite's coarse exchange timestamps, ordering
+    equal timestamps by cumulative volume is also the true trade order.
+
+OHLC and ticks
+    ``open``/``close`` are the ``ltp`` of the first/last tick in event order,
+    ``high``/``low`` the max/min ``ltp``; ``ticks`` counts accepted
+    (non-duplicate, non-late) ticks. A rolled-up bar takes open from its first
+    child (by ``ts``), close from its last, max/min of high/low, and sums
+    ``volume`` and ``ticks``.
+
+Volume
+    Per instrument, take the ticks whose ``volume`` (cumulative day volume) is
+    not ``None`` in event order, ``v_0, v_1, ...``. Tick ``i`` contributes
+    ``max(0, v_i - v_{i-1})``; the instrument's first volume contributes 0 (the
+    cumulative before it is unknown, so it only sets the baseline). A drop
+    (``v_i < v_{i-1}``: feed reconnect/reset) contributes 0 and the new value
+    becomes the baseline. A bar's ``volume`` is the sum of its ticks'
+    contributions. A tick without volume contributes 0 and leaves the baseline
+    alone. Because the order is the event order, the result does not depend on
+    arrival order. (A reset inside one exchange millisecond is ambiguous and is
+    resolved by the volume order, i.e. treated as no reset.)
+    ``cum_volume`` (optional Bar field) is the baseline after the bar: the last
+    cumulative volume in event order up to the bar's end (``None`` if none yet).
+    It lets a restarted builder resume the delta chain exactly.
+
+Emission (bar builder; the rollup follows the same scheme with child bars)
+    Per instrument, the event horizon ``H`` is the largest ``exchange_ts``
+    received. A bar for bucket ``[B, E)`` is emitted once, when either
+    ``H >= E + grace_ms`` (event time), or, at an ``advance(now_ms)`` call,
+    ``now_ms >= max(E, seen) + wall_grace_ms`` where ``seen`` is the ``now_ms``
+    of the first ``advance`` after the instrument's latest tick (wall time with
+    no ticks: quiet instruments close by the clock, but a replay of old ticks
+    does not close bars behind its own back). Bars of one instrument are emitted
+    in ascending ``ts``. A tick is late when its bucket is already closed
+    (``B + 1s + grace_ms <= H`` before the tick, or at/below a bucket closed by
+    wall time or by :meth:`restore`): it is counted (``late_ticks``) and dropped.
+
+Commit watermark (DESIGN section 6)
+    For each partition, the offset to commit is the lowest offset of any
+    message still contributing to a bar not yet handed out by ``advance``, or
+    the last offset seen + 1 when none is. Restart = seek to those offsets and
+    :meth:`restore` each instrument's last durable bar (``ts``, ``cum_volume``):
+    replayed messages for already-emitted buckets are skipped (``skipped_ticks``),
+    bars emitted but not yet durable are rebuilt identically.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Iterable, Mapping
+from typing import Any, Protocol
+
+from compute.sessions import Session
+
+#: Timeframe name -> bucket length in ms.
+TF_MS: dict[str, int] = {
+    "1s": 1_000, "1m": 60_000, "3m": 180_000, "5m": 300_000,
+    "15m": 900_000, "30m": 1_800_000, "60m": 3_600_000,
+}
+#: Timeframes whose buckets align to the clock; the rest are session anchored.
+CLOCK_ALIGNED_TFS = frozenset({"1s", "1m"})
+MULTI_MINUTE_TFS = ("3m", "5m", "15m", "30m", "60m")
+ALL_TFS = ("1s", "1m", *MULTI_MINUTE_TFS)
+
+#: Fields that identify a tick for duplicate detection (instrument implied).
+DEDUP_FIELDS = ("exchange_ts", "ltp", "volume", "last_qty", "oi", "bid", "ask", "bid_qty", "ask_qty")
+
+BAR_FIELDS = ("instrument_token", "tf", "ts", "open", "high", "low", "close", "volume", "ticks", "cum_volume")
+
+
+class BadBarInput(ValueError):
+    """A tick or child bar that cannot be processed (missing/mistyped field): route it to the DLQ."""
+
+
+def bucket_bounds(ts_ms: int, tf: str, session: Session) -> tuple[int, int]:
+    """``(start, end)`` epoch ms of the ``tf`` bucket containing ``ts_ms``.
+
+    1s/1m are clock aligned; multi-minute timeframes are anchored to ``session``.
+    """
+    size = TF_MS[tf]
+    if tf in CLOCK_ALIGNED_TFS:
+        start = ts_ms - ts_ms % size
+        return start, start + size
+    return session.anchored_bucket(ts_ms, size)
+
+
+class Bar:
+    """One OHLCV bar (DESIGN section 4). Plain ``__slots__`` class: cheap to build, compare and encode."""
+
+    __slots__ = BAR_FIELDS
+
+    def __init__(self, instrument_token: int, tf: str, ts: int, open: float, high: float, low: float,
+                 close: float, volume: int, ticks: int, cum_volume: int | None = None) -> None:
+        self.instrument_token = instrument_token
+        self.tf = tf
+        self.ts = ts
+        self.open = open
+        self.high = high
+        self.low = low
+        self.close = close
+        self.volume = volume
+        self.ticks = ticks
+        self.cum_volume = cum_volume
+
+    @property
+    def key(self) -> tuple[int, str, int]:
+        """Natural key ``(instrument_token, tf, ts)`` every consumer upserts on."""
+        return (self.instrument_token, self.tf, self.ts)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The Kafka message body (field order fixed, so encoding is byte-stable)."""
+        return {
+            "instrument_token": self.instrument_token, "tf": self.tf, "ts": self.ts,
+            "open": self.open, "high": self.high, "low": self.low, "close": self.close,
+            "volume": self.volume, "ticks": self.ticks, "cum_volume": self.cum_volume,
+        }
+
+    def to_row(self) -> tuple[Any, ...]:
+        """Values in :data:`BAR_FIELDS` order (for COPY/executemany into ``bars_{tf}``)."""
+        return (self.instrument_token, self.tf, self.ts, self.open, self.high, self.low, self.close,
+                self.volume, self.ticks, self.cum_volume)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Bar:
+        """Build from a decoded message; extra keys are ignored, ``cum_volume`` is optional."""
+        return cls(data["instrument_token"], data["tf"], data["ts"], data["open"], data["high"], data["low"],
+                   data["close"], data["volume"], data["ticks"], data.get("cum_volume"))
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Bar) and self.to_row() == other.to_row()
+
+    def __hash__(self) -> int:
+        return hash(self.to_row())
+
+    def __repr__(self) -> str:
+        return ("Bar(" + ", ".join(f"{name}={getattr(self, name)!r}" for name in BAR_FIELDS) + ")")
+
+
+class Holder(Protocol):
+    """Anything that pins offsets until it is emitted (an open bar)."""
+
+    done: bool
+
+
+class CommitWatermark:
+    """Per-partition commit offsets: lowest offset still held by an open bar, else last seen + 1.
+
+    Cores write ``last[partition] = offset`` for every message (a plain dict
+    store on the hot path) and call :meth:`hold` when an open bar receives its
+    first message from a partition. Bars are opened in offset order within a
+    partition, so each partition's holds form a FIFO sorted by offset; emitted
+    holders are dropped lazily from the front (amortised O(1) per query), and
+    the FIFO is compacted when emitted holders pile up behind a long-open one.
+    """
+
+    __slots__ = ("last", "_queues", "_compact_at")
+
+    def __init__(self) -> None:
+        self.last: dict[int, int] = {}
+        self._queues: dict[int, deque[tuple[int, Holder]]] = {}
+        self._compact_at: dict[int, int] = {}
+
+    def hold(self, partition: int, offset: int, holder: Holder) -> None:
+        """Pin ``offset`` of ``partition`` until ``holder.done`` becomes true."""
+        queue = self._queues.get(partition)
+        if queue is None:
+            queue = self._queues[partition] = deque()
+            self._compact_at[partition] = 4096
+        queue.append((offset, holder))
+        if len(queue) >= self._compact_at[partition]:
+            kept = deque(item for item in queue if not item[1].done)
+            self._queues[partition] = kept
+            self._compact_at[partition] = max(4096, 2 * len(kept))
+
+    def committable(self) -> dict[int, int]:
+        """``{partition: offset_to_commit}`` for every partition seen (already +1 where applicable)."""
+        out: dict[int, int] = {}
+        for partition, last in self.last.items():
+            queue = self._queues.get(partition)
+            while queue and queue[0][1].done:
+                queue.popleft()
+            out[partition] = queue[0][0] if queue else last + 1
+        return out
+
+    def drop(self, partitions: Iterable[int]) -> None:
+        """Forget partitions (revoked): their holds and last offsets."""
+        for partition in partitions:
+            self.last.pop(partition, None)
+            self._queues.pop(partition, None)
+            self._compact_at.pop(partition, None)

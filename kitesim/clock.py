@@ -1,0 +1,117 @@
+"""IST time helpers and the simulator's (optionally accelerated) session clock.
+
+IST is UTC+05:30 with no DST. The NSE/BSE normal session is 09:15-15:30 IST on
+weekdays (no holiday calendar in the simulator).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from datetime import date, datetime, timedelta, timezone
+
+IST = timezone(timedelta(hours=5, minutes=30), "IST")
+SESSION_OPEN_S = 9 * 3600 + 15 * 60
+SESSION_CLOSE_S = 15 * 3600 + 30 * 60
+DAY_S = 86400
+
+
+def ist_datetime(epoch: float) -> datetime:
+    """Aware IST datetime of an epoch time."""
+    return datetime.fromtimestamp(epoch, IST)
+
+
+def ist_date(epoch: float) -> date:
+    """IST calendar date of an epoch time."""
+    return ist_datetime(epoch).date()
+
+
+def ist_str(epoch: float) -> str:
+    """Naive IST ``YYYY-MM-DD HH:MM:SS`` (Kite's REST timestamp format)."""
+    return ist_datetime(epoch).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def ist_iso(epoch: float) -> str:
+    """``2017-12-15T09:15:00+0530`` (Kite's candle timestamp format)."""
+    return ist_datetime(epoch).strftime("%Y-%m-%dT%H:%M:%S%z")
+
+
+def midnight(d: date) -> float:
+    """Epoch of 00:00 IST on ``d``."""
+    return datetime(d.year, d.month, d.day, tzinfo=IST).timestamp()
+
+
+def is_trading_day(d: date) -> bool:
+    """Weekdays (the simulator has no holiday calendar)."""
+    return d.weekday() < 5
+
+
+def session_bounds(d: date) -> tuple[float, float]:
+    """Epoch seconds of 09:15 and 15:30 IST on ``d``."""
+    m = midnight(d)
+    return m + SESSION_OPEN_S, m + SESSION_CLOSE_S
+
+
+def in_session(epoch: float) -> bool:
+    """True inside the normal session of a trading day."""
+    d = ist_date(epoch)
+    if not is_trading_day(d):
+        return False
+    start, end = session_bounds(d)
+    return start <= epoch < end
+
+
+def next_session_open(epoch: float) -> float:
+    """``epoch`` itself when in session, else the next 09:15 IST of a trading day."""
+    if in_session(epoch):
+        return epoch
+    d = ist_date(epoch)
+    start, _ = session_bounds(d)
+    if is_trading_day(d) and epoch < start:
+        return start
+    d += timedelta(days=1)
+    while not is_trading_day(d):
+        d += timedelta(days=1)
+    return session_bounds(d)[0]
+
+
+def previous_trading_day(d: date) -> date:
+    """The trading day before ``d``."""
+    d -= timedelta(days=1)
+    while not is_trading_day(d):
+        d -= timedelta(days=1)
+    return d
+
+
+def parse_ist(text: str) -> float:
+    """Parse ``YYYY-MM-DD``, ``YYYY-MM-DD HH:MM[:SS]`` or ISO with offset; naive means IST."""
+    s = text.strip().replace("T", " ")
+    for fmt in ("%Y-%m-%d %H:%M:%S%z", "%Y-%m-%d %H:%M:%S", "%Y-%m-%d %H:%M", "%Y-%m-%d"):
+        try:
+            dt = datetime.strptime(s, fmt)
+        except ValueError:
+            continue
+        if dt.tzinfo is None:
+            dt = dt.replace(tzinfo=IST)
+        return dt.timestamp()
+    raise ValueError(f"not a date/time: {text!r} (want YYYY-MM-DD[ HH:MM:SS])")
+
+
+class SessionClock:
+    """Simulated epoch time: ``start + (elapsed wall time) * speed``.
+
+    ``monotonic`` is injectable so tests can drive the clock by hand.
+    """
+
+    def __init__(self, start: float | None = None, speed: float = 1.0,
+                 monotonic: Callable[[], float] = time.monotonic) -> None:
+        if speed <= 0:
+            raise ValueError("speed must be > 0")
+        self.start = time.time() if start is None else start
+        self.speed = speed
+        self._monotonic = monotonic
+        self._t0 = monotonic()
+
+    def now(self) -> float:
+        """Current simulated epoch seconds."""
+        return self.start + (self._monotonic() - self._t0) * self.speed
