@@ -71,6 +71,7 @@ Commit watermark (DESIGN section 6)
 
 from __future__ import annotations
 
+import heapq
 from collections import deque
 from collections.abc import Iterable, Mapping
 from typing import Any, Protocol
@@ -213,3 +214,77 @@ class CommitWatermark:
             self.last.pop(partition, None)
             self._queues.pop(partition, None)
             self._compact_at.pop(partition, None)
+
+
+class IdleTrack(Protocol):
+    """What :class:`IdleSchedule` needs from a per-instrument track."""
+
+    seen: int
+    touched: bool
+    in_heap: bool
+
+    def first_end(self) -> int | None:
+        """End (epoch ms) of the earliest open bucket, ``None`` when nothing is open."""
+
+
+class IdleSchedule:
+    """Wall-clock closing for quiet instruments: a lazy min-heap of deadlines.
+
+    A track is due at ``max(first_end, seen) + wall_grace_ms`` where ``seen`` is
+    the ``now_ms`` of the first :meth:`due` call after the track last received
+    input. Cores append a track to :attr:`touched` (and set ``track.touched``)
+    when it receives input; :meth:`due` stamps those, schedules tracks with
+    open buckets and returns the tracks whose deadline has passed. Entries are
+    never updated in place: a popped entry whose deadline moved later is
+    pushed again, so the per-input cost is one flag check.
+    """
+
+    __slots__ = ("wall_grace_ms", "touched", "_heap", "_seq")
+
+    def __init__(self, wall_grace_ms: int) -> None:
+        self.wall_grace_ms = wall_grace_ms
+        self.touched: list[Any] = []
+        self._heap: list[tuple[int, int, Any]] = []
+        self._seq = 0
+
+    def deadline(self, track: Any) -> int | None:
+        """When ``track`` may close by wall time (``None`` when nothing is open)."""
+        first_end = track.first_end()
+        if first_end is None:
+            return None
+        return max(first_end, track.seen) + self.wall_grace_ms
+
+    def schedule(self, track: Any) -> None:
+        """(Re)insert ``track`` if it has open buckets and is not queued yet."""
+        if track.in_heap:
+            return
+        when = self.deadline(track)
+        if when is not None:
+            self._seq += 1
+            heapq.heappush(self._heap, (when, self._seq, track))
+            track.in_heap = True
+
+    def due(self, now_ms: int) -> list[Any]:
+        """Stamp touched tracks with ``now_ms``; pop and return the tracks due by ``now_ms``.
+
+        The caller closes what it can and calls :meth:`schedule` again for a
+        track that still has open buckets.
+        """
+        for track in self.touched:
+            track.seen = now_ms
+            track.touched = False
+            self.schedule(track)
+        self.touched.clear()
+        heap = self._heap
+        out: list[Any] = []
+        while heap and heap[0][0] <= now_ms:
+            _, _, track = heapq.heappop(heap)
+            track.in_heap = False
+            when = self.deadline(track)
+            if when is None:
+                continue
+            if when <= now_ms:
+                out.append(track)
+            else:
+                self.schedule(track)
+        return out

@@ -17,13 +17,13 @@ from dataclasses import dataclass, replace
 from datetime import date
 
 from core.universe import Instrument
-from kitesim.clock import ist_date, next_session_open
+from kitesim.clock import DAY_S, ist_date, midnight, next_session_open
 from kitesim.packets import DEPTH_LEVELS, U32_MAX, DepthLevel, Snapshot
 
 #: Per-tick volatility as a fraction of price (~1.2 % a day at ~1.5 ticks/s).
-SIGMA_PER_TICK = 7e-5
+SIGMA_PER_TICK = 5e-5
 #: Pull back toward the reference price per tick (keeps long runs bounded).
-MEAN_REVERSION = 2e-4
+MEAN_REVERSION = 5e-5
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,6 +62,7 @@ class InstrumentState:
         self.rng = rng
         ref = round(inst.last_price * inst.price_divisor)
         self.day: date | None = None
+        self._day_start = self._day_end = 0.0
         self.value_sum = 0  # sum(price * qty) for the day's average price
         self.seq = 0
         self.is_future = inst.instrument_type == "FUT"
@@ -74,10 +75,11 @@ class InstrumentState:
     def apply(self, ev: TradeEvent) -> Snapshot:
         """Apply one event (rolling the day over on a new IST date) and return the new snapshot."""
         s = self.snap
-        d = ist_date(ev.ts)
-        if self.day != d:
+        if not self._day_start <= ev.ts < self._day_end:
             first = self.day is None
-            self.day = d
+            self.day = ist_date(ev.ts)
+            self._day_start = midnight(self.day)
+            self._day_end = self._day_start + DAY_S
             self.value_sum = 0
             close = s.close if first else s.last_price
             s = replace(s, open=0, high=0, low=0, close=close, volume=0, avg_price=0,
@@ -92,10 +94,11 @@ class InstrumentState:
         if ev.oi is not None:
             oi = ev.oi
         elif self.is_future and qty:
-            oi = max(0, oi + self.rng.choice((-1, 0, 1)) * qty)
+            oi = max(0, oi + (int(self.rng.random() * 3) - 1) * qty)
         if self.inst.tradable:
-            self.tbq = max(self.lot, self.tbq + self.rng.randint(-50, 50) * self.lot)
-            self.tsq = max(self.lot, self.tsq + self.rng.randint(-50, 50) * self.lot)
+            rand = self.rng.random
+            self.tbq = max(self.lot, self.tbq + (int(rand() * 101) - 50) * self.lot)
+            self.tsq = max(self.lot, self.tsq + (int(rand() * 101) - 50) * self.lot)
             buy, sell = self._depth(price, ev)
         else:
             buy, sell = s.buy, s.sell
@@ -114,19 +117,19 @@ class InstrumentState:
     def _depth(self, price: int, ev: TradeEvent) -> tuple[tuple[DepthLevel, ...], tuple[DepthLevel, ...]]:
         """Five levels a side around the last price (level 1 from the event when given)."""
         rng, tick = self.rng, self.tick
-        spread = rng.choice((1, 1, 1, 2, 2, 3))
-        bid1 = ev.bid if ev.bid else price - rng.randint(0, spread) * tick
+        spread = (1, 1, 1, 2, 2, 3)[int(rng.random() * 6)]
+        bid1 = ev.bid if ev.bid else price - int(rng.random() * (spread + 1)) * tick
         ask1 = ev.ask if ev.ask else bid1 + spread * tick
         bid1 = max(bid1, tick)
         ask1 = max(ask1, bid1 + tick)
         mean_lots = 40 if price / self.inst.price_divisor > 100 else 400
 
         def side(first: int, step: int, first_qty: int | None) -> tuple[DepthLevel, ...]:
-            levels, p = [], first
+            levels, p, rand, lot = [], first, rng.random, self.lot
             for i in range(DEPTH_LEVELS):
-                qty = first_qty if (i == 0 and first_qty) else self.lot * (int(rng.expovariate(1 / mean_lots)) + 1)
-                levels.append(DepthLevel(qty=qty, price=max(p, 0), orders=rng.randint(1, 25)))
-                p += step * rng.choice((1, 1, 2))
+                qty = first_qty if (i == 0 and first_qty) else lot * (int(-mean_lots * math.log(1.0 - rand())) + 1)
+                levels.append(DepthLevel(qty, max(p, 0), 1 + int(rand() * 25)))
+                p += step if rand() < 0.67 else 2 * step
             return tuple(levels)
 
         return side(bid1, -tick, ev.bid_qty), side(ask1, tick, ev.ask_qty)
@@ -196,7 +199,7 @@ class _Walker:
     def step(self, ts: float) -> TradeEvent:
         rng = self.rng
         sigma = max(0.6, self.price * SIGMA_PER_TICK / self.tick)
-        self.drift = 0.995 * self.drift + rng.gauss(0.0, 0.03 * sigma)
+        self.drift = 0.995 * self.drift + rng.gauss(0.0, 0.005 * sigma)
         pull = -MEAN_REVERSION * (self.price - self.ref) / self.tick
         move = round(rng.gauss(self.drift + pull, sigma))
         self.price = max(self.tick, self.price + move * self.tick)

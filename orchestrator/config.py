@@ -22,10 +22,11 @@ from pydantic import Field, ValidationError, field_validator, model_validator
 from core.config import StrictModel, format_validation_error, read_structured
 from core.errors import ConfigError
 from core.settings import PROJECT_ROOT, child_environment
+from orchestrator.control import default_var_dir
 from orchestrator.interpolate import InterpolationError, expand_tree
 
 Mode = Literal["paper", "dry", "live"]
-MODES: tuple[str, ...] = ("paper", "dry", "live")
+MODES: tuple[Mode, ...] = ("paper", "dry", "live")
 ServiceName = str
 _NAME_CHARS = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-.")
 EnvValue = str | int | float | bool
@@ -35,15 +36,15 @@ class RestartSpec(StrictModel):
     """When and how fast a service that exited is started again."""
 
     policy: Literal["always", "on-failure", "never"] = Field(
-        "on-failure", description="always: restart on any exit; on-failure: only on non-zero exit or signal")
-    backoff_initial: float = Field(1.0, gt=0, description="first restart delay, seconds")
-    backoff_multiplier: float = Field(2.0, ge=1.0, description="delay factor per consecutive failure")
-    backoff_max: float = Field(60.0, gt=0, description="delay cap, seconds")
-    max_restarts: int = Field(5, ge=0, description="restarts allowed within `window` before 'failed'")
-    window: float = Field(300.0, gt=0, description="sliding window for max_restarts, seconds")
-    stable_after: float = Field(30.0, ge=0, description="a run this long resets the backoff")
+        default="on-failure", description="always: any exit; on-failure: non-zero exit or signal; never")
+    backoff_initial: float = Field(default=1.0, gt=0, description="first restart delay, seconds")
+    backoff_multiplier: float = Field(default=2.0, ge=1.0, description="delay factor per consecutive failure")
+    backoff_max: float = Field(default=60.0, gt=0, description="delay cap, seconds")
+    max_restarts: int = Field(default=5, ge=0, description="restarts allowed within `window` before 'failed'")
+    window: float = Field(default=300.0, gt=0, description="sliding window for max_restarts, seconds")
+    stable_after: float = Field(default=30.0, ge=0, description="a run this long resets the backoff")
     fatal_exit_codes: tuple[int, ...] = Field(
-        (2, 3), description="exit codes that mark the service failed at once (2 config, 3 fatal)")
+        default=(2, 3), description="exit codes that mark the service failed at once (2 config, 3 fatal)")
 
     @model_validator(mode="after")
     def _cap_not_below_initial(self) -> RestartSpec:
@@ -55,19 +56,19 @@ class RestartSpec(StrictModel):
 class LogSpec(StrictModel):
     """Per-service log file rotation (``var/log/<name>.log``)."""
 
-    max_bytes: int = Field(10 * 1024 * 1024, ge=1024, description="rotate when the file exceeds this")
-    backups: int = Field(5, ge=0, le=100, description="rotated files kept: <name>.log.1 .. .N")
+    max_bytes: int = Field(default=10 * 1024 * 1024, ge=1024, description="rotate when the file exceeds this")
+    backups: int = Field(default=5, ge=0, le=100, description="rotated files kept: <name>.log.1 .. .N")
 
 
 class ReadinessSpec(StrictModel):
     """How the supervisor decides a started service is ready. Exactly one of tcp/http/command."""
 
-    tcp: str | None = Field(None, description="host:port accepting connections")
-    http: str | None = Field(None, description="URL answering 2xx to GET")
-    command: str | list[str] | None = Field(None, description="command exiting 0")
-    interval: float = Field(0.2, gt=0, description="seconds between attempts")
-    timeout: float = Field(60.0, gt=0, description="not ready after this many seconds: restart")
-    attempt_timeout: float = Field(2.0, gt=0, description="seconds one attempt may take")
+    tcp: str | None = Field(default=None, description="host:port accepting connections")
+    http: str | None = Field(default=None, description="URL answering 2xx to GET")
+    command: str | list[str] | None = Field(default=None, description="command exiting 0")
+    interval: float = Field(default=0.2, gt=0, description="seconds between attempts")
+    timeout: float = Field(default=60.0, gt=0, description="not ready after this many seconds: restart")
+    attempt_timeout: float = Field(default=2.0, gt=0, description="seconds one attempt may take")
 
     @model_validator(mode="after")
     def _exactly_one(self) -> ReadinessSpec:
@@ -109,19 +110,20 @@ class ServiceSpec(StrictModel):
 
     cmd: str | list[str] = Field(description="command line (shlex-split if a string); no shell")
     env: dict[str, EnvValue] = Field(default_factory=dict, description="extra environment")
-    cwd: str | None = Field(None, description="working directory (default: project root)")
-    group: str = Field("default", min_length=1, description="for `ctl restart GROUP`")
+    cwd: str | None = Field(default=None, description="working directory (default: project root)")
+    group: str = Field(default="default", min_length=1, description="for `ctl restart GROUP`")
     depends_on: list[str] = Field(default_factory=list, description="start after these are ready")
-    readiness: ReadinessSpec | None = Field(None, description="no probe: ready once started")
+    readiness: ReadinessSpec | None = Field(default=None, description="no probe: see ready_after")
+    ready_after: float = Field(default=1.0, ge=0, description="without a probe: ready once up this long")
     restart: RestartSpec = Field(default_factory=RestartSpec)
-    oneshot: bool = Field(False, description="runs to completion; ready when it exited 0")
-    stop_signal: str = Field("SIGTERM", description="signal sent first on stop")
-    stop_timeout: float = Field(10.0, gt=0, description="seconds before SIGKILL to the group")
-    stop_group: bool = Field(True, description="send stop_signal to the whole process group")
+    oneshot: bool = Field(default=False, description="runs to completion; ready when it exited 0")
+    stop_signal: str = Field(default="SIGTERM", description="signal sent first on stop")
+    stop_timeout: float = Field(default=10.0, gt=0, description="seconds before SIGKILL to the group")
+    stop_group: bool = Field(default=True, description="send stop_signal to the whole process group")
     modes: list[Mode] = Field(default_factory=lambda: list(MODES), description="TRADING_MODEs it runs in")
     enabled: bool = True
-    metrics_port: int | None = Field(None, ge=1, le=65535, description="exported to the child as METRICS_PORT")
-    url: str | None = Field(None, description="shown by `ctl status` (default from metrics_port/readiness)")
+    metrics_port: int | None = Field(default=None, ge=1, le=65535, description="exported as METRICS_PORT")
+    url: str | None = Field(default=None, description="for `ctl status` (default: metrics_port/readiness)")
     description: str = ""
 
     @field_validator("cmd")
@@ -150,7 +152,7 @@ class Defaults(StrictModel):
     """Settings merged into every service (a service's own keys win)."""
 
     restart: RestartSpec = Field(default_factory=RestartSpec)
-    stop_timeout: float = Field(10.0, gt=0)
+    stop_timeout: float = Field(default=10.0, gt=0)
     log: LogSpec = Field(default_factory=LogSpec)
 
 
@@ -259,11 +261,26 @@ def check_graph(path: Path, cfg: SupervisorFile) -> None:
         for d in spec.depends_on:
             if d not in cfg.services:
                 raise ConfigError(f"{path}: services.{name}.depends_on: unknown service {d!r}")
+        if spec.oneshot and spec.readiness is not None:
+            raise ConfigError(f"{path}: services.{name}.readiness: not used by a oneshot (ready on exit 0)")
         if spec.oneshot and spec.restart.policy == "always":
-            raise ConfigError(f"{path}: services.{name}.restart.policy: 'always' is not allowed for a oneshot")
+            raise ConfigError(f"{path}: services.{name}.restart.policy: 'always' is not allowed for oneshot")
     cycle = find_cycle(deps)
     if cycle:
         raise ConfigError(f"{path}: services.{cycle[0]}.depends_on: dependency cycle {' -> '.join(cycle)}")
+
+
+def _unknown_keys_first(exc: ValidationError) -> ValidationError:
+    """Reorder errors so a misspelt key is reported rather than the 'missing' error it causes."""
+    errors = exc.errors()
+    if not any(e["type"] == "extra_forbidden" for e in errors):
+        return exc
+    errors.sort(key=lambda e: e["type"] != "extra_forbidden")
+    try:
+        details: list[Any] = [{k: e[k] for k in ("type", "loc", "input", "ctx") if k in e} for e in errors]
+        return ValidationError.from_exception_data(exc.title, details)
+    except (TypeError, ValueError, KeyError):
+        return exc
 
 
 def _merge_defaults(path: Path, raw: dict[str, Any]) -> dict[str, Any]:
@@ -271,7 +288,9 @@ def _merge_defaults(path: Path, raw: dict[str, Any]) -> dict[str, Any]:
     try:
         defaults = Defaults.model_validate(raw.get("defaults") or {})
     except ValidationError as exc:
-        raise ConfigError(format_validation_error(path, exc).replace(f"{path}: ", f"{path}: defaults.", 1)) from None
+        msg = format_validation_error(path, _unknown_keys_first(exc))
+        msg = msg.replace(f"{path}: ", f"{path}: defaults.", 1)
+        raise ConfigError(msg) from None
     services = raw.get("services")
     if not isinstance(services, dict):
         return raw
@@ -287,7 +306,8 @@ def _merge_defaults(path: Path, raw: dict[str, Any]) -> dict[str, Any]:
     return {**raw, "services": merged}
 
 
-def _expand(path: Path, raw: dict[str, Any], env: dict[str, str], placeholders: dict[str, str]) -> dict[str, Any]:
+def _expand(path: Path, raw: dict[str, Any], env: dict[str, str],
+            placeholders: dict[str, str]) -> dict[str, Any]:
     """Expand the top-level env (in order, each visible to the next) and every service."""
     try:
         top_env: dict[str, Any] = {}
@@ -334,15 +354,6 @@ def resolve_mode(mode: str | None, env: Mapping[str, str]) -> str:
     return chosen
 
 
-def default_var_dir(env: Mapping[str, str]) -> Path:
-    """``TRADESTACK_VAR_DIR`` (relative to the project root) or ``<root>/var``."""
-    raw = env.get("TRADESTACK_VAR_DIR")
-    if not raw:
-        return PROJECT_ROOT / "var"
-    p = Path(raw)
-    return p if p.is_absolute() else PROJECT_ROOT / p
-
-
 def load_supervisor_config(path: str | Path, *, mode: str | None = None, var_dir: Path | None = None,
                            environ: Mapping[str, str] | None = None) -> StackPlan:
     """Load, validate and resolve a supervisor config for ``mode``; raises one-line ConfigError."""
@@ -360,7 +371,7 @@ def load_supervisor_config(path: str | Path, *, mode: str | None = None, var_dir
     try:
         cfg = SupervisorFile.model_validate(raw)
     except ValidationError as exc:
-        raise ConfigError(format_validation_error(p, exc)) from None
+        raise ConfigError(format_validation_error(p, _unknown_keys_first(exc))) from None
     check_graph(p, cfg)
     return _build_plan(p, cfg, chosen_mode, vdir, env)
 
@@ -374,8 +385,9 @@ def _build_plan(path: Path, cfg: SupervisorFile, mode: str, var_dir: Path, env: 
         for key, text in (("cmd", _join(spec.cmd)), ("url", spec.url or ""),
                           ("readiness", spec.readiness.describe() if spec.readiness else "")):
             if "{metrics_port}" in text:
-                raise ConfigError(f"{path}: services.{name}.{key}: uses {{metrics_port}} but metrics_port is not set")
+                raise ConfigError(f"{path}: services.{name}.{key}: uses {{metrics_port}} but it is not set")
         child_env = dict(env)
+        child_env.pop("METRICS_PORT", None)  # one port per service: never inherit the supervisor's
         child_env["PYTHONUNBUFFERED"] = "1"
         child_env["TRADESTACK_SERVICE"] = name
         if spec.metrics_port:

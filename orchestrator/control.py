@@ -17,11 +17,23 @@ from __future__ import annotations
 import json
 import os
 import socket
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 MAX_LINE = 1 << 20
+# Same as core.settings.PROJECT_ROOT; kept import-free so `ctl` starts fast (no pydantic).
+_PROJECT_ROOT = Path(__file__).resolve().parents[1]
+
+
+def default_var_dir(env: Mapping[str, str]) -> Path:
+    """``TRADESTACK_VAR_DIR`` (relative to the project root) or ``<root>/var``."""
+    raw = env.get("TRADESTACK_VAR_DIR")
+    if not raw:
+        return _PROJECT_ROOT / "var"
+    p = Path(raw)
+    return p if p.is_absolute() else _PROJECT_ROOT / p
 
 
 @dataclass(frozen=True)
@@ -29,6 +41,7 @@ class RunPaths:
     """Where the supervisor keeps its socket, pid file and the services' logs."""
 
     var_dir: Path
+    socket_override: Path | None = None
 
     @property
     def run_dir(self) -> Path:
@@ -37,8 +50,8 @@ class RunPaths:
 
     @property
     def socket(self) -> Path:
-        """The control socket."""
-        return self.run_dir / "supervisor.sock"
+        """The control socket (``--socket`` overrides the default)."""
+        return self.socket_override or self.run_dir / "supervisor.sock"
 
     @property
     def pid_file(self) -> Path:
@@ -76,8 +89,8 @@ def request(sock_path: Path, payload: dict[str, Any], timeout: float = 120.0) ->
     try:
         try:
             s.connect(str(sock_path))
-        except (FileNotFoundError, ConnectionRefusedError) as exc:
-            raise ControlError(f"supervisor not running (no listener on {sock_path}): {exc.strerror}") from None
+        except (FileNotFoundError, ConnectionRefusedError):
+            raise ControlError(f"supervisor not running (nothing listens on {sock_path})") from None
         s.sendall(json.dumps(payload).encode() + b"\n")
         buf = b""
         while not buf.endswith(b"\n"):

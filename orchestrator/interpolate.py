@@ -58,7 +58,7 @@ def expand_env(text: str, env: Mapping[str, str]) -> str:
         body = text[i + 2:end]
         m = _NAME.match(body)
         if not m:
-            raise InterpolationError(f"bad variable reference '${{{body}}}'")
+            raise InterpolationError(f"bad reference '${{{body}}}'")
         name, rest = m.group(0), body[m.end():]
         value = env.get(name)
         if rest == "":
@@ -68,7 +68,7 @@ def expand_env(text: str, env: Mapping[str, str]) -> str:
         elif rest.startswith(":-"):
             out.append(value if value else expand_env(rest[2:], env))
         else:
-            raise InterpolationError(f"bad variable reference '${{{body}}}' (only ${{VAR}} and ${{VAR:-default}})")
+            raise InterpolationError(f"bad reference '${{{body}}}' (use ${{VAR}} or ${{VAR:-default}})")
         i = end + 1
     return "".join(out)
 

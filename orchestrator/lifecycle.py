@@ -87,16 +87,21 @@ class RestartTracker:
             self._restarts.popleft()
         return len(self._restarts)
 
-    def on_exit(self, returncode: int, ran_for: float, now: float) -> ExitDecision:
-        """The decision for an exit with ``returncode`` after running ``ran_for`` seconds."""
-        what = describe_exit(returncode)
-        if returncode in self.spec.fatal_exit_codes:
+    def on_exit(self, returncode: int, ran_for: float, now: float, not_ready: bool = False) -> ExitDecision:
+        """The decision for an exit with ``returncode`` after running ``ran_for`` seconds.
+
+        ``not_ready``: the supervisor stopped the child because its readiness
+        probe never passed; that is a failure whatever the exit code.
+        """
+        what = "readiness timeout" if not_ready else describe_exit(returncode)
+        if returncode in self.spec.fatal_exit_codes and not not_ready:
             return ExitDecision("failed", reason=f"{what}: fatal exit code, not restarted")
-        ok = returncode == 0
+        ok = returncode == 0 and not not_ready
         if self.oneshot and ok:
             return ExitDecision("exited", reason=f"{what}: oneshot done")
         if self.spec.policy == "never" or (self.spec.policy == "on-failure" and ok):
-            return ExitDecision("exited" if ok else "failed", reason=f"{what}: restart policy {self.spec.policy}")
+            return ExitDecision("exited" if ok else "failed",
+                                reason=f"{what}: restart policy {self.spec.policy}")
         if ran_for >= self.spec.stable_after:
             self.consecutive_failures = 0
         count = self.restarts_in_window(now)

@@ -39,10 +39,9 @@ from typing import Any
 
 from core.errors import EXIT_CONFIG, EXIT_OK, EXIT_UNEXPECTED, ConfigError
 from core.logs import kv, setup_logging
-from core.settings import PROJECT_ROOT
+from core.settings import PROJECT_ROOT, child_environment
 from orchestrator.config import Service, StackPlan, load_supervisor_config
 from orchestrator.control import MAX_LINE, RunPaths, is_listening
-from orchestrator.lifecycle import ServiceState
 from orchestrator.runner import ServiceRunner
 
 log = logging.getLogger("supervisor")
@@ -153,7 +152,9 @@ class Supervisor:
             line = await asyncio.wait_for(reader.readline(), 10.0)
             try:
                 req = json.loads(line)
-                reply = await self._dispatch(req) if isinstance(req, dict) else {"ok": False, "error": "bad request"}
+                if not isinstance(req, dict):
+                    raise ValueError("bad request")
+                reply = await self._dispatch(req)
             except ValueError as exc:
                 reply = {"ok": False, "error": str(exc) or "bad request"}
             writer.write(json.dumps(reply).encode() + b"\n")
@@ -195,7 +196,8 @@ class Supervisor:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.request_shutdown, sig.name)
         loop.add_signal_handler(signal.SIGHUP, lambda: log.info("SIGHUP ignored"))
-        server = await asyncio.start_unix_server(self._handle_client, path=str(self.paths.socket), limit=MAX_LINE)
+        server = await asyncio.start_unix_server(self._handle_client, path=str(self.paths.socket),
+                                                 limit=MAX_LINE)
         os.chmod(self.paths.socket, 0o600)
         self._write_pid()
         self._start_metrics()
@@ -209,7 +211,8 @@ class Supervisor:
         finally:
             self._stopping = True
             t0 = time.monotonic()
-            await self.stop_services(list(self.runners), "supervisor stopping")
+            async with self._ops:  # let a restart in progress finish first, then nothing starts again
+                await self.stop_services(list(self.runners), "supervisor stopping")
             server.close()
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(server.wait_closed(), 2.0)
@@ -248,8 +251,9 @@ def format_plan(plan: StackPlan) -> str:
 def build_parser() -> argparse.ArgumentParser:
     """The command-line interface."""
     p = argparse.ArgumentParser(prog="python -m orchestrator.process_supervisor",
-                                description="Run the tradestack services in the foreground under supervision.")
-    p.add_argument("--config", type=Path, default=DEFAULT_CONFIG, help="supervisor YAML (default: %(default)s)")
+                                description="Run the tradestack services in the foreground, supervised.")
+    p.add_argument("--config", type=Path, default=DEFAULT_CONFIG,
+                   help="supervisor YAML (default: %(default)s)")
     p.add_argument("--mode", choices=("paper", "dry", "live"), default=None,
                    help="trading mode (default: $TRADING_MODE or paper)")
     p.add_argument("--var-dir", type=Path, default=None,
@@ -258,6 +262,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help="serve supervisor metrics here (default: $SUPERVISOR_METRICS_PORT, 0 = off)")
     p.add_argument("--check", action="store_true", help="validate the config, print the plan, exit")
     return p
+
+
+def _env_metrics_port() -> int:
+    raw = child_environment().get("SUPERVISOR_METRICS_PORT", "").strip() or "0"
+    if not raw.isdigit() or int(raw) > 65535:
+        raise ConfigError(f"environment: SUPERVISOR_METRICS_PORT: must be a port number (got {raw!r})")
+    return int(raw)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -269,15 +280,10 @@ def main(argv: list[str] | None = None) -> int:
         if args.check:
             print(format_plan(plan))
             return EXIT_OK
-        port = args.metrics_port
-        if port is None:
-            port = int(os.environ.get("SUPERVISOR_METRICS_PORT", "0") or 0)
+        port = args.metrics_port if args.metrics_port is not None else _env_metrics_port()
         return asyncio.run(Supervisor(plan, metrics_port=port).run())
     except ConfigError as exc:
         print(str(exc), file=sys.stderr)
-        return EXIT_CONFIG
-    except ValueError as exc:  # e.g. a non-numeric SUPERVISOR_METRICS_PORT
-        print(f"environment: {exc}", file=sys.stderr)
         return EXIT_CONFIG
     except Exception:
         log.exception("supervisor crashed")

@@ -40,7 +40,8 @@ def signal_pid(pid: int, sig: int) -> bool:
 def descendants(pid: int) -> list[psutil.Process]:
     """All live descendants of ``pid`` (empty if it is gone)."""
     try:
-        return psutil.Process(pid).children(recursive=True)
+        children: list[psutil.Process] = psutil.Process(pid).children(recursive=True)
+        return children
     except psutil.Error:
         return []
 

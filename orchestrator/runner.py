@@ -44,7 +44,11 @@ async def wait_process(proc: subprocess.Popen[bytes]) -> int:
         return proc.returncode
     loop = asyncio.get_running_loop()
     exited: asyncio.Future[None] = loop.create_future()
-    loop.add_reader(fd, lambda: exited.done() or exited.set_result(None))
+    def on_exit() -> None:
+        if not exited.done():
+            exited.set_result(None)
+
+    loop.add_reader(fd, on_exit)
     try:
         if proc.poll() is None:
             await exited
@@ -77,6 +81,7 @@ class ServiceRunner:
         self.log_path = log_dir / f"{service.name}.log"
         self._log: RotatingLogFile | None = None
         self._task: asyncio.Task[None] | None = None
+        self._not_ready = False  # the current child was stopped for a readiness timeout
         self._missing_deps = deps_satisfied
         self._changed = changed
         self._on_change = on_change
@@ -162,6 +167,7 @@ class ServiceRunner:
             while True:
                 await self._wait_deps()
                 proc = self._spawn()
+                self._not_ready = False
                 rc = 127 if proc is None else await self._supervise(proc)
                 ran_for = time.monotonic() - (self.started_mono or time.monotonic())
                 if not await self._after_exit(rc, ran_for):
@@ -208,10 +214,13 @@ class ServiceRunner:
         exit_wait = asyncio.ensure_future(wait_process(proc))
         probe: asyncio.Future[bool] | None = None
         try:
-            if spec.readiness is None:
-                if spec.oneshot:
-                    self._set(ServiceState.STARTING, "running (oneshot)")
-                else:
+            if spec.oneshot:
+                self._set(ServiceState.STARTING, "running (oneshot)")
+            elif spec.readiness is None:
+                # No probe: ready once up `ready_after` seconds (a crash at import is never "ready").
+                self._set(ServiceState.STARTING, f"ready if still up after {spec.ready_after:g}s")
+                await asyncio.wait({exit_wait}, timeout=spec.ready_after)
+                if not exit_wait.done():
                     self._set(ServiceState.READY)
                     log.info("ready %s", kv(service=self.name, pid=proc.pid))
             else:
@@ -226,6 +235,7 @@ class ServiceRunner:
                     msg = f"not ready after {spec.readiness.timeout:g}s ({spec.readiness.describe()})"
                     log.error("readiness timeout %s", kv(service=self.name, pid=proc.pid, probe=msg))
                     self._logfile().note(msg + ", stopping it")
+                    self._not_ready = True
                     await self._terminate(proc, "readiness timeout")
             return await exit_wait
         finally:
@@ -253,8 +263,9 @@ class ServiceRunner:
         if self.proc is not None:
             signal_group(self.proc.pid, signal.SIGKILL)  # no orphans: whatever is left of its group
         what = describe_exit(rc)
-        decision = self.tracker.on_exit(rc, ran_for, time.monotonic())
-        self._logfile().note(f"{what} after {ran_for:.1f}s -> {decision.action} {decision.reason}".rstrip())
+        decision = self.tracker.on_exit(rc, ran_for, time.monotonic(), not_ready=self._not_ready)
+        then = f"restart in {decision.delay:.1f}s" if decision.action == "restart" else decision.action
+        self._logfile().note(f"{what} after {ran_for:.1f}s -> {then} ({decision.reason})")
         level = logging.INFO if decision.action == "exited" and rc == 0 else logging.WARNING
         if decision.action == "failed":
             level = logging.ERROR
@@ -276,15 +287,15 @@ class ServiceRunner:
         if proc.poll() is None:
             tree = descendants(proc.pid)
             sig = signal.Signals[spec.stop_signal]
-            self._logfile().note(f"stopping ({reason}): {sig.name} to {'group' if spec.stop_group else 'pid'} "
-                                 f"{proc.pid}")
+            target = "group" if spec.stop_group else "pid"
+            self._logfile().note(f"stopping ({reason}): {sig.name} to {target} {proc.pid}")
             (signal_group if spec.stop_group else signal_pid)(proc.pid, sig)
             try:
                 await asyncio.wait_for(wait_process(proc), spec.stop_timeout)
             except TimeoutError:
                 log.warning("stop timeout, killing %s", kv(service=self.name, pid=proc.pid,
                                                            timeout_s=spec.stop_timeout))
-                self._logfile().note(f"did not stop within {spec.stop_timeout:g}s: SIGKILL to group {proc.pid}")
+                self._logfile().note(f"not stopped after {spec.stop_timeout:g}s: SIGKILL to group {proc.pid}")
                 signal_group(proc.pid, signal.SIGKILL)
                 await wait_process(proc)
             signal_group(proc.pid, signal.SIGKILL)

@@ -62,7 +62,7 @@ def kafka_bootstrap() -> Iterator[str]:
 @pytest.fixture(scope="session")
 def pg_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """DSN (without database) of a throwaway embedded PostgreSQL server."""
-    from orchestrator.pg_launcher import start_embedded_postgres, stop_embedded_postgres
+    from orchestrator.pg_launcher import start_embedded_postgres, stop as stop_embedded_postgres
 
     port = free_port()
     data_dir = tmp_path_factory.mktemp("pg") / "data"

@@ -166,7 +166,7 @@ def test_latched_delivery_error_fails_flush():
 
 def test_service_survives_database_restart(kafka_bootstrap, service_env, tmp_path):
     from core.migrate import apply_migrations
-    from orchestrator.pg_launcher import start_embedded_postgres, stop_embedded_postgres
+    from orchestrator.pg_launcher import start_embedded_postgres, stop as stop_embedded_postgres
 
     port = free_port()
     data = tmp_path / "pgdata"

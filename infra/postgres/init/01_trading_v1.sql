@@ -33,6 +33,7 @@ BEGIN
                 close            double precision NOT NULL,
                 volume           bigint NOT NULL DEFAULT 0,
                 ticks            integer NOT NULL DEFAULT 0,
+                cum_volume       bigint,
                 updated_at       timestamptz NOT NULL DEFAULT now(),
                 PRIMARY KEY (instrument_token, ts)
             )$f$, tf);

@@ -1,0 +1,344 @@
+"""Ticks -> 1s bars: the pure core of ``compute.bar_builder_1s`` (no I/O).
+
+Semantics (buckets, duplicates, event order, volume, emission, lateness,
+commit watermark, restart) are defined once in :mod:`compute.bars`; this module
+implements them for ticks. The per-tick path is lean on purpose: plain
+``__slots__`` objects, dict lookups and integer math, no pydantic, and the
+volume of a bar is computed incrementally while ticks arrive in event order
+(the common case), with a sort only for a bar that saw out-of-order ticks.
+
+Typical service loop::
+
+    builder = BarBuilder(grace_ms=2000)
+    for token, last_ts, cum in durable_last_bars:      # from bars_1s on (re)assignment
+        builder.restore(token, last_ts, cum)
+    while running:
+        for msg in consumer.poll_batch():
+            builder.add(orjson.loads(msg.value()), msg.partition(), msg.offset())
+        bars = builder.advance(now_ms())                 # produce + upsert these
+        ...flush, upsert...
+        consumer.commit(builder.committable_offsets())   # offsets already +1
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from gc import is_tracked
+from typing import Any
+
+from compute.bars import Bar, BadBarInput, CommitWatermark, IdleSchedule
+
+SECOND_MS = 1_000
+_NEVER = 1 << 62  # "no deadline" / "nothing seen" sentinels, far outside epoch-ms range
+_EXTRA = ("last_qty", "oi", "bid", "ask", "bid_qty", "ask_qty")
+
+
+def _full_key(tick: Mapping[str, Any]) -> tuple[Any, ...]:
+    """Duplicate identity beyond ``(exchange_ts, ltp, volume)``: the remaining DEDUP_FIELDS."""
+    get = tick.get
+    return tuple(get(name) for name in _EXTRA)
+
+
+class _OpenBar:
+    """Mutable state of one open 1s bar. ``*ts``/``*v`` hold the event-order key of open/close."""
+
+    __slots__ = ("b", "open", "high", "low", "close", "ots", "ov", "cts", "cv", "ticks", "keys", "more",
+                 "vols", "part", "parts", "done")
+
+    def __init__(self, b: int, ts: int, vk: int, ltp: float, partition: int) -> None:
+        self.b = b
+        self.open = self.high = self.low = self.close = ltp
+        self.ots = self.cts = ts
+        self.ov = self.cv = vk
+        self.ticks = 0
+        # (exchange_ts, ltp, volume) -> first tick (or its remaining-fields key), for dedup
+        self.keys: dict[tuple[Any, ...], Any] = {}
+        self.more: dict[tuple[Any, ...], set[tuple[Any, ...]]] | None = None
+        self.vols: list[tuple[int, int]] = []  # (exchange_ts, cumulative volume), sorted at close
+        self.part = partition
+        self.parts: set[int] | None = None  # further partitions (instrument moved partition)
+        self.done = False
+
+
+class _Instrument:
+    """Per-instrument state: horizon, frontier, volume baseline, open bars, wall-clock bookkeeping."""
+
+    __slots__ = ("token", "part", "horizon", "closed_upto", "frontier", "restored", "baseline", "bars", "cur",
+                 "next_close", "seen", "touched", "in_heap")
+
+    def __init__(self, token: int, partition: int) -> None:
+        self.token = token
+        self.part = partition
+        self.horizon = -_NEVER  # largest exchange_ts received
+        self.closed_upto = -_NEVER  # horizon - 1s - grace: buckets starting at or below are closed
+        self.frontier = -_NEVER  # buckets below this are closed (wall close or restore)
+        self.restored = -_NEVER  # buckets below this were emitted before a restart
+        self.baseline: int | None = None
+        self.bars: dict[int, _OpenBar] = {}
+        self.cur: _OpenBar | None = None
+        self.next_close = _NEVER
+        self.seen = -_NEVER
+        self.touched = False
+        self.in_heap = False
+
+    def first_end(self) -> int | None:
+        """End of the earliest open bucket (for :class:`IdleSchedule`)."""
+        return min(self.bars) + SECOND_MS if self.bars else None
+
+
+class BarBuilder:
+    """Builds 1s bars from ticks with exact, order-independent semantics (see :mod:`compute.bars`).
+
+    ``grace_ms`` is the event-time flush grace; ``wall_grace_ms`` (default: the
+    same) is how long an instrument must be quiet, by the wall clock passed to
+    :meth:`advance`, before its ended buckets close. Counters: ``late_ticks``,
+    ``duplicate_ticks``, ``skipped_ticks`` (replayed ticks of buckets emitted
+    before a restart), ``accepted_ticks``, ``bars_emitted``.
+    """
+
+    tf = "1s"
+
+    def __init__(self, grace_ms: int = 2000, wall_grace_ms: int | None = None) -> None:
+        if grace_ms < 0 or (wall_grace_ms is not None and wall_grace_ms < 0):
+            raise ValueError("grace must be >= 0 ms")
+        self.grace_ms = grace_ms
+        self.wall_grace_ms = grace_ms if wall_grace_ms is None else wall_grace_ms
+        self._lag = SECOND_MS + grace_ms  # bucket start + lag <= horizon  =>  bucket closed
+        self._inst: dict[int, _Instrument] = {}
+        self._wm = CommitWatermark()
+        self._last = self._wm.last  # partition -> last offset seen, written per tick
+        self._idle = IdleSchedule(self.wall_grace_ms)
+        self._ready: list[tuple[_OpenBar, Bar]] = []
+        self.late_ticks = 0
+        self.duplicate_ticks = 0
+        self.skipped_ticks = 0
+        self.accepted_ticks = 0
+        self.bars_emitted = 0
+
+    # ----------------------------------------------------------------- input
+    def add(self, tick: Mapping[str, Any], partition: int, offset: int) -> None:
+        """Feed one decoded tick read from ``partition`` at ``offset`` (offsets ascend per partition).
+
+        Raises :class:`BadBarInput` (state untouched) when a required field is
+        missing or mistyped; the caller routes the message to the DLQ.
+        """
+        try:
+            token = tick["instrument_token"]
+            ts = tick["exchange_ts"]
+            ltp = tick["ltp"]
+            vol = tick.get("volume")
+        except (KeyError, TypeError, AttributeError) as exc:
+            raise BadBarInput(f"tick missing field: {exc}") from None
+        if type(ts) is not int or type(token) is not int:
+            raise BadBarInput("instrument_token and exchange_ts must be integers")
+        if type(ltp) is not float:
+            if type(ltp) is not int:
+                raise BadBarInput("ltp must be a number")
+            ltp = float(ltp)
+        if vol is None:
+            vk = -1
+        elif type(vol) is int:
+            vk = vol
+        else:
+            raise BadBarInput("volume must be an integer or null")
+
+        self._last[partition] = offset
+        st = self._inst.get(token)
+        if st is None:
+            st = self._inst[token] = _Instrument(token, partition)
+        st.part = partition
+        if not st.touched:
+            st.touched = True
+            self._idle.touched.append(st)
+        b = ts - ts % SECOND_MS
+        if b <= st.closed_upto or b < st.frontier:
+            if b < st.restored:
+                self.skipped_ticks += 1
+            else:
+                self.late_ticks += 1
+            if ts > st.horizon:  # only possible below a wall-clock frontier: nothing to close
+                st.horizon = ts
+                st.closed_upto = ts - self._lag
+            return
+
+        bar = st.cur
+        if bar is None or bar.b != b:
+            bar = st.bars.get(b)
+            if bar is None:
+                bar = st.bars[b] = _OpenBar(b, ts, vk, ltp, partition)
+                self._wm.hold(partition, offset, bar)
+                if b + self._lag < st.next_close:
+                    st.next_close = b + self._lag
+            st.cur = bar
+        if partition != bar.part:
+            self._extra_partition(bar, partition, offset)
+
+        skey = (ts, ltp, vol)
+        keys = bar.keys
+        first = keys.get(skey)
+        if first is None:
+            # Keep the tick itself for a later full comparison unless it holds containers
+            # (depth): retaining those would load the cyclic GC, so store its key instead.
+            keys[skey] = _full_key(tick) if is_tracked(tick) else tick
+        elif self._is_duplicate(bar, skey, first, tick):
+            self.duplicate_ticks += 1
+            return
+
+        bar.ticks += 1
+        if ltp > bar.high:
+            bar.high = ltp
+        elif ltp < bar.low:
+            bar.low = ltp
+        cts = bar.cts
+        if ts > cts or (ts == cts and (vk > bar.cv or (vk == bar.cv and ltp >= bar.close))):
+            bar.close = ltp
+            bar.cts = ts
+            bar.cv = vk
+        elif ts < bar.ots or (ts == bar.ots and (vk < bar.ov or (vk == bar.ov and ltp < bar.open))):
+            bar.open = ltp
+            bar.ots = ts
+            bar.ov = vk
+        if vk >= 0:
+            bar.vols.append((ts, vk))
+
+        if ts > st.horizon:
+            st.horizon = ts
+            st.closed_upto = ts - self._lag
+            if ts >= st.next_close:
+                self._close_through(st, ts - self._lag)
+
+    def _extra_partition(self, bar: _OpenBar, partition: int, offset: int) -> None:
+        """Rare path: an instrument's ticks arrive on a second partition (repartitioning)."""
+        if bar.parts is None:
+            bar.parts = set()
+        if partition not in bar.parts:
+            bar.parts.add(partition)
+            self._wm.hold(partition, offset, bar)
+
+    @staticmethod
+    def _is_duplicate(bar: _OpenBar, skey: tuple[Any, ...], first: Mapping[str, Any] | tuple[Any, ...],
+                      tick: Mapping[str, Any]) -> bool:
+        """Slow path when ``(exchange_ts, ltp, volume)`` collides: compare the remaining fields."""
+        if bar.more is None:
+            bar.more = {}
+        seen = bar.more.get(skey)
+        if seen is None:
+            seen = bar.more[skey] = {first if type(first) is tuple else _full_key(first)}
+        key = _full_key(tick)
+        if key in seen:
+            return True
+        seen.add(key)
+        return False
+
+    # -------------------------------------------------------------- emission
+    def _close_through(self, st: _Instrument, last_b: int) -> int | None:
+        """Close ``st``'s open bars with bucket start <= ``last_b``, ascending; return the last start."""
+        bars = st.bars
+        closed = None
+        for b in sorted(b for b in bars if b <= last_b):
+            ob = bars.pop(b)
+            self._ready.append((ob, self._finish(st, ob)))
+            if st.cur is ob:
+                st.cur = None
+            closed = b
+        st.next_close = min(bars) + self._lag if bars else _NEVER
+        return closed
+
+    def _finish(self, st: _Instrument, ob: _OpenBar) -> Bar:
+        """Freeze an open bar into a :class:`Bar`, advancing the instrument's volume baseline."""
+        volume = 0
+        vols = ob.vols
+        if vols:
+            vols.sort()  # event order; linear when ticks arrived in order
+            prev = st.baseline
+            if prev is None:
+                prev = vols[0][1]  # the instrument's first volume only sets the baseline
+            for _, v in vols:
+                if v > prev:
+                    volume += v - prev
+                prev = v  # a drop (reset) contributes 0 and becomes the new baseline
+            st.baseline = prev
+        self.accepted_ticks += ob.ticks
+        return Bar(st.token, "1s", ob.b, ob.open, ob.high, ob.low, ob.close, volume, ob.ticks, st.baseline)
+
+    def advance(self, now_ms: int | None = None) -> list[Bar]:
+        """Return the bars closed since the last call; with ``now_ms``, close quiet buckets by wall time.
+
+        Bars come out in ascending ``ts`` per instrument. Once returned, their
+        ticks no longer hold back :meth:`committable_offsets`.
+        """
+        if now_ms is not None:
+            for st in self._idle.due(now_ms):
+                closed = self._close_through(st, now_ms - self.wall_grace_ms - SECOND_MS)
+                if closed is not None and closed + SECOND_MS > st.frontier:
+                    st.frontier = closed + SECOND_MS  # later ticks for these buckets are late
+                if st.bars:
+                    self._idle.schedule(st)
+        return self._hand_out()
+
+    def close_all(self) -> list[Bar]:
+        """Close every open bar now (end of stream: backtests, tests, end of day)."""
+        for st in self._inst.values():
+            if st.bars:
+                last = max(st.bars)
+                self._close_through(st, last)
+                st.frontier = max(st.frontier, last + SECOND_MS)
+        return self._hand_out()
+
+    def _hand_out(self) -> list[Bar]:
+        out = []
+        for ob, bar in self._ready:
+            ob.done = True
+            out.append(bar)
+        self._ready.clear()
+        self.bars_emitted += len(out)
+        return out
+
+    # ------------------------------------------------------ offsets/restart
+    def committable_offsets(self) -> dict[int, int]:
+        """``{partition: offset}`` safe to commit: nothing below it feeds an unemitted bar."""
+        return self._wm.committable()
+
+    def restore(self, instrument_token: int, last_ts: int, cum_volume: int | None, partition: int = -1) -> None:
+        """Resume after a restart from the instrument's last durable 1s bar (``ts``, ``cum_volume``).
+
+        Call before feeding replayed ticks: ticks for buckets up to ``last_ts``
+        are skipped and the volume delta chain continues from ``cum_volume``.
+        """
+        st = self._inst.get(instrument_token)
+        if st is None:
+            st = self._inst[instrument_token] = _Instrument(instrument_token, partition)
+        st.restored = max(st.restored, last_ts + SECOND_MS)
+        st.frontier = max(st.frontier, st.restored)
+        st.baseline = cum_volume
+
+    def drop_partitions(self, partitions: Iterable[int]) -> None:
+        """Forget everything fed from ``partitions`` (revoked: their new owner rebuilds it).
+
+        Call after committing on revoke. Open and not-yet-returned bars of the
+        affected instruments are discarded.
+        """
+        gone = set(partitions)
+        if not gone:
+            return
+        for token, st in list(self._inst.items()):
+            hit = st.part in gone or any(ob.parts and ob.parts & gone for ob in st.bars.values())
+            if hit:
+                for ob in st.bars.values():
+                    ob.done = True
+                st.bars.clear()
+                st.cur = None
+                del self._inst[token]
+        kept = []
+        for ob, bar in self._ready:
+            if bar.instrument_token in self._inst:
+                kept.append((ob, bar))
+            else:
+                ob.done = True
+        self._ready = kept
+        self._wm.drop(gone)
+
+    @property
+    def open_bars(self) -> int:
+        """Number of open (unemitted) bars, for a gauge."""
+        return sum(len(st.bars) for st in self._inst.values())

@@ -1,0 +1,113 @@
+"""``/_sim/*`` control routes: readiness, statistics, sent-tick log, fault injection.
+
+Plain JSON (not the Kite envelope), no credentials, no rate limits, no faults.
+
+- ``GET /_sim/health`` -> ``{"status":"ok","http_port":..,"ws_port":..,"seed":..,"sim_time":..}``
+- ``GET /_sim/stats`` -> ticks generated/sent per instrument, connections, frames, HTTP counts
+- ``GET /_sim/ticks?token=T[&conn=C][&since=SEQ][&limit=N]`` -> packets sent for T, in send order
+- ``GET|POST|DELETE /_sim/faults`` -> read / merge / reset the fault settings (see kitesim.faults)
+- ``POST /_sim/ws_message`` ``{"type":"message"|"error","data":"..."}`` -> text frame to every client
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import orjson
+
+from kitesim.clock import ist_str
+from kitesim.errors import KiteError
+from kitesim.httpd import Request, Response, Router, json_response
+
+if TYPE_CHECKING:
+    from kitesim.server import Simulator
+
+
+class ControlRoutes:
+    """The control application (callable)."""
+
+    def __init__(self, sim: Simulator) -> None:
+        self.sim = sim
+        self.router = Router()
+        r = self.router.add
+        r("GET", "/_sim/health", self.health)
+        r("GET", "/_sim/stats", self.stats)
+        r("GET", "/_sim/ticks", self.ticks)
+        r("GET", "/_sim/faults", self.faults_get)
+        r("POST", "/_sim/faults", self.faults_post)
+        r("DELETE", "/_sim/faults", self.faults_reset)
+        r("POST", "/_sim/ws_message", self.ws_message)
+
+    def __call__(self, req: Request) -> Response:
+        route, params, exists = self.router.match(req.method, req.path)
+        if route is None:
+            return json_response(405 if exists else 404, {"error": "not found"})
+        req.path_params = params
+        try:
+            return json_response(200, route.handler(req))
+        except (KiteError, ValueError) as exc:
+            return json_response(400, {"error": str(exc)})
+
+    def health(self, req: Request) -> dict[str, Any]:
+        """Readiness: both servers are listening."""
+        sim = self.sim
+        now = sim.clock.now()
+        return {"status": "ok", "http_port": sim.http_port, "ws_port": sim.ws_port, "seed": sim.config.seed,
+                "speed": sim.config.speed, "sim_time": ist_str(now), "sim_epoch": now,
+                "instruments": len(sim.universe), "replay_done": sim.replay_done()}
+
+    def stats(self, req: Request) -> dict[str, Any]:
+        """Counters (see kitesim.stats)."""
+        sim = self.sim
+        with sim.lock:
+            generated = dict(sim.market.ticks_generated)
+            orders, trades = len(sim.engine.orders), len(sim.engine.portfolio.trades)
+        out = sim.stats.summary(generated)
+        out.update({"orders": orders, "trades": trades, "sim_time": ist_str(sim.clock.now())})
+        return out
+
+    def ticks(self, req: Request) -> dict[str, Any]:
+        """Packets sent for one instrument, in send order."""
+        token_s = req.param("token")
+        if not token_s or not token_s.isdigit():
+            raise ValueError("query parameter `token` (an instrument token) is required")
+        token = int(token_s)
+        inst = self.sim.by_token.get(token)
+        if inst is None:
+            raise ValueError(f"unknown instrument token {token}")
+        conn = req.param("conn")
+        rows = self.sim.stats.tick_log(token, inst.price_divisor, conn_id=int(conn) if conn else None,
+                                       since_seq=int(req.param("since") or 0),
+                                       limit=int(req.param("limit") or 10_000))
+        return {"token": token, "count": len(rows), "ticks": rows}
+
+    def faults_get(self, req: Request) -> dict[str, Any]:
+        """Current fault settings."""
+        return self.sim.faults.snapshot()
+
+    def faults_post(self, req: Request) -> dict[str, Any]:
+        """Merge settings / take actions."""
+        try:
+            body = req.json()
+        except orjson.JSONDecodeError as exc:
+            raise ValueError(f"body is not JSON: {exc}") from None
+        self.sim.faults.update(body)
+        with self.sim.lock:
+            self.sim.engine.reject_rate = self.sim.faults.config.order_reject_rate
+        return self.sim.faults.snapshot()
+
+    def faults_reset(self, req: Request) -> dict[str, Any]:
+        """Clear every fault."""
+        self.sim.faults.reset()
+        with self.sim.lock:
+            self.sim.engine.reject_rate = self.sim.faults.config.order_reject_rate
+        return self.sim.faults.snapshot()
+
+    def ws_message(self, req: Request) -> dict[str, Any]:
+        """Send a ``message`` or ``error`` text frame to every WebSocket client."""
+        body = req.json()
+        kind = body.get("type", "message") if isinstance(body, dict) else None
+        if kind not in ("message", "error"):
+            raise ValueError("type must be 'message' or 'error'")
+        sent = self.sim.hub.broadcast_text_threadsafe({"type": kind, "data": body.get("data", "")})
+        return {"sent": sent}

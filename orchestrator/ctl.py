@@ -1,0 +1,186 @@
+"""Talk to the running supervisor over its control socket.
+
+Usage::
+
+    python -m orchestrator.ctl status [--json]
+    python -m orchestrator.ctl restart NAME|GROUP
+    python -m orchestrator.ctl stop [NAME|GROUP] [--timeout S]   # no target: the whole supervisor
+    python -m orchestrator.ctl wait-ready [--timeout S]          # used by `make up`
+
+Exit codes: 0 success; 1 supervisor unreachable, a service failed, or a
+timeout; 2 usage. ``stop`` with no supervisor running is a success (idempotent
+``make down``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+from core.errors import EXIT_OK, EXIT_UNEXPECTED
+from orchestrator.control import ControlError, RunPaths, default_var_dir, request
+
+COLUMNS = ("NAME", "GROUP", "STATE", "PID", "RESTARTS", "UPTIME", "URL", "DETAIL")
+_BLOCKING = {"failed", "exited", "stopped"}  # states that will not become ready by themselves
+
+
+def format_duration(seconds: float | None) -> str:
+    """Compact duration: ``42s``, ``3m04s``, ``2h05m``, ``1d03h``; ``-`` for None."""
+    if seconds is None:
+        return "-"
+    s = int(seconds)
+    if s < 60:
+        return f"{s}s"
+    if s < 3600:
+        return f"{s // 60}m{s % 60:02d}s"
+    if s < 86400:
+        return f"{s // 3600}h{s % 3600 // 60:02d}m"
+    return f"{s // 86400}d{s % 86400 // 3600:02d}h"
+
+
+def format_status_table(reply: dict[str, Any]) -> str:
+    """The ``status`` table: one header line, one line per service, a summary line."""
+    rows = [COLUMNS]
+    for s in reply.get("services", []):
+        rows.append((s["name"], s["group"], s["state"], str(s["pid"] or "-"), str(s["restarts"]),
+                     format_duration(s["uptime"]), s["url"] or "-", s["detail"] or ""))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(COLUMNS) - 1)]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(r[:-1], widths, strict=True)) + "  " + r[-1] for r in rows]
+    services = reply.get("services", [])
+    enabled = [s for s in services if s["enabled"]]
+    ready = sum(1 for s in enabled if s["ready"])
+    lines.append(f"mode={reply.get('mode')} supervisor_pid={reply.get('pid')} ready={ready}/{len(enabled)}"
+                 + (" (stopping)" if reply.get("stopping") else ""))
+    return "\n".join(line.rstrip() for line in lines)
+
+
+def readiness_verdict(reply: dict[str, Any]) -> tuple[str, list[str]]:
+    """``("ready", [])``, ``("failed", names)`` or ``("waiting", names)`` for ``wait-ready``."""
+    enabled = [s for s in reply.get("services", []) if s["enabled"]]
+    if reply.get("stopping"):
+        return "failed", ["<supervisor stopping>"]
+    bad = [s["name"] for s in enabled if not s["ready"] and s["state"] in _BLOCKING]
+    if bad:
+        return "failed", bad
+    waiting = [s["name"] for s in enabled if not s["ready"]]
+    return ("waiting", waiting) if waiting else ("ready", [])
+
+
+def _cmd_status(paths: RunPaths, args: argparse.Namespace) -> int:
+    reply = request(paths.socket, {"cmd": "status"}, timeout=args.timeout or 10.0)
+    print(json.dumps(reply, indent=2) if args.json else format_status_table(reply))
+    return EXIT_OK
+
+
+def _cmd_restart(paths: RunPaths, args: argparse.Namespace) -> int:
+    reply = request(paths.socket, {"cmd": "restart", "target": args.target}, timeout=args.timeout or 300.0)
+    print("restarted: " + ", ".join(reply["restarted"]))
+    return EXIT_OK
+
+
+def _wait_gone(pid: int, timeout: float) -> bool:
+    """True once ``pid`` has exited (a zombie waiting for its parent to reap it counts as exited)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if psutil.Process(pid).status() == psutil.STATUS_ZOMBIE:
+                return True
+        except psutil.NoSuchProcess:
+            return True
+        except psutil.Error:
+            pass
+        time.sleep(0.1)
+    return False
+
+
+def _cmd_stop(paths: RunPaths, args: argparse.Namespace) -> int:
+    timeout = args.timeout or 300.0
+    if args.target:
+        reply = request(paths.socket, {"cmd": "stop", "target": args.target}, timeout=timeout)
+        print("stopped: " + ", ".join(reply["stopped"]))
+        return EXIT_OK
+    try:
+        reply = request(paths.socket, {"cmd": "stop"}, timeout=10.0)
+    except ControlError as exc:
+        if paths.read_pid() is None:
+            print(f"supervisor not running ({exc})")
+            return EXIT_OK
+        raise
+    pid = int(reply["pid"])
+    if not _wait_gone(pid, timeout):
+        print(f"supervisor pid {pid} still running after {timeout:g}s", file=sys.stderr)
+        return EXIT_UNEXPECTED
+    print(f"supervisor stopped (pid {pid})")
+    return EXIT_OK
+
+
+def _cmd_wait_ready(paths: RunPaths, args: argparse.Namespace) -> int:
+    timeout = args.timeout or 120.0
+    deadline = time.monotonic() + timeout
+    last: dict[str, Any] | None = None
+    pending: list[str] = ["<supervisor>"]
+    while time.monotonic() < deadline:
+        try:
+            last = request(paths.socket, {"cmd": "status"}, timeout=5.0)
+        except ControlError:
+            time.sleep(0.25)  # supervisor still starting (or gone: the timeout decides)
+            continue
+        verdict, pending = readiness_verdict(last)
+        if verdict == "ready":
+            print(f"all services ready ({len([s for s in last['services'] if s['enabled']])})")
+            return EXIT_OK
+        if verdict == "failed":
+            print(f"not ready: {', '.join(pending)} failed", file=sys.stderr)
+            print(format_status_table(last), file=sys.stderr)
+            return EXIT_UNEXPECTED
+        time.sleep(0.25)
+    print(f"not ready after {timeout:g}s: {', '.join(pending)}", file=sys.stderr)
+    if last is not None:
+        print(format_status_table(last), file=sys.stderr)
+    return EXIT_UNEXPECTED
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The command-line interface."""
+    p = argparse.ArgumentParser(prog="python -m orchestrator.ctl",
+                                description="Control the running process supervisor.")
+    p.add_argument("--var-dir", type=Path, default=None,
+                   help="supervisor runtime dir (default: $TRADESTACK_VAR_DIR or ./var)")
+    p.add_argument("--socket", type=Path, default=None,
+                   help="control socket (default: VAR/run/supervisor.sock)")
+    sub = p.add_subparsers(dest="command", required=True)
+    st = sub.add_parser("status", help="table of services (or --json)")
+    st.add_argument("--json", action="store_true", help="machine-readable output")
+    rs = sub.add_parser("restart", help="restart a service or every service of a group")
+    rs.add_argument("target", metavar="NAME|GROUP")
+    sp = sub.add_parser("stop", help="stop the supervisor and all services, or one service/group")
+    sp.add_argument("target", nargs="?", metavar="NAME|GROUP")
+    wr = sub.add_parser("wait-ready", help="block until every enabled service is ready (1 if one failed)")
+    for sp_ in (st, rs, sp, wr):
+        sp_.add_argument("--timeout", type=float, default=None, help="seconds to wait")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point; returns the exit code."""
+    args = build_parser().parse_args(argv)
+    var_dir = args.var_dir or default_var_dir(os.environ)
+    paths = RunPaths(var_dir, args.socket)
+    handlers = {"status": _cmd_status, "restart": _cmd_restart, "stop": _cmd_stop,
+                "wait-ready": _cmd_wait_ready}
+    try:
+        return handlers[args.command](paths, args)
+    except ControlError as exc:
+        print(f"ctl {args.command}: {exc}", file=sys.stderr)
+        return EXIT_UNEXPECTED
+
+
+if __name__ == "__main__":
+    sys.exit(main())

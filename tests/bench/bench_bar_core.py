@@ -1,0 +1,121 @@
+"""Micro-benchmark of the pure bar cores (not a test): ``python tests/bench/bench_bar_core.py``.
+
+Measures ticks/s through ``orjson.loads`` + :class:`compute.tick_to_bar.BarBuilder.add`
+with an ``advance(now)`` + ``committable_offsets()`` every batch, like the
+service loop, over a synthetic stream (default 500k ticks, 200 instruments,
+~10 ticks/s each, 3 partitions, a little disorder and duplication). Then the
+1s->1m and 1m->multi rollups over the bars it produced. Prints one line per
+stage; ``--depth`` adds 5-level market depth to every tick (bigger JSON).
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import sys
+import time
+from pathlib import Path
+
+import orjson
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+from compute.bar_rollup import BarRollup  # noqa: E402
+from compute.bars import MULTI_MINUTE_TFS  # noqa: E402
+from compute.tick_to_bar import BarBuilder  # noqa: E402
+
+START_MS = 1_710_215_100_000  # 2024-03-12 09:15 IST
+
+
+def make_payloads(n: int, instruments: int, depth: bool, seed: int) -> list[tuple[bytes, int, int]]:
+    """``(json_bytes, partition, arrival_ms)`` in arrival order."""
+    rng = random.Random(seed)
+    tokens = [100_000 + 7 * i for i in range(instruments)]
+    price = {t: rng.uniform(100, 3000) for t in tokens}
+    cum = {t: rng.randint(0, 100_000) for t in tokens}
+    rate_per_ms = instruments * 10 / 1000  # ~10 ticks/s per instrument
+    out: list[tuple[bytes, int, int]] = []
+    t = float(START_MS)
+    for _ in range(n):
+        t += rng.expovariate(rate_per_ms)
+        tok = rng.choice(tokens)
+        price[tok] = max(1.0, price[tok] + rng.choice((-0.05, 0.0, 0.05)))
+        cum[tok] += rng.randint(0, 500)
+        ts = int(t) - rng.randrange(300)
+        tick = {
+            "instrument_token": tok, "exchange_ts": ts, "recv_ts": int(t), "ltp": round(price[tok], 2),
+            "volume": cum[tok], "last_qty": rng.randint(1, 500), "oi": None,
+            "bid": round(price[tok] - 0.05, 2), "ask": round(price[tok] + 0.05, 2),
+            "bid_qty": rng.randint(1, 5000), "ask_qty": rng.randint(1, 5000),
+        }
+        if depth:
+            tick["depth"] = {
+                side: [{"price": round(price[tok] + sgn * 0.05 * (k + 1), 2), "qty": rng.randint(1, 900),
+                        "orders": rng.randint(1, 20)} for k in range(5)]
+                for side, sgn in (("buy", -1), ("sell", 1))
+            }
+        body = orjson.dumps(tick)
+        out.append((body, tok % 3, int(t)))
+        if rng.random() < 0.01:
+            out.append((body, tok % 3, int(t)))
+    return out
+
+
+def bench_builder(payloads: list[tuple[bytes, int, int]], batch: int) -> tuple[float, list]:
+    loads = orjson.loads
+    builder = BarBuilder(grace_ms=2000)
+    add = builder.add
+    offsets = [0, 0, 0]
+    bars = []
+    t0 = time.perf_counter()
+    for i, (body, part, arrival) in enumerate(payloads, 1):
+        add(loads(body), part, offsets[part])
+        offsets[part] += 1
+        if i % batch == 0:
+            bars += builder.advance(arrival)
+            builder.committable_offsets()
+    bars += builder.close_all()
+    elapsed = time.perf_counter() - t0
+    return elapsed, bars
+
+
+def bench_rollup(rollup: BarRollup, bars: list) -> tuple[float, list]:
+    t0 = time.perf_counter()
+    out = []
+    for i, bar in enumerate(bars):
+        rollup.add(orjson.loads(orjson.dumps(bar.to_dict())), 0, i)
+        if i % 200 == 0:
+            out += rollup.advance(None)
+    out += rollup.advance(None) + rollup.close_all()
+    return time.perf_counter() - t0, out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--ticks", type=int, default=500_000)
+    parser.add_argument("--instruments", type=int, default=200)
+    parser.add_argument("--batch", type=int, default=500)
+    parser.add_argument("--depth", action="store_true", help="add 5-level depth to every tick")
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--seed", type=int, default=7)
+    args = parser.parse_args()
+
+    payloads = make_payloads(args.ticks, args.instruments, args.depth, args.seed)
+    avg_bytes = sum(len(p[0]) for p in payloads) / len(payloads)
+    best = None
+    bars: list = []
+    for _ in range(args.repeat):
+        elapsed, bars = bench_builder(payloads, args.batch)
+        best = elapsed if best is None else min(best, elapsed)
+    assert best is not None
+    print(f"bar_builder_1s: {len(payloads) / best:,.0f} ticks/s ({len(payloads):,} ticks, "
+          f"{args.instruments} instruments, {avg_bytes:.0f} B/tick, orjson.loads included, "
+          f"best of {args.repeat}: {best:.3f} s) -> {len(bars):,} bars")
+    elapsed, bars_1m = bench_rollup(BarRollup("1s", ["1m"]), bars)
+    print(f"rollup 1s->1m: {len(bars) / elapsed:,.0f} child bars/s ({len(bars):,} -> {len(bars_1m):,})")
+    elapsed, multi = bench_rollup(BarRollup("1m", list(MULTI_MINUTE_TFS)), bars_1m)
+    print(f"rollup 1m->3m..60m: {len(bars_1m) / elapsed:,.0f} child bars/s ({len(bars_1m):,} -> {len(multi):,})")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""Independent reference implementations and generators used by unit and end-to-end tests."""
