@@ -43,8 +43,8 @@ from typing import Any
 from compute.bars import (
     CLOCK_ALIGNED_TFS,
     TF_MS,
-    Bar,
     BadBarInput,
+    Bar,
     CommitWatermark,
     IdleSchedule,
 )

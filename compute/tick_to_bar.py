@@ -26,7 +26,7 @@ from collections.abc import Iterable, Mapping
 from gc import is_tracked
 from typing import Any
 
-from compute.bars import Bar, BadBarInput, CommitWatermark, IdleSchedule
+from compute.bars import BadBarInput, Bar, CommitWatermark, IdleSchedule
 
 SECOND_MS = 1_000
 _NEVER = 1 << 62  # "no deadline" / "nothing seen" sentinels, far outside epoch-ms range
@@ -37,6 +37,21 @@ def _full_key(tick: Mapping[str, Any]) -> tuple[Any, ...]:
     """Duplicate identity beyond ``(exchange_ts, ltp, volume)``: the remaining DEDUP_FIELDS."""
     get = tick.get
     return tuple(get(name) for name in _EXTRA)
+
+
+def _is_duplicate(bar: _OpenBar, skey: tuple[Any, ...], first: Mapping[str, Any] | tuple[Any, ...],
+                  tick: Mapping[str, Any]) -> bool:
+    """Slow path when ``(exchange_ts, ltp, volume)`` collides: compare the remaining DEDUP_FIELDS."""
+    if bar.more is None:
+        bar.more = {}
+    seen = bar.more.get(skey)
+    if seen is None:
+        seen = bar.more[skey] = {first if type(first) is tuple else _full_key(first)}
+    key = _full_key(tick)
+    if key in seen:
+        return True
+    seen.add(key)
+    return False
 
 
 class _OpenBar:
@@ -122,113 +137,128 @@ class BarBuilder:
         Raises :class:`BadBarInput` (state untouched) when a required field is
         missing or mistyped; the caller routes the message to the DLQ.
         """
-        try:
-            token = tick["instrument_token"]
-            ts = tick["exchange_ts"]
-            ltp = tick["ltp"]
-            vol = tick.get("volume")
-        except (KeyError, TypeError, AttributeError) as exc:
-            raise BadBarInput(f"tick missing field: {exc}") from None
-        if type(ts) is not int or type(token) is not int:
-            raise BadBarInput("instrument_token and exchange_ts must be integers")
-        if type(ltp) is not float:
-            if type(ltp) is not int:
-                raise BadBarInput("ltp must be a number")
-            ltp = float(ltp)
-        if vol is None:
-            vk = -1
-        elif type(vol) is int:
-            vk = vol
-        else:
-            raise BadBarInput("volume must be an integer or null")
+        bad = self.add_many(((tick, partition, offset),))
+        if bad:
+            raise bad[0][1]
 
-        self._last[partition] = offset
-        st = self._inst.get(token)
-        if st is None:
-            st = self._inst[token] = _Instrument(token, partition)
-        st.part = partition
-        if not st.touched:
-            st.touched = True
-            self._idle.touched.append(st)
-        b = ts - ts % SECOND_MS
-        if b <= st.closed_upto or b < st.frontier:
-            if b < st.restored:
-                self.skipped_ticks += 1
-            else:
-                self.late_ticks += 1
-            if ts > st.horizon:  # only possible below a wall-clock frontier: nothing to close
+    def add_many(self, items: Iterable[tuple[Mapping[str, Any], int, int]]) -> list[tuple[int, BadBarInput]]:
+        """Feed ``(tick, partition, offset)`` items in consumption order; the fast path for a poll batch.
+
+        Returns ``[(index, error)]`` for items rejected as :class:`BadBarInput`
+        (state untouched by them; route them to the DLQ). Everything else is as
+        :meth:`add`, one item at a time.
+        """
+        rejected: list[tuple[int, BadBarInput]] = []
+        insts = self._inst
+        last = self._last
+        lag = self._lag
+        touched = self._idle.touched
+        late = skipped = dups = 0
+        for index, (tick, partition, offset) in enumerate(items):
+            try:
+                token = tick["instrument_token"]
+                ts = tick["exchange_ts"]
+                ltp = tick["ltp"]
+                vol = tick.get("volume")
+                if type(ts) is not int or type(token) is not int:
+                    raise BadBarInput("instrument_token and exchange_ts must be integers")
+                if type(ltp) is not float:
+                    if type(ltp) is not int:
+                        raise BadBarInput("ltp must be a number")
+                    ltp = float(ltp)
+                if vol is None:
+                    vk = -1
+                elif type(vol) is int and vol >= 0:
+                    vk = vol
+                else:
+                    raise BadBarInput("volume must be a non-negative integer or null")
+            except (KeyError, TypeError, AttributeError, BadBarInput) as exc:
+                err = exc if isinstance(exc, BadBarInput) else BadBarInput(f"bad tick: {exc!r}")
+                rejected.append((index, err))
+                continue
+
+            last[partition] = offset
+            st = insts.get(token)
+            if st is None:
+                st = insts[token] = _Instrument(token, partition)
+            if not st.touched:
+                st.touched = True
+                touched.append(st)
+            b = ts - ts % SECOND_MS
+            if b <= st.closed_upto or b < st.frontier:
+                if b < st.restored:
+                    skipped += 1
+                else:
+                    late += 1
+                if ts > st.horizon:  # only possible below a wall-clock frontier: nothing to close
+                    st.horizon = ts
+                    st.closed_upto = ts - lag
+                continue
+
+            bar = st.cur
+            if bar is None or bar.b != b:
+                bar = st.bars.get(b)
+                if bar is None:
+                    bar = self._open_bar(st, b, ts, vk, ltp, partition, offset)
+                st.cur = bar
+            if partition != bar.part:
+                self._extra_partition(st, bar, partition, offset)
+
+            skey = (ts, ltp, vol)
+            keys = bar.keys
+            first = keys.get(skey)
+            if first is None:
+                # Keep the tick itself for a later full comparison unless it holds containers
+                # (depth): retaining those would load the cyclic GC, so store its key instead.
+                keys[skey] = _full_key(tick) if is_tracked(tick) else tick
+            elif _is_duplicate(bar, skey, first, tick):
+                dups += 1
+                continue
+
+            bar.ticks += 1
+            if ltp > bar.high:
+                bar.high = ltp
+            elif ltp < bar.low:
+                bar.low = ltp
+            cts = bar.cts
+            if ts > cts or (ts == cts and (vk > bar.cv or (vk == bar.cv and ltp >= bar.close))):
+                bar.close = ltp
+                bar.cts = ts
+                bar.cv = vk
+            elif ts < bar.ots or (ts == bar.ots and (vk < bar.ov or (vk == bar.ov and ltp < bar.open))):
+                bar.open = ltp
+                bar.ots = ts
+                bar.ov = vk
+            if vk >= 0:
+                bar.vols.append((ts, vk))
+
+            if ts > st.horizon:
                 st.horizon = ts
-                st.closed_upto = ts - self._lag
-            return
+                st.closed_upto = ts - lag
+                if ts >= st.next_close:
+                    self._close_through(st, ts - lag)
+        self.late_ticks += late
+        self.skipped_ticks += skipped
+        self.duplicate_ticks += dups
+        return rejected
 
-        bar = st.cur
-        if bar is None or bar.b != b:
-            bar = st.bars.get(b)
-            if bar is None:
-                bar = st.bars[b] = _OpenBar(b, ts, vk, ltp, partition)
-                self._wm.hold(partition, offset, bar)
-                if b + self._lag < st.next_close:
-                    st.next_close = b + self._lag
-            st.cur = bar
-        if partition != bar.part:
-            self._extra_partition(bar, partition, offset)
+    def _open_bar(self, st: _Instrument, b: int, ts: int, vk: int, ltp: float, partition: int,
+                  offset: int) -> _OpenBar:
+        bar = st.bars[b] = _OpenBar(b, ts, vk, ltp, partition)
+        st.part = partition
+        self._wm.hold(partition, offset, bar)
+        if b + self._lag < st.next_close:
+            st.next_close = b + self._lag
+        return bar
 
-        skey = (ts, ltp, vol)
-        keys = bar.keys
-        first = keys.get(skey)
-        if first is None:
-            # Keep the tick itself for a later full comparison unless it holds containers
-            # (depth): retaining those would load the cyclic GC, so store its key instead.
-            keys[skey] = _full_key(tick) if is_tracked(tick) else tick
-        elif self._is_duplicate(bar, skey, first, tick):
-            self.duplicate_ticks += 1
-            return
-
-        bar.ticks += 1
-        if ltp > bar.high:
-            bar.high = ltp
-        elif ltp < bar.low:
-            bar.low = ltp
-        cts = bar.cts
-        if ts > cts or (ts == cts and (vk > bar.cv or (vk == bar.cv and ltp >= bar.close))):
-            bar.close = ltp
-            bar.cts = ts
-            bar.cv = vk
-        elif ts < bar.ots or (ts == bar.ots and (vk < bar.ov or (vk == bar.ov and ltp < bar.open))):
-            bar.open = ltp
-            bar.ots = ts
-            bar.ov = vk
-        if vk >= 0:
-            bar.vols.append((ts, vk))
-
-        if ts > st.horizon:
-            st.horizon = ts
-            st.closed_upto = ts - self._lag
-            if ts >= st.next_close:
-                self._close_through(st, ts - self._lag)
-
-    def _extra_partition(self, bar: _OpenBar, partition: int, offset: int) -> None:
+    def _extra_partition(self, st: _Instrument, bar: _OpenBar, partition: int, offset: int) -> None:
         """Rare path: an instrument's ticks arrive on a second partition (repartitioning)."""
+        st.part = partition
         if bar.parts is None:
             bar.parts = set()
         if partition not in bar.parts:
             bar.parts.add(partition)
             self._wm.hold(partition, offset, bar)
-
-    @staticmethod
-    def _is_duplicate(bar: _OpenBar, skey: tuple[Any, ...], first: Mapping[str, Any] | tuple[Any, ...],
-                      tick: Mapping[str, Any]) -> bool:
-        """Slow path when ``(exchange_ts, ltp, volume)`` collides: compare the remaining fields."""
-        if bar.more is None:
-            bar.more = {}
-        seen = bar.more.get(skey)
-        if seen is None:
-            seen = bar.more[skey] = {first if type(first) is tuple else _full_key(first)}
-        key = _full_key(tick)
-        if key in seen:
-            return True
-        seen.add(key)
-        return False
 
     # -------------------------------------------------------------- emission
     def _close_through(self, st: _Instrument, last_b: int) -> int | None:

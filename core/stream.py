@@ -4,9 +4,10 @@
 discipline. Per batch:
 
 1. poll up to ``batch_size`` messages;
-2. decode each; a :class:`PoisonMessage` goes to ``dlq`` with headers and is counted;
-3. ``processor.process(records, now_ms)`` returns an :class:`Emission`
-   (called even with no records, so wall-clock flushes happen on quiet inputs);
+2. ``processor.process(messages, now_ms)`` returns an :class:`Emission` (called
+   even with no messages, so wall-clock flushes happen on quiet inputs); input
+   it cannot decode or validate comes back in ``Emission.rejects``;
+3. rejects go to ``dlq`` with headers and are counted;
 4. produce the emission's messages, ``flush()`` (latched delivery errors fail it);
 5. write the emission's rows to Postgres in one transaction (idempotent upserts);
 6. commit ``processor.committable(consumed)`` synchronously.
@@ -19,6 +20,7 @@ natural key, so a retry or a replay after a crash is harmless.
 from __future__ import annotations
 
 import time
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -49,13 +51,14 @@ class OutMessage:
 
 @dataclass(slots=True)
 class Emission:
-    """What a processed batch yields: messages to produce and rows for the sink."""
+    """What a processed batch yields: messages to produce, rows for the sink, poison input."""
 
     messages: list[OutMessage] = field(default_factory=list)
     rows: Any = None
+    rejects: list[tuple[Message, str]] = field(default_factory=list)
 
     def __bool__(self) -> bool:
-        return bool(self.messages) or bool(self.rows)
+        return bool(self.messages) or bool(self.rows) or bool(self.rejects)
 
 
 @dataclass(slots=True)
@@ -72,17 +75,48 @@ class Record:
 class Processor(Protocol):
     """The pure core a stream service wires (no I/O)."""
 
-    def decode(self, topic: str, value: bytes | None) -> Any:
-        """Decode and validate one message value; raise PoisonMessage if impossible."""
-
-    def process(self, records: Sequence[Record], now_ms: int) -> Emission:
-        """Consume decoded records (possibly none) and return what to emit now."""
+    def process(self, msgs: Sequence[Message], now_ms: int) -> Emission:
+        """Consume raw messages (possibly none) and return what to emit now."""
 
     def committable(self, consumed: dict[TP, int]) -> dict[TP, int]:
         """Next-offsets safe to commit, given the next-offsets consumed so far."""
 
     def on_revoke(self, parts: Iterable[TP]) -> None:
         """Forget state of partitions no longer owned."""
+
+
+class RecordProcessor(ABC):
+    """A processor that decodes each message on its own: poison input becomes a reject."""
+
+    @abstractmethod
+    def decode(self, topic: str, value: bytes | None) -> Any:
+        """Decode and validate one message value; raise PoisonMessage if impossible."""
+
+    @abstractmethod
+    def process_records(self, records: Sequence[Record], now_ms: int) -> Emission:
+        """Consume decoded records (possibly none) and return what to emit now."""
+
+    def process(self, msgs: Sequence[Message], now_ms: int) -> Emission:
+        records: list[Record] = []
+        rejects: list[tuple[Message, str]] = []
+        decode = self.decode
+        for m in msgs:
+            try:
+                value = decode(m.topic(), m.value())
+            except PoisonMessage as exc:
+                rejects.append((m, str(exc)))
+                continue
+            records.append(Record(m.topic(), m.partition(), m.offset(), m.key(), value))
+        emission = self.process_records(records, now_ms)
+        emission.rejects.extend(rejects)
+        return emission
+
+    def committable(self, consumed: dict[TP, int]) -> dict[TP, int]:
+        """No open state by default: everything consumed is committable."""
+        return consumed
+
+    def on_revoke(self, parts: Iterable[TP]) -> None:
+        return None
 
 
 class StreamService(Service):
@@ -145,8 +179,8 @@ class StreamService(Service):
         assert self.consumer is not None and self.producer is not None and self.dlq is not None
         msgs = self.consumer.poll_batch(self.batch_size, self.poll_timeout)
         t0 = time.perf_counter()
-        records = self._decode(msgs)
-        emission = self.processor.process(records, int(time.time() * 1000))
+        self._track_consumed(msgs)
+        emission = self.processor.process(msgs, int(time.time() * 1000))
         if not msgs and not emission:
             self._maybe_report_lag()
             return
@@ -176,27 +210,25 @@ class StreamService(Service):
                 "partitions": len(self.consumer.assigned) if self.consumer else 0}
 
     # -- internals ------------------------------------------------------------
-    def _decode(self, msgs: list[Message]) -> list[Record]:
-        assert self.dlq is not None
-        records: list[Record] = []
-        decode = self.processor.decode
+    def _track_consumed(self, msgs: list[Message]) -> None:
+        if not msgs:
+            return
+        consumed = self._consumed
         counts: dict[str, int] = {}
         for m in msgs:
-            topic, part, off = m.topic(), m.partition(), m.offset()
-            self._consumed[(topic, part)] = off + 1
+            topic = m.topic()
+            consumed[(topic, m.partition())] = m.offset() + 1
             counts[topic] = counts.get(topic, 0) + 1
-            try:
-                value = decode(topic, m.value())
-            except PoisonMessage as exc:
-                self.dlq.send(m, str(exc))
-                self.m_dlq.inc()
-                self.log.warning("poison message to dlq topic=%s partition=%d offset=%d error=%s",
-                                 topic, part, off, exc)
-                continue
-            records.append(Record(topic, part, off, m.key(), value))
         for topic, n in counts.items():
             self.m_in.labels(topic).inc(n)
-        return records
+
+    def _send_rejects(self, rejects: list[tuple[Message, str]]) -> None:
+        assert self.dlq is not None
+        for m, error in rejects:
+            self.dlq.send(m, error)
+            self.m_dlq.inc()
+            self.log.warning("poison message to dlq topic=%s partition=%d offset=%d error=%s",
+                             m.topic(), m.partition(), m.offset(), error)
 
     def _deliver(self, emission: Emission) -> bool:
         """Produce + flush + upsert, retried until done; False if a stop interrupted it."""
@@ -205,6 +237,7 @@ class StreamService(Service):
         while True:
             try:
                 if not produced:
+                    self._send_rejects(emission.rejects)
                     for om in emission.messages:
                         self.producer.produce(om.topic, om.value, om.key)
                     self.producer.flush(30)
@@ -283,11 +316,3 @@ class StreamService(Service):
                 self.m_lag.labels(topic, str(part)).set(max(0, high - pos))
 
 
-class PassThroughCommit:
-    """Mixin for processors with no open state: everything consumed is committable."""
-
-    def committable(self, consumed: dict[TP, int]) -> dict[TP, int]:
-        return consumed
-
-    def on_revoke(self, parts: Iterable[TP]) -> None:
-        return None

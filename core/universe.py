@@ -81,7 +81,8 @@ class Instrument(StrictModel):
     exchange: str = Field(pattern=r"^(NSE|BSE|NFO|CDS|BFO|BCD|MCX)$", description="Kite exchange code")
     segment: str = Field(min_length=1, description="Kite segment, e.g. NSE, BSE, NFO-FUT, CDS-FUT, INDICES")
     instrument_type: str = Field(pattern=r"^(EQ|FUT|CE|PE)$", description="EQ, FUT, CE or PE")
-    instrument_token: int = Field(gt=0, lt=2**32, description="Kite instrument token (exchange_token<<8|segment)")
+    instrument_token: int = Field(gt=0, lt=2**32,
+                                  description="Kite instrument token (exchange_token<<8|segment)")
     tick_size: float = Field(gt=0, description="minimum price step in rupees")
     lot_size: int = Field(ge=0, description="order quantity multiple (0 for indices)")
     last_price: float = Field(gt=0, description="reference price (seeds the simulator's walk)")

@@ -32,7 +32,7 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import date, datetime, timezone
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 
@@ -141,7 +141,7 @@ class CsvSource:
 # -- database ----------------------------------------------------------------------------------
 
 def _dt(ms: int) -> datetime:
-    return datetime.fromtimestamp(ms / 1000, timezone.utc)
+    return datetime.fromtimestamp(ms / 1000, UTC)
 
 
 def load_bars(conn: psycopg.Connection[Any], token: int, window: tuple[int, int]) -> dict[int, Candle]:

@@ -19,7 +19,7 @@ Wiring only (logic lives in the pure siblings):
 
     python -m ingestion.zerodha_ws [--tokens configs/tokens.csv] [--mode full] [--queue-size 200000]
         [--overflow drop-oldest|drop-newest] [--market-hours 09:15-15:30|always] [--stale-after 60]
-        [--silence-after 15] [--max-per-connection 3000] [--reconnect-max-delay 5]
+        [--silence-after 15] [--max-per-connection 3000] [--reconnect-max-delay 5] [--topic ticks]
 
 Env: KITE_API_KEY, KITE_ACCESS_TOKEN, KITE_WS_ROOT, KAFKA_BOOTSTRAP_SERVERS,
 METRICS_PORT, TRADESTACK_CONFIG_DIR (see DESIGN section 11).
@@ -73,6 +73,7 @@ class ZerodhaWs(Service):
         self.watchdog = FeedWatchdog(self.shards, MarketHours.parse(args.market_hours),
                                      args.stale_after, args.silence_after)
         self.args = args
+        self.topic: str = args.topic
         self.feed: KiteFeed | None = None
         self.producer: bus.Producer | None = None
         self._keys: dict[int, bytes] = {}
@@ -112,7 +113,9 @@ class ZerodhaWs(Service):
     # -- lifecycle ----------------------------------------------------------------
     def start(self) -> None:
         bootstrap = self.settings.kafka_bootstrap_servers
-        bus.ensure_topics(bootstrap, all_topics(self.settings.kafka_partitions))
+        topics = all_topics(self.settings.kafka_partitions)
+        topics.setdefault(self.topic, self.settings.kafka_partitions)
+        bus.ensure_topics(bootstrap, topics)
         if self.producer is None:
             self.producer = bus.Producer(bootstrap, **{"client.id": self.name})
         s = self.settings
@@ -148,7 +151,7 @@ class ZerodhaWs(Service):
 
     def _produce(self, items: list[tuple[int, Any]]) -> None:
         assert self.producer is not None
-        produce, dumps, keys = self.producer.produce, codec.dumps, self._keys
+        produce, dumps, keys, topic = self.producer.produce, codec.dumps, self._keys, self.topic
         now_ms = int(time.time() * 1000)
         observe = self.m_lag.observe
         tokens = []
@@ -160,7 +163,7 @@ class ZerodhaWs(Service):
                 key = keys.get(token)
                 if key is None:
                     key = keys[token] = str(token).encode()
-                produce(TICKS, dumps(tick), key)
+                produce(topic, dumps(tick), key)
                 n += 1
                 tokens.append(token)
                 if raw.get("exchange_timestamp") is not None:
@@ -256,6 +259,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(prog="python -m ingestion.zerodha_ws", description=__doc__.splitlines()[0],
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--tokens", type=Path, help="universe CSV (default: $TRADESTACK_CONFIG_DIR/tokens.csv)")
+    ap.add_argument("--topic", default=TICKS, help=f"Kafka topic to produce to (default {TICKS})")
     ap.add_argument("--mode", choices=MODES, default="full", help="Kite streaming mode (default full)")
     ap.add_argument("--queue-size", type=_positive(int), default=200_000,
                     help="ticks buffered between the WebSocket thread and Kafka (default 200000)")

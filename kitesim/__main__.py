@@ -63,7 +63,8 @@ def _start(text: str) -> float:
 
 def build_parser() -> argparse.ArgumentParser:
     """The CLI definition."""
-    p = _OneLineParser(prog="kitesim", description="Local Kite Connect v3 simulator (WebSocket ticker + REST).")
+    p = _OneLineParser(prog="kitesim",
+                       description="Local Kite Connect v3 simulator (WebSocket ticker + REST).")
     p.add_argument("--ws-port", type=_port, required=True, help="WebSocket ticker port (0: any free port)")
     p.add_argument("--http-port", type=_port, required=True, help="REST API port (0: any free port)")
     p.add_argument("--seed", type=int, required=True, help="random seed: same seed, same market")
@@ -71,7 +72,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--replay", type=Path, default=None, help="replay recorded ticks (.csv or .parquet)")
     p.add_argument("--speed", type=_positive, default=1.0, help="simulated seconds per wall second")
     p.add_argument("--start", type=_start, default=None,
-                   help="simulated start time, IST (YYYY-MM-DD[ HH:MM:SS]); default now (or the replay's first tick)")
+                   help="simulated start, IST (YYYY-MM-DD[ HH:MM:SS]); default: now or the replay's start")
     p.add_argument("--market-hours", action="store_true",
                    help="tick only in the 09:15-15:30 IST weekday session (default: around the clock)")
     p.add_argument("--api-key", default="sim", help="accepted api_key")
@@ -80,7 +81,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--token-expires-after", type=_positive, default=None, metavar="SECONDS",
                    help="access tokens stop working this many seconds after issue")
     p.add_argument("--max-ws-connections", type=int, default=3, help="WebSocket connections per api_key")
-    p.add_argument("--cash", type=_positive, default=10_000_000.0, help="opening cash of the simulated account")
+    p.add_argument("--cash", type=_positive, default=10_000_000.0,
+                   help="opening cash of the simulated account")
     p.add_argument("--no-rate-limits", action="store_true", help="do not enforce Kite's rate limits (429)")
     p.add_argument("--host", default="127.0.0.1", help="listen address")
     return p

@@ -37,7 +37,7 @@ def checksum(api_key: str, request_token: str, api_secret: str) -> str:
 class SessionStore:
     """Valid access tokens of the one simulated app (``api_key``)."""
 
-    def __init__(self, api_key: str, access_token: str, api_secret: str = "sim-secret",
+    def __init__(self, api_key: str, access_token: str, api_secret: str = "sim-secret",  # noqa: S107 - sim default
                  expires_after: float | None = None, monotonic: Callable[[], float] = time.monotonic) -> None:
         self.api_key = api_key
         self.api_secret = api_secret
@@ -63,7 +63,7 @@ class SessionStore:
         return self.expires_after is None or self._monotonic() - issued < self.expires_after
 
     def check_header(self, header: str | None) -> str:
-        """Validate ``Authorization: token api_key:access_token``; returns the api_key or raises TokenError."""
+        """Check ``Authorization: token api_key:access_token``; returns the api_key or raises TokenError."""
         if header and header.startswith("token ") and ":" in header:
             api_key, _, token = header[len("token "):].partition(":")
             if self.valid(api_key.strip(), token.strip()):

@@ -6,7 +6,7 @@ The official client raises the exception class named by ``error_type`` with
 
 from __future__ import annotations
 
-INCORRECT_TOKEN = "Incorrect `api_key` or `access_token`."
+INCORRECT_TOKEN = "Incorrect `api_key` or `access_token`."  # noqa: S105 - an error message, not a secret
 
 
 class KiteError(Exception):

@@ -23,16 +23,19 @@ class FaultConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     delay_ms: int = Field(default=0, ge=0, le=60_000, description="added latency of every Kite REST response")
-    http_5xx_rate: float = Field(default=0.0, ge=0.0, le=1.0, description="probability a REST call fails with 5xx")
-    http_5xx_next: int = Field(default=0, ge=0, description="the next N matching REST calls fail (deterministic)")
+    http_5xx_rate: float = Field(default=0.0, ge=0.0, le=1.0,
+                                 description="probability a REST call fails with 5xx")
+    http_5xx_next: int = Field(default=0, ge=0,
+                               description="the next N matching REST calls fail (deterministic)")
     http_5xx_code: Literal[500, 502, 503, 504] | None = Field(
         default=None, description="status of injected failures (default: cycles 500/502/503/504)")
     http_5xx_paths: list[str] = Field(default_factory=list, description="path prefixes to fail (empty: all)")
     http_5xx_after_processing: bool = Field(
-        default=False, description="apply the request, then fail the response (e.g. order placed, reply lost)")
-    order_reject_rate: float = Field(default=0.0, ge=0.0, le=1.0, description="probability RMS rejects an order")
+        default=False, description="apply the request, then fail the reply (order placed, reply lost)")
+    order_reject_rate: float = Field(default=0.0, ge=0.0, le=1.0,
+                                     description="probability RMS rejects an order")
     cancel_delay_ms: int = Field(default=0, ge=0, le=600_000,
-                                 description="cancels wait in CANCEL PENDING this long (fills may still come)")
+                                 description="cancels wait in CANCEL PENDING this long (may still fill)")
     rate_limits: bool = Field(default=True, description="enforce Kite's rate limits (429)")
 
 
@@ -41,7 +44,7 @@ class FaultPatch(FaultConfig):
 
     drop_ws: bool = Field(default=False, description="abort every WebSocket connection now (no close frame)")
     ws_silence_s: float = Field(default=0.0, ge=0.0, le=3600.0,
-                                description="send nothing (no ticks, no heartbeats) for this long, keep sockets")
+                                description="send nothing (no ticks, heartbeats) this long; keep sockets")
 
 
 class Faults:

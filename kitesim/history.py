@@ -23,9 +23,9 @@ from core.universe import Instrument
 from kitesim.clock import (
     DAY_S,
     SESSION_OPEN_S,
+    is_trading_day,
     ist_date,
     ist_iso,
-    is_trading_day,
     midnight,
     previous_trading_day,
 )
@@ -80,7 +80,8 @@ class CandleBook:
 class HistoryGenerator:
     """Serves ``/instruments/historical`` candles for one simulator run."""
 
-    def __init__(self, instruments: Iterable[Instrument], seed: int, start_day: date, book: CandleBook) -> None:
+    def __init__(self, instruments: Iterable[Instrument], seed: int, start_day: date,
+                 book: CandleBook) -> None:
         self.instruments = {i.instrument_token: i for i in instruments}
         self.seed = seed
         self.start_day = start_day
@@ -152,7 +153,8 @@ class HistoryGenerator:
             d += timedelta(days=1)
         return out
 
-    def candles(self, token: int, interval: str, start: float, end: float, with_oi: bool = False) -> list[list[object]]:
+    def candles(self, token: int, interval: str, start: float, end: float,
+                with_oi: bool = False) -> list[list[object]]:
         """Kite ``candles`` rows ``[iso_time, o, h, l, c, v(, oi)]`` in rupees."""
         inst = self.instruments.get(token)
         if inst is None:

@@ -69,7 +69,8 @@ class InstrumentState:
         self.tbq = self.lot * rng.randint(20_000, 200_000) if inst.tradable else 0
         self.tsq = self.lot * rng.randint(20_000, 200_000) if inst.tradable else 0
         oi = self.lot * rng.randint(50_000, 150_000) if self.is_future else 0
-        self.snap = Snapshot(instrument_token=self.token, last_price=ref, open=ref, high=ref, low=ref, close=ref,
+        self.snap = Snapshot(instrument_token=self.token, last_price=ref, open=ref, high=ref, low=ref,
+                             close=ref,
                              oi=oi, oi_day_high=oi, oi_day_low=oi)
 
     def apply(self, ev: TradeEvent) -> Snapshot:
@@ -127,7 +128,10 @@ class InstrumentState:
         def side(first: int, step: int, first_qty: int | None) -> tuple[DepthLevel, ...]:
             levels, p, rand, lot = [], first, rng.random, self.lot
             for i in range(DEPTH_LEVELS):
-                qty = first_qty if (i == 0 and first_qty) else lot * (int(-mean_lots * math.log(1.0 - rand())) + 1)
+                if i == 0 and first_qty:
+                    qty = first_qty
+                else:  # exponential size in lots
+                    qty = lot * (int(-mean_lots * math.log(1.0 - rand())) + 1)
                 levels.append(DepthLevel(qty, max(p, 0), 1 + int(rand() * 25)))
                 p += step if rand() < 0.67 else 2 * step
             return tuple(levels)
@@ -217,7 +221,8 @@ class Market:
 
     def __init__(self, instruments: Iterable[Instrument], seed: int, source: EventSource) -> None:
         self.instruments = {i.instrument_token: i for i in instruments}
-        self.states = {t: InstrumentState(i, instrument_rng(seed, t, "book")) for t, i in self.instruments.items()}
+        self.states = {t: InstrumentState(i, instrument_rng(seed, t, "book")) for t,
+                       i in self.instruments.items()}
         self.source = source
         self.observers: list[Callable[[TradeEvent, Snapshot], None]] = []
         self.ticks_generated: dict[int, int] = dict.fromkeys(self.instruments, 0)

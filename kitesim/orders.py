@@ -154,8 +154,10 @@ def _price_field(form: Mapping[str, str], key: str, inst: Instrument) -> int:
     if value < 0:
         raise InputError(f"Invalid `{key}`: must not be negative.")
     units = round(value * inst.price_divisor)
-    if abs(units - value * inst.price_divisor) > 1e-6 * max(1.0, value) * inst.price_divisor or units % inst.tick_units:
-        raise InputError(f"Tick size for this script is {inst.tick_size:g}. Kindly enter the {key.replace('_', ' ')} "
+    off_grid = abs(units - value * inst.price_divisor) > 1e-6 * max(1.0, value) * inst.price_divisor
+    if off_grid or units % inst.tick_units:
+        what = key.replace("_", " ")
+        raise InputError(f"Tick size for this script is {inst.tick_size:g}. Kindly enter the {what} "
                          "in the multiples of tick size for this script")
     return units
 
@@ -179,7 +181,8 @@ class OrderEngine:
         self.market = market
         self.clock = clock
         self.rng = random.Random(f"kitesim:{seed}:orders")
-        self.portfolio = Portfolio(cash=cash, seed=seed, instruments=list(instruments.values()), market=market)
+        self.portfolio = Portfolio(cash=cash, seed=seed, instruments=list(instruments.values()),
+                                   market=market)
         self.orders: dict[str, SimOrder] = {}
         self.portfolio.working_orders = lambda: [o for o in self.orders.values() if o.status in LIVE_STATUSES]
         self.by_token: dict[int, list[str]] = {}
@@ -204,7 +207,8 @@ class OrderEngine:
         symbol = _field(form, "tradingsymbol")
         inst = self.instruments.get(f"{exchange}:{symbol}")
         if inst is None:
-            raise InputError("The instrument you are placing an order for has either expired or does not exist.")
+            raise InputError("The instrument you are placing an order for has either expired "
+                             "or does not exist.")
         if not inst.tradable:
             raise InputError(f"Instrument {exchange}:{symbol} is an index and cannot be traded.")
         side = _choice(form, "transaction_type", SIDES)
@@ -234,7 +238,8 @@ class OrderEngine:
         self._seq += 1
         order_id = f"{self._id_prefix}{self._seq:09d}"
         guid = hashlib.sha1(f"{order_id}:{self.rng.random()}".encode()).hexdigest()[:20]  # noqa: S324 - not crypto
-        o = SimOrder(order_id=order_id, variety=variety, inst=inst, transaction_type=side, order_type=order_type,
+        o = SimOrder(order_id=order_id, variety=variety, inst=inst, transaction_type=side,
+                     order_type=order_type,
                      product=product, validity=validity, quantity=qty, price=price, trigger_price=trigger,
                      disclosed_quantity=disclosed, tag=tag, market_protection=protection, validity_ttl=ttl,
                      order_ts=now, guid=guid)
@@ -269,7 +274,8 @@ class OrderEngine:
                 if side == "SELL" and trigger >= snap.last_price:
                     raise InputError("Trigger price for stoploss sell orders should be lower than the last "
                                      "traded price.")
-            if order_type == "SL" and ((side == "BUY" and price < trigger) or (side == "SELL" and price > trigger)):
+            wrong_side = price < trigger if side == "BUY" else price > trigger
+            if order_type == "SL" and wrong_side:
                 raise InputError("Trigger price should be " + ("lower" if side == "BUY" else "higher")
                                  + " than or equal to the limit price for SL orders.")
         elif trigger:
@@ -287,7 +293,8 @@ class OrderEngine:
         order_type = _choice(form, "order_type", ORDER_TYPES, default=o.order_type)
         qty = _int_field(form, "quantity", required=False, default=o.quantity)
         if qty <= o.filled_quantity or qty % max(1, o.inst.lot_size):
-            raise InputError("Invalid `quantity`: must exceed the filled quantity and be a multiple of lot size.")
+            raise InputError("Invalid `quantity`: must exceed the filled quantity and be a multiple of "
+                             "lot size.")
         price = _price_field(form, "price", o.inst) if "price" in form else o.price
         trigger = _price_field(form, "trigger_price", o.inst) if "trigger_price" in form else o.trigger_price
         if order_type in ("MARKET", "SL-M"):
@@ -301,7 +308,8 @@ class OrderEngine:
         o.modifications += 1
         self._transition(o, "MODIFY VALIDATION PENDING")
         self._transition(o, "MODIFY PENDING")
-        o.order_type, o.quantity, o.price, o.trigger_price, o.validity = order_type, qty, price, trigger, validity
+        o.order_type, o.quantity, o.validity = order_type, qty, validity
+        o.price, o.trigger_price = price, trigger
         o.market_protection = protection if order_type in ("MARKET", "SL-M") else o.market_protection
         self._transition(o, "MODIFIED")
         if o.status != "AMO REQ RECEIVED":
@@ -349,7 +357,8 @@ class OrderEngine:
             if o.status == "AMO REQ RECEIVED":
                 self._accept(o)
             elif o.status == "TRIGGER PENDING":
-                crossed = snap.last_price >= o.trigger_price if o.is_buy else snap.last_price <= o.trigger_price
+                ltp, trig = snap.last_price, o.trigger_price
+                crossed = ltp >= trig if o.is_buy else ltp <= trig
                 if crossed:
                     o.exchange_ts = snap.ts
                     self._transition(o, "OPEN", announce=True)
@@ -490,7 +499,8 @@ class OrderEngine:
         if not self.listeners:
             return
         payload = o.as_dict(status)
-        payload.update({"user_id": "SIM001", "unfilled_quantity": o.pending if o.status in LIVE_STATUSES else 0,
+        payload.update({"user_id": "SIM001",
+                        "unfilled_quantity": o.pending if o.status in LIVE_STATUSES else 0,
                         "app_id": 1, "checksum": ""})
         for listener in self.listeners:
             listener(payload)

@@ -49,7 +49,8 @@ class Portfolio:
             "tradingsymbol": o.inst.tradingsymbol, "instrument_token": o.inst.instrument_token,
             "product": o.product, "average_price": _rupees(price, div), "quantity": qty,
             "exchange_order_id": o.exchange_order_id, "transaction_type": o.transaction_type,
-            "fill_timestamp": ist_str(ts), "order_timestamp": ist_str(o.order_ts), "exchange_timestamp": ist_str(ts),
+            "fill_timestamp": ist_str(ts), "order_timestamp": ist_str(o.order_ts),
+            "exchange_timestamp": ist_str(ts),
         }
         self.trades.append(trade)
         p = self._pos.setdefault((o.inst.instrument_token, o.product),
@@ -65,7 +66,8 @@ class Portfolio:
         """RMS reason to reject ``o`` (None when it may go to the exchange)."""
         div = o.inst.price_divisor
         if o.product == "CNC" and not o.is_buy:
-            held = sum(h["quantity"] for h in self._holdings if h["instrument_token"] == o.inst.instrument_token)
+            token = o.inst.instrument_token
+            held = sum(h["quantity"] for h in self._holdings if h["instrument_token"] == token)
             p = self._pos.get((o.inst.instrument_token, "CNC"))
             net_today = (p["buy_qty"] - p["sell_qty"]) if p else 0
             pending_sells = sum(w.pending for w in self.working_orders()
@@ -123,7 +125,10 @@ class Portfolio:
         unrealised = net * (last - avg) if net else 0.0
         value = sv - bv
         pnl = value + net * last
-        r = lambda x: round(x, 4)  # noqa: E731 - tiny local formatter
+
+        def r(x: float) -> float:
+            return round(x, 4)
+
         return {
             "tradingsymbol": inst.tradingsymbol, "exchange": inst.exchange, "instrument_token": token,
             "product": product, "quantity": net, "overnight_quantity": 0, "multiplier": 1,
@@ -163,20 +168,16 @@ class Portfolio:
         used, realised, unrealised = self._position_margin()
         available = self.available_margin()
         working = self.cash + realised - used - available
-        equity = {
-            "enabled": True, "net": round(available, 2),
-            "available": {"adhoc_margin": 0, "cash": self.cash, "opening_balance": self.cash,
-                          "live_balance": round(available, 2), "collateral": 0, "intraday_payin": 0},
-            "utilised": {"debits": round(used + working, 2), "exposure": 0, "m2m_realised": round(realised, 2),
-                         "m2m_unrealised": round(unrealised, 2), "option_premium": 0, "payout": 0,
-                         "span": round(used + working, 2), "holding_sales": 0, "turnover": 0,
-                         "liquid_collateral": 0, "stock_collateral": 0, "delivery": 0},
-        }
-        commodity = {
-            "enabled": False, "net": 0,
-            "available": {k: 0 for k in equity["available"]},  # type: ignore[union-attr]
-            "utilised": {k: 0 for k in equity["utilised"]},  # type: ignore[union-attr]
-        }
+        avail: dict[str, float] = {"adhoc_margin": 0, "cash": self.cash, "opening_balance": self.cash,
+                                   "live_balance": round(available, 2), "collateral": 0, "intraday_payin": 0}
+        utilised: dict[str, float] = {
+            "debits": round(used + working, 2), "exposure": 0, "m2m_realised": round(realised, 2),
+            "m2m_unrealised": round(unrealised, 2), "option_premium": 0, "payout": 0,
+            "span": round(used + working, 2), "holding_sales": 0, "turnover": 0, "liquid_collateral": 0,
+            "stock_collateral": 0, "delivery": 0}
+        equity = {"enabled": True, "net": round(available, 2), "available": avail, "utilised": utilised}
+        commodity = {"enabled": False, "net": 0, "available": dict.fromkeys(avail, 0),
+                     "utilised": dict.fromkeys(utilised, 0)}
         if segment is None:
             return {"equity": equity, "commodity": commodity}
         if segment == "equity":
@@ -190,7 +191,8 @@ class Portfolio:
     @staticmethod
     def _seed_holdings(seed: int, instruments: list[Instrument]) -> list[dict[str, Any]]:
         rng = random.Random(f"kitesim:{seed}:holdings")
-        equities = [i for i in instruments if i.exchange == "NSE" and i.instrument_type == "EQ" and i.tradable]
+        equities = [i for i in instruments
+                    if i.exchange == "NSE" and i.instrument_type == "EQ" and i.tradable]
         chosen = rng.sample(equities, k=min(4, len(equities)))
         out = []
         for inst in chosen:

@@ -90,7 +90,8 @@ def events_from_rows(rows: Iterable[Mapping[str, Any]], instruments: Mapping[int
                 v = r.get(name)
                 return int(float(v)) if v not in (None, "") else None
 
-            events.append(TradeEvent(ts=ts, token=token, price=round(float(price) * div), qty=qty, volume=volume,
+            events.append(TradeEvent(ts=ts, token=token, price=round(float(price) * div), qty=qty,
+                                     volume=volume,
                                      oi=count("oi"), bid=units("bid"), ask=units("ask"),
                                      bid_qty=count("bid_qty"), ask_qty=count("ask_qty")))
         except (KeyError, ValueError, TypeError) as exc:

@@ -34,7 +34,8 @@ def instruments_csv(instruments: list[Instrument]) -> bytes:
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(INSTRUMENT_COLUMNS)
     for i in instruments:
-        w.writerow([i.instrument_token, i.exchange_token, i.tradingsymbol, i.name, f"{i.last_price:g}", "", "0",
+        w.writerow([i.instrument_token, i.exchange_token, i.tradingsymbol, i.name, f"{i.last_price:g}", "",
+                    "0",
                     f"{i.tick_size:g}", i.lot_size, i.instrument_type, i.segment, i.exchange])
     return buf.getvalue().encode()
 
@@ -70,7 +71,8 @@ class KiteRestApp:
         route, params, exists = self.router.match(req.method, req.path)
         try:
             if route is None:
-                raise NotFoundError("Method not allowed" if exists else "Route not found", 405 if exists else 404)
+                raise NotFoundError("Method not allowed" if exists else "Route not found",
+                                    405 if exists else 404)
             api_key = self.sessions.api_key
             if route.auth:
                 api_key = self.sessions.check_header(req.headers.get("authorization"))
@@ -128,7 +130,8 @@ class KiteRestApp:
 
     def session_token(self, req: Request) -> dict[str, Any]:
         """``POST /session/token``: request_token + checksum -> access_token."""
-        token = self.sessions.generate(req.param("api_key"), req.param("request_token"), req.param("checksum"))
+        token = self.sessions.generate(req.param("api_key"), req.param("request_token"),
+                                       req.param("checksum"))
         data = self._user()
         data.update({"api_key": self.sessions.api_key, "access_token": token, "public_token": token[-12:],
                      "refresh_token": "", "enctoken": "", "login_time": self.sim.now_str()})
@@ -217,7 +220,8 @@ class KiteRestApp:
         """``GET /quote/ohlc``."""
         def build(inst: Instrument) -> dict[str, Any]:
             q = self._full_quote(inst)
-            return {"instrument_token": q["instrument_token"], "last_price": q["last_price"], "ohlc": q["ohlc"]}
+            return {"instrument_token": q["instrument_token"], "last_price": q["last_price"],
+                    "ohlc": q["ohlc"]}
         return self._each(req, build)
 
     def ltp(self, req: Request) -> dict[str, Any]:
@@ -231,13 +235,17 @@ class KiteRestApp:
         snap = self.sim.market.latest(inst.instrument_token)
         assert snap is not None
         div, tick = inst.price_divisor, inst.tick_units
-        p = lambda v: rupees(v, div)  # noqa: E731 - tiny local formatter
+
+        def p(units: int) -> float:
+            return rupees(units, div)
+
         lower = round(snap.close * (1 - CIRCUIT_BAND) / tick) * tick
         upper = round(snap.close * (1 + CIRCUIT_BAND) / tick) * tick
         ts = snap.ts or self.sim.clock.now()
         return {
             "instrument_token": inst.instrument_token, "timestamp": self.sim.now_str(),
-            "last_trade_time": self.sim.fmt_time(snap.last_trade_time or ts), "last_price": p(snap.last_price),
+            "last_trade_time": self.sim.fmt_time(snap.last_trade_time or ts),
+            "last_price": p(snap.last_price),
             "last_quantity": snap.last_qty, "buy_quantity": snap.total_buy_qty,
             "sell_quantity": snap.total_sell_qty, "volume": snap.volume, "average_price": p(snap.avg_price),
             "oi": snap.oi, "oi_day_high": snap.oi_day_high, "oi_day_low": snap.oi_day_low,
@@ -256,6 +264,7 @@ class KiteRestApp:
             end = parse_ist(req.param("to") or "")
         except ValueError as exc:
             raise InputError(f"invalid from/to: {exc}") from None
-        candles = self.sim.history.candles(int(req.path_params["token"]), req.path_params["interval"], start, end,
+        candles = self.sim.history.candles(int(req.path_params["token"]), req.path_params["interval"], start,
+                                           end,
                                            with_oi=req.param("oi") in ("1", "true"))
         return {"candles": candles}

@@ -48,8 +48,8 @@ class SimConfig:
     replay: Path | None = None
     speed: float = 1.0
     api_key: str = "sim"
-    access_token: str = "sim-token"
-    api_secret: str = "sim-secret"
+    access_token: str = "sim-token"  # noqa: S105 - the simulator's public test credentials
+    api_secret: str = "sim-secret"  # noqa: S105
     token_expires_after: float | None = None
     start: float | None = None
     market_hours: bool = False
@@ -85,7 +85,8 @@ class Simulator:
         self.candles = CandleBook()
         self.market.observers.append(self.candles.record)
         self.history = HistoryGenerator(self.universe, config.seed, ist_date(start), self.candles)
-        self.engine = OrderEngine(self.by_key, self.market.latest, self.clock.now, config.seed, cash=config.cash)
+        self.engine = OrderEngine(self.by_key, self.market.latest, self.clock.now, config.seed,
+                                  cash=config.cash)
         self.market.observers.append(lambda _ev, snap: self.engine.on_market(snap))
         self.sessions = SessionStore(config.api_key, config.access_token, config.api_secret,
                                      config.token_expires_after)
@@ -126,10 +127,12 @@ class Simulator:
         self.http_port = self.http.port
         self.http.start()
         self.ready.set()
-        log.info("ready %s", kv(http_port=self.http_port, ws_port=self.ws_port, seed=cfg.seed, speed=cfg.speed,
+        log.info("ready %s", kv(http_port=self.http_port, ws_port=self.ws_port, seed=cfg.seed,
+                                speed=cfg.speed,
                                 instruments=len(self.universe), sim_time=self.now_str(),
                                 replay=str(cfg.replay) if cfg.replay else None))
-        tasks = [asyncio.create_task(self._market_loop(stop)), asyncio.create_task(self._heartbeat_loop(stop))]
+        tasks = [asyncio.create_task(self._market_loop(stop)),
+                 asyncio.create_task(self._heartbeat_loop(stop))]
         try:
             await stop.wait()
         finally:

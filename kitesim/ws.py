@@ -46,7 +46,8 @@ PACKETS_PER_FRAME = 1000
 
 def _credentials(path: str) -> tuple[str | None, str | None]:
     q = parse_qs(urlsplit(path).query)
-    return (q.get("api_key") or [None])[-1], (q.get("access_token") or [None])[-1]
+    keys, tokens = q.get("api_key"), q.get("access_token")
+    return (keys[-1] if keys else None), (tokens[-1] if tokens else None)
 
 
 @dataclass
@@ -94,7 +95,8 @@ class TickHub:
         api_key, token = _credentials(request.path)
         if not self.sim.sessions.valid(api_key, token):
             self.sim.stats.conn_rejected()
-            log.info("ws_refused %s", kv(reason="bad_or_expired_token", known_app=api_key == self.sim.sessions.api_key))
+            log.info("ws_refused %s", kv(reason="bad_or_expired_token",
+                                         known_app=api_key == self.sim.sessions.api_key))
             return _plain(connection, HTTPStatus.FORBIDDEN, INCORRECT_TOKEN)
         if sum(1 for c in self.conns.values() if c.api_key == api_key) >= self.max_connections:
             self.sim.stats.conn_rejected()
@@ -247,9 +249,13 @@ class TickHub:
     def broadcast_text_threadsafe(self, obj: dict[str, Any]) -> int:
         """Queue a text frame to every connection; returns how many connections there were."""
         n = len(self.conns)
+
+        def send_all() -> None:
+            for c in list(self.conns.values()):
+                self._send_text(c, obj)
+
         if self._loop is not None and not self._loop.is_closed():
-            self._loop.call_soon_threadsafe(
-                lambda: [self._send_text(c, obj) for c in list(self.conns.values())])
+            self._loop.call_soon_threadsafe(send_all)
         return n
 
 

@@ -59,6 +59,11 @@ class RunPaths:
         return self.run_dir / "supervisor.pid"
 
     @property
+    def children_file(self) -> Path:
+        """Live children (pid, start time), so a successor can kill them if this supervisor is SIGKILLed."""
+        return self.run_dir / "supervisor.children.json"
+
+    @property
     def log_dir(self) -> Path:
         """``<var>/log``: one ``<service>.log`` each."""
         return self.var_dir / "log"

@@ -6,6 +6,7 @@ Usage::
     python -m orchestrator.ctl restart NAME|GROUP
     python -m orchestrator.ctl stop [NAME|GROUP] [--timeout S]   # no target: the whole supervisor
     python -m orchestrator.ctl wait-ready [--timeout S]          # used by `make up`
+    python -m orchestrator.ctl ping                              # exit 0 if a supervisor answers
 
 Exit codes: 0 success; 1 supervisor unreachable, a service failed, or a
 timeout; 2 usage. ``stop`` with no supervisor running is a success (idempotent
@@ -29,6 +30,7 @@ from orchestrator.control import ControlError, RunPaths, default_var_dir, reques
 
 COLUMNS = ("NAME", "GROUP", "STATE", "PID", "RESTARTS", "UPTIME", "URL", "DETAIL")
 _BLOCKING = {"failed", "exited", "stopped"}  # states that will not become ready by themselves
+START_GRACE_S = 15.0  # wait-ready: how long a supervisor may take to open its socket
 
 
 def format_duration(seconds: float | None) -> str:
@@ -79,6 +81,12 @@ def _cmd_status(paths: RunPaths, args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _cmd_ping(paths: RunPaths, args: argparse.Namespace) -> int:
+    reply = request(paths.socket, {"cmd": "status"}, timeout=args.timeout or 5.0)
+    print(f"supervisor running (pid {reply.get('pid')}, mode {reply.get('mode')})")
+    return EXIT_OK
+
+
 def _cmd_restart(paths: RunPaths, args: argparse.Namespace) -> int:
     reply = request(paths.socket, {"cmd": "restart", "target": args.target}, timeout=args.timeout or 300.0)
     print("restarted: " + ", ".join(reply["restarted"]))
@@ -123,14 +131,19 @@ def _cmd_stop(paths: RunPaths, args: argparse.Namespace) -> int:
 
 def _cmd_wait_ready(paths: RunPaths, args: argparse.Namespace) -> int:
     timeout = args.timeout or 120.0
-    deadline = time.monotonic() + timeout
+    started = time.monotonic()
+    deadline = started + timeout
     last: dict[str, Any] | None = None
     pending: list[str] = ["<supervisor>"]
     while time.monotonic() < deadline:
         try:
             last = request(paths.socket, {"cmd": "status"}, timeout=5.0)
-        except ControlError:
-            time.sleep(0.25)  # supervisor still starting (or gone: the timeout decides)
+        except ControlError as exc:
+            # Still starting, or never started (bad config): give it a grace period, not the full timeout.
+            if paths.read_pid() is None and time.monotonic() - started > START_GRACE_S:
+                print(f"supervisor is not running: {exc}", file=sys.stderr)
+                return EXIT_UNEXPECTED
+            time.sleep(0.25)
             continue
         verdict, pending = readiness_verdict(last)
         if verdict == "ready":
@@ -163,7 +176,8 @@ def build_parser() -> argparse.ArgumentParser:
     sp = sub.add_parser("stop", help="stop the supervisor and all services, or one service/group")
     sp.add_argument("target", nargs="?", metavar="NAME|GROUP")
     wr = sub.add_parser("wait-ready", help="block until every enabled service is ready (1 if one failed)")
-    for sp_ in (st, rs, sp, wr):
+    pg = sub.add_parser("ping", help="exit 0 if a supervisor answers on the socket")
+    for sp_ in (st, rs, sp, wr, pg):
         sp_.add_argument("--timeout", type=float, default=None, help="seconds to wait")
     return p
 
@@ -174,7 +188,7 @@ def main(argv: list[str] | None = None) -> int:
     var_dir = args.var_dir or default_var_dir(os.environ)
     paths = RunPaths(var_dir, args.socket)
     handlers = {"status": _cmd_status, "restart": _cmd_restart, "stop": _cmd_stop,
-                "wait-ready": _cmd_wait_ready}
+                "wait-ready": _cmd_wait_ready, "ping": _cmd_ping}
     try:
         return handlers[args.command](paths, args)
     except ControlError as exc:

@@ -45,11 +45,16 @@ def tansu_argv(port: int, host: str = "127.0.0.1") -> list[str]:
             "--storage-engine", "memory://tansu/"]
 
 
+def tansu_env() -> dict[str, str]:
+    """The environment for the broker: ours, without ANSI colours in its log lines."""
+    return {**os.environ, "NO_COLOR": "1"}
+
+
 def start_tansu(port: int, *, timeout: float = 20.0, log_path: Path | None = None) -> subprocess.Popen[bytes]:
     """Start a throwaway broker on ``127.0.0.1:port`` (for test fixtures); returns once it listens."""
     out = log_path.open("ab") if log_path else None
     proc = subprocess.Popen(tansu_argv(port), stdin=subprocess.DEVNULL, start_new_session=True,
-                            stdout=out if out else subprocess.DEVNULL, stderr=subprocess.STDOUT)
+                            env=tansu_env(), stdout=out or subprocess.DEVNULL, stderr=subprocess.STDOUT)
     if out:
         out.close()
     try:
@@ -79,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"kafka_launcher: {exc}", file=sys.stderr)
         return 1
     print(f"kafka_launcher: exec tansu on 127.0.0.1:{args.port}", file=sys.stderr, flush=True)
-    os.execv(argv_[0], argv_)  # noqa: S606 - replace this process: the supervised pid is the broker
+    os.execve(argv_[0], argv_, tansu_env())  # noqa: S606 - replace this process: the pid stays supervised
     return 1  # not reached
 
 

@@ -42,6 +42,7 @@ from core.logs import kv, setup_logging
 from core.settings import PROJECT_ROOT, child_environment
 from orchestrator.config import Service, StackPlan, load_supervisor_config
 from orchestrator.control import MAX_LINE, RunPaths, is_listening
+from orchestrator.procgroup import kill_orphans, record_children
 from orchestrator.runner import ServiceRunner
 
 log = logging.getLogger("supervisor")
@@ -76,6 +77,11 @@ class Supervisor:
         event.set()
         if self._metrics is not None:
             self._metrics.update(runner)
+        try:
+            record_children(self.paths.children_file,
+                            {r.name: pid for r in self.runners.values() if (pid := r.pid) is not None})
+        except OSError as exc:
+            log.warning("cannot record children %s", kv(file=self.paths.children_file, error=exc))
 
     def status(self) -> dict[str, Any]:
         """The reply to ``status``: mode, pid and one row per service in start order."""
@@ -178,6 +184,9 @@ class Supervisor:
             raise ConfigError(f"{self.paths.socket}: another supervisor is running (pid {pid}); "
                               f"use python -m orchestrator.ctl stop")
         self.paths.socket.unlink(missing_ok=True)
+        leftovers = kill_orphans(self.paths.children_file)
+        if leftovers:
+            log.warning("killed leftovers of a previous supervisor %s", kv(services=",".join(leftovers)))
 
     def _write_pid(self) -> None:
         tmp = self.paths.pid_file.with_suffix(".tmp")
@@ -188,6 +197,8 @@ class Supervisor:
         if self.paths.read_pid() == os.getpid():
             self.paths.pid_file.unlink(missing_ok=True)
         self.paths.socket.unlink(missing_ok=True)
+        if not any(r.pid for r in self.runners.values()):
+            self.paths.children_file.unlink(missing_ok=True)
 
     async def run(self) -> int:
         """Start everything, serve the control socket, and stop everything on request."""

@@ -8,11 +8,13 @@ pid (psutil) and killed if they outlive their leader.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
 import subprocess
 import time
+from pathlib import Path
 
 import psutil
 
@@ -98,3 +100,43 @@ def wait_tcp(proc: subprocess.Popen[bytes], host: str, port: int, timeout: float
             return
         time.sleep(0.05)
     raise RuntimeError(f"{host}:{port} not ready after {timeout:g}s")
+
+
+def record_children(path: Path, children: dict[str, int]) -> None:
+    """Write ``{name: {pid, pgid, created}}`` of live children, atomically (for :func:`kill_orphans`)."""
+    entries: dict[str, dict[str, float]] = {}
+    for name, pid in children.items():
+        try:
+            entries[name] = {"pid": pid, "created": psutil.Process(pid).create_time()}
+        except psutil.Error:
+            continue
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(entries))
+    tmp.replace(path)
+
+
+def kill_orphans(path: Path) -> list[str]:
+    """SIGKILL the process groups recorded by a previous supervisor that died without stopping them.
+
+    A recorded pid is only killed if its start time still matches (pid reuse safe).
+    Returns the names of the services whose leftovers were killed; removes the file.
+    """
+    try:
+        entries = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return []
+    killed: list[str] = []
+    for name, entry in entries.items() if isinstance(entries, dict) else ():
+        try:
+            proc = psutil.Process(int(entry["pid"]))
+            if abs(proc.create_time() - float(entry["created"])) > 0.01:
+                continue
+            tree = proc.children(recursive=True)
+            signal_group(proc.pid, signal.SIGKILL)
+            proc.kill()
+            kill_leftovers(tree)
+            killed.append(name)
+        except (psutil.Error, KeyError, TypeError, ValueError):
+            continue
+    path.unlink(missing_ok=True)
+    return killed

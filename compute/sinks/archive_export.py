@@ -28,6 +28,7 @@ pyarrow version.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -170,11 +171,12 @@ class ExportResult:
 
 
 def export_partition(conn: psycopg.Connection[Any], src: SourceTable, window: DayWindow, path: Path,
-                     metadata: dict[str, str]) -> ExportResult:
+                     metadata: dict[str, str], on_batch: Callable[[int], None] | None = None) -> ExportResult:
     """Stream one partition into a zstd parquet file at ``path`` (bounded memory).
 
     Run it inside the same REPEATABLE READ transaction as :func:`fingerprint`
-    so the file holds exactly the rows that were counted.
+    so the file holds exactly the rows that were counted. ``on_batch`` gets the
+    running row count after each batch (progress for big partitions).
     """
     schema = src.schema({**metadata, "tradestack.source_table": src.name,
                          "tradestack.order_by": ",".join(src.order_by)})
@@ -198,6 +200,8 @@ def export_partition(conn: psycopg.Connection[Any], src: SourceTable, window: Da
             lo, hi = min(r[ts_index] for r in batch), max(r[ts_index] for r in batch)
             min_ts = lo if min_ts is None else min(min_ts, lo)
             max_ts = hi if max_ts is None else max(max_ts, hi)
+            if on_batch is not None:
+                on_batch(rows)
     return ExportResult(rows, path.stat().st_size, sha256_file(path), _ts_value(src, min_ts),
                         _ts_value(src, max_ts))
 

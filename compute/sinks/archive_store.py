@@ -57,6 +57,10 @@ class ObjectStore(Protocol):
         """A scratch directory for files about to be published."""
         ...
 
+    def clean_staging(self) -> None:
+        """Remove scratch files a killed run left behind (call while holding the location lock)."""
+        ...
+
     def put_file(self, key: str, path: Path, sha256: str, rows: int) -> None:
         """Publish ``path`` under ``key`` atomically (replacing any previous object)."""
         ...
@@ -95,6 +99,10 @@ class LocalStore:
             yield d
         finally:
             shutil.rmtree(d, ignore_errors=True)
+
+    def clean_staging(self) -> None:
+        """Drop ``.staging`` leftovers of a killed run (never visible under a final key)."""
+        shutil.rmtree(self.root / ".staging", ignore_errors=True)
 
     def put_file(self, key: str, path: Path, sha256: str, rows: int) -> None:
         """fsync, rename into place, fsync the directory: durable before the ledger says so."""
@@ -193,6 +201,10 @@ class S3Store:
         """A temporary local directory (removed afterwards)."""
         with tempfile.TemporaryDirectory(prefix="tradestack-archive-") as d:
             yield Path(d)
+
+    def clean_staging(self) -> None:
+        """Nothing to do: S3 staging lives in a TemporaryDirectory (an aborted multipart upload is
+        not visible; a bucket lifecycle rule should expire incomplete uploads)."""
 
     def put_file(self, key: str, path: Path, sha256: str, rows: int) -> None:
         """Upload (multipart above 8 MiB); our SHA-256 and row count ride along as object metadata."""

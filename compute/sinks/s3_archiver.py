@@ -42,8 +42,8 @@ import argparse
 import logging
 import sys
 import time
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any, NoReturn
@@ -89,6 +89,7 @@ from core.settings import child_environment, load_settings
 SERVICE = "s3_archiver"
 log = logging.getLogger(SERVICE)
 TICKS_TS_COLUMNS = ("ts", "exchange_ts")
+PROGRESS_EVERY = 10.0  # seconds between "exporting" lines inside one big partition
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,7 +117,6 @@ class RunSummary:
     purged: int = 0
     purged_rows: int = 0
     kept: int = 0
-    actions: list[tuple[str, date, str]] = field(default_factory=list)
 
 
 class Archiver:
@@ -135,6 +135,7 @@ class Archiver:
             tables = self._resolve_tables(main)
             if not self.job.dry_run:
                 self._lock(main)
+                self.store.clean_staging()
             if self.job.dates and self.job.dates[-1] >= self.today:
                 log.warning("range reaches today (IST) %s: today's partitions may still grow and will be "
                             "re-archived by a later run", self.today)
@@ -198,7 +199,7 @@ class Archiver:
                 state = fingerprint(snap, src, window)
                 result = export_partition(snap, src, window, path, {
                     "tradestack.tf": tf, "tradestack.trading_date": d.isoformat(),
-                    "tradestack.timezone": "Asia/Kolkata"})
+                    "tradestack.timezone": "Asia/Kolkata"}, self._export_progress(tf, d, state.row_count))
             if result.rows != state.row_count:
                 raise ArchiveError(f"tf={tf} date={d}: exported {result.rows} rows, "
                                    f"counted {state.row_count}")
@@ -212,6 +213,18 @@ class Archiver:
         self.summary.bytes += result.size_bytes
         self._note(Action.ARCHIVE, tf, d, progress, rows=result.rows, reason=decision.reason, started=started,
                    size=result.size_bytes, url=self.store.url(key))
+
+    @staticmethod
+    def _export_progress(tf: str, d: date, total: int) -> Callable[[int], None]:
+        """A batch callback logging at most every PROGRESS_EVERY seconds while a big partition exports."""
+        last = time.monotonic()
+
+        def report(rows: int) -> None:
+            nonlocal last
+            if time.monotonic() - last >= PROGRESS_EVERY:
+                last = time.monotonic()
+                log.info("exporting %s", kv(tf=tf, date=d.isoformat(), rows=rows, of=total))
+        return report
 
     def _verify(self, key: str, rows: int, size: int, sha256: str) -> None:
         """Read the published object back: size, checksum and the parquet footer's row count."""
@@ -235,7 +248,6 @@ class Archiver:
             shown = "would-archive"
         else:
             setattr(s, counter, getattr(s, counter) + 1)
-        s.actions.append((tf, d, shown))
         fields: dict[str, Any] = {"n": progress, "tf": tf, "date": d.isoformat(), "action": shown,
                                   "rows": rows}
         if size is not None:
@@ -295,6 +307,18 @@ class Archiver:
 # CLI
 
 
+_EPILOG = """\
+examples:
+  python -m compute.sinks.s3_archiver --date 2026-11-20
+  python -m compute.sinks.s3_archiver --from 2026-11-01 --to 2026-11-20 --tf 1m,5m \\
+      --dest s3://bucket/prefix --endpoint-url http://127.0.0.1:9000 --retain-days 30
+
+S3 credentials only from AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY (/ AWS_SESSION_TOKEN).
+Progress: one line per partition on stderr. Reruns skip verified partitions.
+exit codes: 0 done, 1 a partition failed (rerun resumes), 2 bad arguments or configuration
+"""
+
+
 class _Parser(argparse.ArgumentParser):
     """argparse that reports a usage error as one line and exit code 2."""
 
@@ -305,7 +329,8 @@ class _Parser(argparse.ArgumentParser):
 
 def build_parser() -> argparse.ArgumentParser:
     """The command line of ``python -m compute.sinks.s3_archiver``."""
-    ap = _Parser(prog="python -m compute.sinks.s3_archiver",
+    ap = _Parser(prog="python -m compute.sinks.s3_archiver", epilog=_EPILOG,
+                 formatter_class=argparse.RawDescriptionHelpFormatter,
                  description="Archive bars (and ticks if a ticks table exists) from Postgres to zstd "
                              "parquet, partitioned by timeframe and IST trading date, in a local directory "
                              "or on S3.")
@@ -337,8 +362,8 @@ def job_from_args(args: argparse.Namespace) -> ArchiveJob:
         if not args.date_to:
             raise ConfigError("--from needs --to")
         dates = date_range(parse_date(args.date_from, "from"), parse_date(args.date_to, "to"))
-    if args.retain_days is not None:
-        retention_cutoff(date.today(), args.retain_days)  # validates N
+    if args.retain_days is not None and args.retain_days < 1:
+        raise ConfigError(f"--retain-days must be >= 1, got {args.retain_days}")
     named = {p.strip() for p in args.tf.split(",")}
     return ArchiveJob(dates=tuple(dates), tfs=parse_timeframes(args.tf), retain_days=args.retain_days,
                       dry_run=args.dry_run, ticks_table=args.ticks_table, ticks_required=TICKS in named)

@@ -21,21 +21,22 @@ from core.errors import PoisonMessage
 from core.metrics import Metrics
 from core.service import run_service
 from core.settings import Settings
-from core.stream import Emission, OutMessage, PassThroughCommit, Record, Sink, StreamService
+from core.stream import Emission, OutMessage, Record, RecordProcessor, Sink, StreamService
 
 IN = os.environ.get("ECHO_IN", "echo.in")
 OUT = os.environ.get("ECHO_OUT", "echo.out")
 SLOW_MS = int(os.environ.get("ECHO_SLOW_MS", "0"))
 
 
-class EchoProcessor(PassThroughCommit):
+class EchoProcessor(RecordProcessor):
     def decode(self, topic: str, value: bytes | None) -> Any:
         obj = codec.loads(value)
-        if not isinstance(obj, dict) or not isinstance(obj.get("id"), str) or not isinstance(obj.get("n"), int):
+        if not isinstance(obj, dict) or not isinstance(obj.get("id"), str) \
+                or not isinstance(obj.get("n"), int):
             raise PoisonMessage("schema: need id:str and n:int")
         return obj
 
-    def process(self, records: Sequence[Record], now_ms: int) -> Emission:
+    def process_records(self, records: Sequence[Record], now_ms: int) -> Emission:
         out = Emission(rows=[])
         for r in records:
             doubled = {"id": r.value["id"], "n2": r.value["n"] * 2}

@@ -36,7 +36,8 @@ def main() -> int:
     ap.add_argument("--api-key", default="sim")
     ap.add_argument("--access-token", default="sim-token")
     ap.add_argument("--seconds", type=float, default=3.0)
-    ap.add_argument("--quote", type=int, nargs="*", default=[], help="tokens left in the default (quote) mode")
+    ap.add_argument("--quote", type=int, nargs="*", default=[],
+                    help="tokens left in the default (quote) mode")
     ap.add_argument("--full", type=int, nargs="*", default=[], help="tokens set to full mode")
     ap.add_argument("--ltp", type=int, nargs="*", default=[], help="tokens set to ltp mode")
     ap.add_argument("--stop-on-close", action="store_true", help="stop at the first close (no reconnect)")

@@ -226,6 +226,9 @@ def test_resume_after_a_crash_midway_completes_only_the_rest(fresh_pg_dsn, tmp_p
     crashing = CrashAfterPublish(tmp_path, survive=2)
     with pytest.raises(_Crash):
         run(fresh_pg_dsn, crashing, days)
+    leftover = tmp_path / ".staging" / "run-killed" / "part.parquet"  # what a kill -9 mid-export leaves
+    leftover.parent.mkdir(parents=True)
+    leftover.write_bytes(b"partial")
     assert len(crashing.published) == 3 and len(ledger(fresh_pg_dsn)) == 2  # third object is unrecorded
 
     resumed = CrashAfterPublish(tmp_path, survive=100)
@@ -375,3 +378,13 @@ def test_cli_s3_with_env_credentials_and_missing_bucket(fresh_pg_dsn, s3_endpoin
     r = _cli(fresh_pg_dsn, "--date", str(D2), "--dest", "s3://no-such-bucket-x", "--endpoint-url",
              s3_endpoint, env=creds)
     assert r.returncode == 2 and "does not exist" in r.stderr and len(r.stderr.strip().splitlines()) == 1
+
+
+def test_second_archiver_on_the_same_location_is_refused(fresh_pg_dsn, tmp_path):
+    seed_bars(fresh_pg_dsn, "1m", (D1,))
+    store = LocalStore(tmp_path)
+    with psycopg.connect(fresh_pg_dsn, autocommit=True) as other:
+        other.execute("SELECT pg_advisory_lock(hashtextextended(%s, 0))", (f"archiver:{store.location}",))
+        with pytest.raises(ArchiveError, match="another archiver"):
+            run(fresh_pg_dsn, store, (D1,), ("1m",))
+    assert run(fresh_pg_dsn, store, (D1,), ("1m",)).archived == 1

@@ -8,11 +8,9 @@ must land in ``dlq`` with its headers while the service goes on.
 
 from __future__ import annotations
 
-
 import signal
 import time
 import uuid
-from pathlib import Path
 
 import pytest
 

@@ -116,7 +116,7 @@ class Stack:
         self.config_path = tmp / "supervisor.yaml"
         self.config_path.write_text(yaml.safe_dump(config, sort_keys=False))
         self.env = {**os.environ, "TRADESTACK_VAR_DIR": str(self.var), "TRADING_MODE": "paper", **(env or {})}
-        self.out = tmp / "supervisor.out"
+        self.out = tmp / f"supervisor-{time.monotonic_ns()}.out"
         with self.out.open("wb") as fh:
             self.proc = subprocess.Popen(
                 [PY, "-m", "orchestrator.process_supervisor", "--config", str(self.config_path)],
@@ -321,6 +321,7 @@ def test_restart_group_changes_only_that_groups_pids_and_ctl_stop_cleans_up(
         "b1": svc(child_script, group="beta"),
     }}
     stack = stack_factory(cfg)
+    assert stack.ctl("ping").returncode == 0
     assert stack.ctl("wait-ready", "--timeout", "30").returncode == 0
     before = {n: r["pid"] for n, r in stack.status().items()}
 
@@ -342,6 +343,24 @@ def test_restart_group_changes_only_that_groups_pids_and_ctl_stop_cleans_up(
     assert [p for p in stack.seen_pids if alive(p)] == []
     assert stack.ctl("stop").returncode == 0  # idempotent when nothing runs
     assert stack.ctl("status").returncode == 1
+    assert stack.ctl("ping").returncode == 1
+
+
+def test_children_of_a_sigkilled_supervisor_are_killed_by_the_next_one(
+        stack_factory: Callable[..., Stack], child_script: Path) -> None:
+    cfg = {"services": {"a": svc(child_script), "b": svc(child_script, depends_on=["a"])}}
+    first = stack_factory(cfg)
+    assert first.ctl("wait-ready", "--timeout", "30").returncode == 0
+    old = [r["pid"] for r in first.status().values()]
+    first.proc.kill()
+    first.proc.wait(5)
+    assert all(alive(p) for p in old)  # own sessions: they outlive a SIGKILLed supervisor
+
+    second = stack_factory(cfg)
+    assert second.ctl("wait-ready", "--timeout", "30").returncode == 0
+    assert [p for p in old if alive(p)] == []
+    assert "killed leftovers of a previous supervisor services=a,b" in second.out.read_text()
+    assert set(old).isdisjoint(r["pid"] for r in second.status().values())
 
 
 # ----- config errors -------------------------------------------------------------------------------

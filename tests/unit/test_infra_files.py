@@ -9,8 +9,8 @@ from pathlib import Path
 import jsonschema
 import yaml
 
-from core.docker_env import DockerStack, render_env
 from core.config import load_config
+from core.docker_env import DockerStack, render_env
 
 ROOT = Path(__file__).resolve().parents[2]
 INFRA = ROOT / "infra"

@@ -6,8 +6,7 @@ from datetime import datetime
 from typing import Any
 
 import pytest
-from hypothesis import given, settings
-from hypothesis import strategies as st
+from hypothesis import given, settings, strategies as st
 from kiteconnect import KiteTicker
 
 from core.universe import make_token, price_divisor
@@ -39,11 +38,13 @@ def snapshots(draw: st.DrawFn, segments: tuple[int, ...] = tuple(SEGMENTS.values
     token = make_token(draw(st.integers(min_value=1, max_value=2**24 - 1)), draw(st.sampled_from(segments)))
     level = st.builds(DepthLevel, qty=U32, price=U32, orders=U16)
     return Snapshot(
-        instrument_token=token, last_price=draw(U32), last_qty=draw(U32), avg_price=draw(U32), volume=draw(U32),
+        instrument_token=token, last_price=draw(U32), last_qty=draw(U32), avg_price=draw(U32),
+        volume=draw(U32),
         total_buy_qty=draw(U32), total_sell_qty=draw(U32), open=draw(U32), high=draw(U32), low=draw(U32),
         close=draw(U32), last_trade_time=draw(U32), oi=draw(U32), oi_day_high=draw(U32), oi_day_low=draw(U32),
         exchange_timestamp=draw(U32),
-        buy=tuple(draw(level) for _ in range(DEPTH_LEVELS)), sell=tuple(draw(level) for _ in range(DEPTH_LEVELS)))
+        buy=tuple(draw(level) for _ in range(DEPTH_LEVELS)),
+        sell=tuple(draw(level) for _ in range(DEPTH_LEVELS)))
 
 
 def _ts(value: int) -> datetime | None:
@@ -97,7 +98,8 @@ def test_packet_decodes_in_official_client_exactly(mode: str, segment: str, data
 
 
 @settings(max_examples=100, deadline=None)
-@given(items=st.lists(st.tuples(snapshots(), st.sampled_from(["ltp", "quote", "full"])), min_size=1, max_size=30))
+@given(items=st.lists(st.tuples(snapshots(), st.sampled_from(["ltp", "quote", "full"])), min_size=1,
+                      max_size=30))
 def test_frame_of_mixed_packets_decodes_in_order(items: list[tuple[Snapshot, str]]) -> None:
     frame = assemble_frame([encode_packet(s, m) for s, m in items])  # type: ignore[arg-type]
 
@@ -105,7 +107,8 @@ def test_frame_of_mixed_packets_decodes_in_order(items: list[tuple[Snapshot, str
 
 
 @settings(max_examples=50, deadline=None)
-@given(items=st.lists(st.tuples(snapshots(), st.sampled_from(["ltp", "quote", "full"])), min_size=1, max_size=20))
+@given(items=st.lists(st.tuples(snapshots(), st.sampled_from(["ltp", "quote", "full"])), min_size=1,
+                      max_size=20))
 def test_reference_decoder_matches_encoder(items: list[tuple[Snapshot, str]]) -> None:
     decoded = decode_frame(assemble_frame([encode_packet(s, m) for s, m in items]))  # type: ignore[arg-type]
 

@@ -1,0 +1,55 @@
+"""Multi-timeframe aggregator: ``bars.1m`` -> ``bars.3m|5m|15m|30m|60m`` + ``bars_{tf}m``.
+
+Buckets are anchored to the session open (09:15 IST for NSE/BSE), so 60 m bars
+are 09:15-10:15, ..., 14:15-15:15, 15:15-15:30 (the last one truncated at the
+close); see :mod:`compute.sessions`.
+
+    python -m compute.bar_aggregator_1m_to_multi [--tfs 3m,5m,15m,30m,60m] [--grace-ms 0]
+"""
+
+from __future__ import annotations
+
+import sys
+
+from compute.bar_aggregator_1m import RollupService
+from compute.bar_service import check_args, make_parser
+from compute.bars import MULTI_MINUTE_TFS
+from core.service import run_service
+from core.topics import bars_topic
+
+
+class BarAggregatorMulti(RollupService):
+    """1 m bars to session-anchored multi-minute bars."""
+
+    name = "bar_aggregator_1m_to_multi"
+    group_id = "bar_aggregator_1m_to_multi"
+    input_topic = bars_topic("1m")
+    source_tf = "1m"
+    target_tfs = MULTI_MINUTE_TFS
+    state_tfs = MULTI_MINUTE_TFS
+    wall_default = 8000
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point."""
+    ap = make_parser("python -m compute.bar_aggregator_1m_to_multi", __doc__.splitlines()[0],
+                     "AGG_GRACE_MS", 0, 8000)
+    ap.add_argument("--tfs", default=",".join(MULTI_MINUTE_TFS),
+                    help="comma-separated target timeframes (default: all of 3m,5m,15m,30m,60m)")
+    args = ap.parse_args(argv)
+    check_args(ap, args)
+    tfs = tuple(t.strip() for t in args.tfs.split(",") if t.strip())
+    bad = [t for t in tfs if t not in MULTI_MINUTE_TFS]
+    if bad or not tfs:
+        ap.error(f"--tfs: unknown timeframe(s) {', '.join(bad) or '(none given)'}; "
+                 f"choose from {','.join(MULTI_MINUTE_TFS)}")
+
+    class Configured(BarAggregatorMulti):
+        target_tfs = tfs
+        state_tfs = tfs
+
+    return run_service(lambda s, m: Configured(s, m, args), BarAggregatorMulti.name)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

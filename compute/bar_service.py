@@ -1,0 +1,180 @@
+"""Stream wiring shared by the bar builder and the aggregators.
+
+The pure cores (:class:`compute.tick_to_bar.BarBuilder`,
+:class:`compute.bar_rollup.BarRollup`) do the bar math and track the commit
+watermark; this module adapts them to :class:`core.stream.StreamService`:
+JSON decode (orjson), poison input to the DLQ, bars to ``bars.<tf>`` and to
+``bars_<tf>`` (+ ``bar_state``), and restore of resume points from Postgres
+whenever partitions are assigned.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any, Protocol
+
+import orjson
+from confluent_kafka import Message
+
+from compute.bar_store import load_state, upsert_bars
+from compute.bars import BadBarInput, Bar
+from core.metrics import Metrics
+from core.settings import Settings
+from core.stream import TP, Emission, OutMessage, Sink, StreamService
+from core.topics import bars_topic
+
+_dumps = orjson.dumps
+_loads = orjson.loads
+
+
+class BarCore(Protocol):
+    """What BarBuilder and BarRollup have in common."""
+
+    def add_many(self, items: Iterable[tuple[Any, int, int]]) -> list[tuple[int, BadBarInput]]: ...
+    def advance(self, now_ms: int | None = None) -> list[Bar]: ...
+    def committable_offsets(self) -> dict[int, int]: ...
+    def drop_partitions(self, partitions: Iterable[int]) -> None: ...
+
+
+class BarProcessor:
+    """Adapts a bar core to :class:`core.stream.Processor` (one input topic)."""
+
+    def __init__(self, core: BarCore, input_topic: str) -> None:
+        self.core = core
+        self.input_topic = input_topic
+        self.topics: dict[str, str] = {}
+
+    def process(self, msgs: Sequence[Message], now_ms: int) -> Emission:
+        rejects: list[tuple[Message, str]] = []
+        items: list[tuple[Any, int, int]] = []
+        kept: list[Message] = []
+        for m in msgs:
+            try:
+                obj = _loads(m.value())
+            except orjson.JSONDecodeError as exc:
+                rejects.append((m, f"invalid JSON: {exc}"))
+                continue
+            if type(obj) is not dict:
+                rejects.append((m, "message is not a JSON object"))
+                continue
+            items.append((obj, m.partition(), m.offset()))
+            kept.append(m)
+        if items:
+            for index, err in self.core.add_many(items):
+                rejects.append((kept[index], f"schema: {err}"))
+        bars = self.core.advance(now_ms)
+        return Emission(messages=self.encode(bars), rows=bars, rejects=rejects)
+
+    def encode(self, bars: Sequence[Bar]) -> list[OutMessage]:
+        """Bars as ``bars.<tf>`` messages keyed by instrument_token."""
+        topics = self.topics
+        out = []
+        for b in bars:
+            topic = topics.get(b.tf)
+            if topic is None:
+                topic = topics[b.tf] = bars_topic(b.tf)
+            out.append(OutMessage(topic, str(b.instrument_token).encode(), _dumps(b.to_dict())))
+        return out
+
+    def committable(self, consumed: dict[TP, int]) -> dict[TP, int]:
+        held = self.core.committable_offsets()
+        out = {}
+        for (topic, part), nxt in consumed.items():
+            off = held.get(part, nxt)
+            out[(topic, part)] = off if off < nxt else nxt
+        return out
+
+    def on_revoke(self, parts: Iterable[TP]) -> None:
+        self.core.drop_partitions([p for _t, p in parts])
+
+
+class BarService(StreamService):
+    """A bar producer: input topic -> bar core -> ``bars.<tf>`` + ``bars_<tf>``."""
+
+    input_topic = ""
+    state_tfs: Sequence[str] = ()
+
+    def __init__(self, settings: Settings, metrics: Metrics, args: argparse.Namespace) -> None:
+        self.args = args
+        self.input_topics = (self.input_topic,)
+        super().__init__(settings, metrics)
+        self.m_late = metrics.counter("late_ticks_total", "Inputs later than the flush grace (dropped)")
+        self.m_dups = metrics.counter("duplicates_total", "Duplicate inputs ignored")
+        self.m_bars = metrics.counter("bars_emitted_total", "Bars emitted", ["tf"])
+        self.m_open = metrics.gauge("open_bars", "Bars still open (not yet emitted)")
+        self.m_emit_lag = metrics.histogram(
+            "bar_emit_delay_seconds", "Wall time from bucket end to emission",
+            buckets=(0.05, 0.1, 0.25, 0.5, 1, 2, 2.5, 3, 4, 5, 7.5, 10, 30, 60))
+        self._counted = (0, 0)
+
+    def build_core(self) -> BarCore:
+        raise NotImplementedError("subclasses build their core")
+
+    def build_processor(self) -> BarProcessor:
+        self.core = self.build_core()
+        return BarProcessor(self.core, self.input_topic)
+
+    def build_sink(self) -> Sink:
+        return upsert_bars
+
+    def start(self) -> None:
+        super().start()
+        assert self.consumer is not None
+        # Restore resume points for instruments we do not track yet on every assignment.
+        self.consumer._user_assign = self._on_assign  # noqa: SLF001 - wiring our own wrapper
+
+    def _on_assign(self, _parts: list[TP]) -> None:
+        assert self.pool is not None
+        with self.pool.connection() as conn:
+            state = load_state(conn, self.state_tfs)
+        restored = self.restore(state)
+        self.log.info("resume state loaded instruments=%d restored=%d", len(state), restored)
+
+    def restore(self, state: Sequence[tuple[str, int, int, int | None]]) -> int:
+        raise NotImplementedError
+
+    def step(self) -> None:
+        super().step()
+        self._export_counters()
+
+    def _export_counters(self) -> None:
+        late, dups = self.late_and_dups()
+        pl, pd = self._counted
+        if late > pl:
+            self.m_late.inc(late - pl)
+        if dups > pd:
+            self.m_dups.inc(dups - pd)
+        self._counted = (late, dups)
+        self.m_open.set(getattr(self.core, "open_bars", 0))
+
+    def late_and_dups(self) -> tuple[int, int]:
+        raise NotImplementedError
+
+
+def env_int(name: str, default: int) -> int:
+    """An integer from the environment (for supervisor-set defaults of CLI flags)."""
+    raw = os.environ.get(name)
+    return int(raw) if raw not in (None, "") else default
+
+
+def make_parser(prog: str, doc: str, grace_env: str, grace_default: int,
+                wall_default: int) -> argparse.ArgumentParser:
+    """The common CLI of bar services."""
+    ap = argparse.ArgumentParser(prog=prog, description=doc)
+    ap.add_argument("--grace-ms", type=int, default=env_int(grace_env, grace_default),
+                    help=f"event-time flush grace in ms (env {grace_env}, default {grace_default})")
+    ap.add_argument("--wall-grace-ms", type=int, default=None,
+                    help=f"close a quiet instrument's bars after this much wall time (default {wall_default})")
+    ap.add_argument("--group", default=None, help="consumer group id (default: the service name)")
+    return ap
+
+
+def check_args(ap: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Usage errors exit 2 with one line (argparse's convention)."""
+    if args.grace_ms < 0 or (args.wall_grace_ms is not None and args.wall_grace_ms < 0):
+        ap.error("--grace-ms and --wall-grace-ms must be >= 0")
+
+
+ServiceFactory = Callable[[Settings, Metrics], StreamService]
