@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import sys
 
-from compute.bar_aggregator_1m import RollupService
+from compute.bar_aggregator_1m import RollupService, add_silent_flag
 from compute.bar_service import check_args, make_parser
 from compute.bars import MULTI_MINUTE_TFS
 from core.service import run_service
@@ -27,15 +27,18 @@ class BarAggregatorMulti(RollupService):
     source_tf = "1m"
     target_tfs = MULTI_MINUTE_TFS
     state_tfs = MULTI_MINUTE_TFS
-    wall_default = 8000
+    #: Must exceed the 1m aggregator's longest hold of a quiet instrument's bar (its 6 s wall grace
+    #: plus the builder's ~4 s) so a quiet instrument's last 1m bar is never late here.
+    wall_default = 15000
 
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point."""
     ap = make_parser("python -m compute.bar_aggregator_1m_to_multi", __doc__.splitlines()[0],
-                     "AGG_GRACE_MS", 0, 8000)
+                     "AGG_GRACE_MS", 0, 15000)
     ap.add_argument("--tfs", default=",".join(MULTI_MINUTE_TFS),
                     help="comma-separated target timeframes (default: all of 3m,5m,15m,30m,60m)")
+    add_silent_flag(ap)
     args = ap.parse_args(argv)
     check_args(ap, args)
     tfs = tuple(t.strip() for t in args.tfs.split(",") if t.strip())

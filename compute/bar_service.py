@@ -32,18 +32,59 @@ _loads = orjson.loads
 class BarCore(Protocol):
     """What BarBuilder and BarRollup have in common."""
 
-    def add_many(self, items: Iterable[tuple[Any, int, int]]) -> list[tuple[int, BadBarInput]]: ...
+    def add(self, item: Any, partition: int, offset: int) -> None: ...
     def advance(self, now_ms: int | None = None) -> list[Bar]: ...
     def committable_offsets(self) -> dict[int, int]: ...
     def drop_partitions(self, partitions: Iterable[int]) -> None: ...
 
 
+class WallClockGate:
+    """The wall clock a downstream bar core sees: it stands still while the upstream is silent.
+
+    An aggregator cannot tell a quiet instrument from a stalled upstream (the
+    builder restarting holds back every instrument's child bars), so closing
+    quiet instruments by the raw wall clock could close a bar before its last
+    child arrives. This clock advances with real time only while input flows
+    (a message within ``live_window_ms``); when the whole input has been silent
+    that long it stops, and it resumes when input returns or once the silence
+    reaches ``silent_close_ms`` (end of session: the last bars must close). An
+    upstream pause shorter than ``silent_close_ms`` therefore never closes a bar
+    early. ``silent_close_ms=None`` means the real clock (the bar builder, whose
+    input is the market itself).
+    """
+
+    def __init__(self, live_window_ms: int, silent_close_ms: int | None) -> None:
+        self.live_window_ms = live_window_ms
+        self.silent_close_ms = silent_close_ms
+        self.last_input_ms: int | None = None
+        self._last_real: int | None = None
+        self._virtual = 0
+
+    def wall_now(self, now_ms: int, had_input: bool) -> int | None:
+        """The clock value to pass to the core's ``advance`` (None before any input)."""
+        if self.silent_close_ms is None:
+            return now_ms
+        if self._last_real is None:
+            self._last_real = self._virtual = now_ms
+        dt = max(0, now_ms - self._last_real)
+        self._last_real = now_ms
+        last = self.last_input_ms
+        if last is not None:
+            quiet = now_ms - last
+            if quiet <= self.live_window_ms or quiet >= self.silent_close_ms:
+                self._virtual += dt
+        if had_input:
+            self.last_input_ms = now_ms
+        return None if self.last_input_ms is None else self._virtual
+
+
 class BarProcessor:
     """Adapts a bar core to :class:`core.stream.Processor` (one input topic)."""
 
-    def __init__(self, core: BarCore, input_topic: str) -> None:
+    def __init__(self, core: BarCore, input_topic: str, gate: WallClockGate | None = None) -> None:
         self.core = core
         self.input_topic = input_topic
+        self.gate = gate or WallClockGate(0, None)
         self.topics: dict[str, str] = {}
 
     def process(self, msgs: Sequence[Message], now_ms: int) -> Emission:
@@ -62,10 +103,23 @@ class BarProcessor:
             items.append((obj, m.partition(), m.offset()))
             kept.append(m)
         if items:
-            for index, err in self.core.add_many(items):
+            for index, err in self._add_many(items):
                 rejects.append((kept[index], f"schema: {err}"))
-        bars = self.core.advance(now_ms)
+        bars = self.core.advance(self.gate.wall_now(now_ms, bool(msgs)))
         return Emission(messages=self.encode(bars), rows=bars, rejects=rejects)
+
+    def _add_many(self, items: list[tuple[Any, int, int]]) -> list[tuple[int, BadBarInput]]:
+        add_many = getattr(self.core, "add_many", None)
+        if add_many is not None:
+            return add_many(items)  # type: ignore[no-any-return]
+        bad = []
+        add = self.core.add
+        for i, (obj, part, off) in enumerate(items):
+            try:
+                add(obj, part, off)
+            except BadBarInput as exc:
+                bad.append((i, exc))
+        return bad
 
     def encode(self, bars: Sequence[Bar]) -> list[OutMessage]:
         """Bars as ``bars.<tf>`` messages keyed by instrument_token."""
@@ -112,9 +166,13 @@ class BarService(StreamService):
     def build_core(self) -> BarCore:
         raise NotImplementedError("subclasses build their core")
 
+    def build_gate(self) -> WallClockGate:
+        """Wall-clock closing policy (the builder always may; aggregators see WallClockGate)."""
+        return WallClockGate(0, None)
+
     def build_processor(self) -> BarProcessor:
         self.core = self.build_core()
-        return BarProcessor(self.core, self.input_topic)
+        return BarProcessor(self.core, self.input_topic, self.build_gate())
 
     def build_sink(self) -> Sink:
         return upsert_bars

@@ -26,50 +26,77 @@ from collections.abc import Iterable, Mapping
 from gc import is_tracked
 from typing import Any
 
-from compute.bars import BadBarInput, Bar, CommitWatermark, IdleSchedule
+from compute.bars import DEDUP_FIELDS, BadBarInput, Bar, CommitWatermark, IdleSchedule
 
 SECOND_MS = 1_000
 _NEVER = 1 << 62  # "no deadline" / "nothing seen" sentinels, far outside epoch-ms range
-_EXTRA = ("last_qty", "oi", "bid", "ask", "bid_qty", "ask_qty")
+_VBITS = 40  # volumes are packed below exchange_ts in one int: (ts << 40) + volume
+_VMAX = 1 << _VBITS
+_VMASK = _VMAX - 1
 
 
-def _full_key(tick: Mapping[str, Any]) -> tuple[Any, ...]:
-    """Duplicate identity beyond ``(exchange_ts, ltp, volume)``: the remaining DEDUP_FIELDS."""
+def _dedup_key(tick: Mapping[str, Any]) -> tuple[Any, ...]:
+    """A tick's duplicate identity: its DEDUP_FIELDS values (missing -> ``None``)."""
     get = tick.get
-    return tuple(get(name) for name in _EXTRA)
+    return (get("exchange_ts"), get("ltp"), get("volume"), get("last_qty"), get("oi"),
+            get("bid"), get("ask"), get("bid_qty"), get("ask_qty"))
 
 
-def _is_duplicate(bar: _OpenBar, skey: tuple[Any, ...], first: Mapping[str, Any] | tuple[Any, ...],
-                  tick: Mapping[str, Any]) -> bool:
-    """Slow path when ``(exchange_ts, ltp, volume)`` collides: compare the remaining DEDUP_FIELDS."""
-    if bar.more is None:
-        bar.more = {}
-    seen = bar.more.get(skey)
-    if seen is None:
-        seen = bar.more[skey] = {first if type(first) is tuple else _full_key(first)}
-    key = _full_key(tick)
-    if key in seen:
-        return True
-    seen.add(key)
+def _short_hash(item: Any) -> int:
+    """Hash of ``(exchange_ts, ltp, volume)`` of a stored tick or dedup key (int/float ltp hash alike)."""
+    if type(item) is tuple:
+        return hash(item[:3])
+    return hash((item["exchange_ts"], item["ltp"], item.get("volume")))
+
+
+def _seen_before(bar: _OpenBar, ts: int, ltp: float, vol: int | None, tick: Mapping[str, Any]) -> bool:
+    """Slow path for a tick not newer than the bar's newest: is it a duplicate? (Records it if not.)
+
+    The index maps ``hash(exchange_ts, ltp, volume)`` to the stored ticks with
+    that hash; only on a hit are all DEDUP_FIELDS compared.
+    """
+    index = bar.index
+    if index is None:
+        index = bar.index = {}
+    if bar.seen:
+        for old in bar.seen:
+            index.setdefault(_short_hash(old), []).append(old)
+        bar.seen.clear()
+    same = index.get(hash((ts, ltp, vol)))
+    if same is None:
+        index[hash((ts, ltp, vol))] = [tick if not is_tracked(tick) else _dedup_key(tick)]
+        return False
+    key = _dedup_key(tick)
+    for old in same:
+        if (old if type(old) is tuple else _dedup_key(old)) == key:
+            return True
+    same.append(tick if not is_tracked(tick) else key)
     return False
 
 
 class _OpenBar:
-    """Mutable state of one open 1s bar. ``*ts``/``*v`` hold the event-order key of open/close."""
+    """Mutable state of one open 1s bar.
 
-    __slots__ = ("b", "open", "high", "low", "close", "ots", "ov", "cts", "cv", "ticks", "keys", "more",
+    ``ots``/``ov`` and ``cts``/``cv`` are the event-order keys (exchange_ts,
+    volume) of the open and close ticks. Dedup state: ``seen`` lists ticks not
+    yet indexed; ``index`` (see :func:`_seen_before`) is built only when a tick
+    that is not the newest arrives, since only such a tick can be a duplicate.
+    """
+
+    __slots__ = ("b", "open", "high", "low", "close", "ots", "ov", "cts", "cv", "ticks", "seen", "index",
                  "vols", "part", "parts", "done")
 
     def __init__(self, b: int, ts: int, vk: int, ltp: float, partition: int) -> None:
         self.b = b
         self.open = self.high = self.low = self.close = ltp
-        self.ots = self.cts = ts
-        self.ov = self.cv = vk
+        self.ots = ts
+        self.ov = vk
+        self.cts = -_NEVER  # the first tick sets close
+        self.cv = -1
         self.ticks = 0
-        # (exchange_ts, ltp, volume) -> first tick (or its remaining-fields key), for dedup
-        self.keys: dict[tuple[Any, ...], Any] = {}
-        self.more: dict[tuple[Any, ...], set[tuple[Any, ...]]] | None = None
-        self.vols: list[tuple[int, int]] = []  # (exchange_ts, cumulative volume), sorted at close
+        self.seen: list[Any] = []
+        self.index: dict[int, list[Any]] | None = None
+        self.vols: list[int] = []  # (exchange_ts << 40) + cumulative volume; sorted at close
         self.part = partition
         self.parts: set[int] | None = None  # further partitions (instrument moved partition)
         self.done = False
@@ -168,10 +195,10 @@ class BarBuilder:
                     ltp = float(ltp)
                 if vol is None:
                     vk = -1
-                elif type(vol) is int and vol >= 0:
+                elif type(vol) is int and 0 <= vol < _VMAX:
                     vk = vol
                 else:
-                    raise BadBarInput("volume must be a non-negative integer or null")
+                    raise BadBarInput("volume must be an integer in [0, 2**40) or null")
             except (KeyError, TypeError, AttributeError, BadBarInput) as exc:
                 err = exc if isinstance(exc, BadBarInput) else BadBarInput(f"bad tick: {exc!r}")
                 rejected.append((index, err))
@@ -204,33 +231,32 @@ class BarBuilder:
             if partition != bar.part:
                 self._extra_partition(st, bar, partition, offset)
 
-            skey = (ts, ltp, vol)
-            keys = bar.keys
-            first = keys.get(skey)
-            if first is None:
-                # Keep the tick itself for a later full comparison unless it holds containers
-                # (depth): retaining those would load the cyclic GC, so store its key instead.
-                keys[skey] = _full_key(tick) if is_tracked(tick) else tick
-            elif _is_duplicate(bar, skey, first, tick):
-                dups += 1
-                continue
-
+            cts = bar.cts
+            if ts > cts:
+                # Newer than every tick in the bar, so not a duplicate: just remember it for a
+                # later dedup check (a GC-tracked tick, i.e. one with depth, as its key).
+                bar.seen.append(_dedup_key(tick) if is_tracked(tick) else tick)
+                bar.close = ltp
+                bar.cts = ts
+                bar.cv = vk
+            else:
+                if _seen_before(bar, ts, ltp, vol, tick):
+                    dups += 1
+                    continue
+                if ts == cts and (vk > bar.cv or (vk == bar.cv and ltp >= bar.close)):
+                    bar.close = ltp
+                    bar.cv = vk
+                elif ts < bar.ots or (ts == bar.ots and (vk < bar.ov or (vk == bar.ov and ltp < bar.open))):
+                    bar.open = ltp
+                    bar.ots = ts
+                    bar.ov = vk
             bar.ticks += 1
             if ltp > bar.high:
                 bar.high = ltp
             elif ltp < bar.low:
                 bar.low = ltp
-            cts = bar.cts
-            if ts > cts or (ts == cts and (vk > bar.cv or (vk == bar.cv and ltp >= bar.close))):
-                bar.close = ltp
-                bar.cts = ts
-                bar.cv = vk
-            elif ts < bar.ots or (ts == bar.ots and (vk < bar.ov or (vk == bar.ov and ltp < bar.open))):
-                bar.open = ltp
-                bar.ots = ts
-                bar.ov = vk
             if vk >= 0:
-                bar.vols.append((ts, vk))
+                bar.vols.append((ts << _VBITS) + vk)  # packed (ts, volume): an int, sorts the same
 
             if ts > st.horizon:
                 st.horizon = ts
@@ -282,8 +308,9 @@ class BarBuilder:
             vols.sort()  # event order; linear when ticks arrived in order
             prev = st.baseline
             if prev is None:
-                prev = vols[0][1]  # the instrument's first volume only sets the baseline
-            for _, v in vols:
+                prev = vols[0] & _VMASK  # the instrument's first volume only sets the baseline
+            for packed in vols:
+                v = packed & _VMASK
                 if v > prev:
                     volume += v - prev
                 prev = v  # a drop (reset) contributes 0 and becomes the new baseline

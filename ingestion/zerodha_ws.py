@@ -156,22 +156,25 @@ class ZerodhaWs(Service):
         observe = self.m_lag.observe
         tokens = []
         n = 0
-        try:
-            for recv_ms, raw in items:
-                tick = to_tick(raw, recv_ms)
-                token = tick["instrument_token"]
-                key = keys.get(token)
-                if key is None:
-                    key = keys[token] = str(token).encode()
-                produce(topic, dumps(tick), key)
-                n += 1
-                tokens.append(token)
-                if raw.get("exchange_timestamp") is not None:
-                    observe(max(0.0, (now_ms - tick["exchange_ts"]) / 1000.0))
-        except bus.DeliveryError as exc:
-            # A live feed cannot be replayed: count, say it once per failure, keep going.
-            self.m_deliv.inc()
-            self.log.error("kafka delivery failed: %s", exc)
+        for recv_ms, raw in items:
+            tick = to_tick(raw, recv_ms)
+            token = tick["instrument_token"]
+            key = keys.get(token)
+            if key is None:
+                key = keys[token] = str(token).encode()
+            payload = dumps(tick)
+            try:
+                produce(topic, payload, key)
+            except bus.DeliveryError as exc:
+                # An earlier message was not delivered (it is lost: a live feed cannot be replayed).
+                # Count it, say it, and go on: the error is cleared, this tick is queued now.
+                self.m_deliv.inc()
+                self.log.error("kafka delivery failed: %s", exc)
+                produce(topic, payload, key)
+            n += 1
+            tokens.append(token)
+            if raw.get("exchange_timestamp") is not None:
+                observe(max(0.0, (now_ms - tick["exchange_ts"]) / 1000.0))
         self.produced += n
         self.m_out.inc(n)
         self.watchdog.ticks(tokens, now_ms / 1000.0)

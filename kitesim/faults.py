@@ -70,7 +70,8 @@ class Faults:
         except ValidationError as exc:
             first = exc.errors()[0]
             loc = ".".join(str(p) for p in first["loc"])
-            raise InputError(f"faults: {loc}: {first['msg']}") from None
+            msg = "unknown key" if first["type"] == "extra_forbidden" else first["msg"]
+            raise InputError(f"faults: {loc}: {msg}") from None
         with self._lock:
             self.config = FaultConfig.model_validate(patch.model_dump(exclude={"drop_ws", "ws_silence_s"}))
             if patch.drop_ws:

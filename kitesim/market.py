@@ -63,7 +63,8 @@ class InstrumentState:
         ref = round(inst.last_price * inst.price_divisor)
         self.day: date | None = None
         self._day_start = self._day_end = 0.0
-        self.value_sum = 0  # sum(price * qty) for the day's average price
+        self.value_sum = 0  # sum(price * qty) for the day's average price ...
+        self.qty_sum = 0  # ... over the quantity seen (a replay's first volume has no price history)
         self.seq = 0
         self.is_future = inst.instrument_type == "FUT"
         self.tbq = self.lot * rng.randint(20_000, 200_000) if inst.tradable else 0
@@ -81,7 +82,7 @@ class InstrumentState:
             self.day = ist_date(ev.ts)
             self._day_start = midnight(self.day)
             self._day_end = self._day_start + DAY_S
-            self.value_sum = 0
+            self.value_sum = self.qty_sum = 0
             close = s.close if first else s.last_price
             s = replace(s, open=0, high=0, low=0, close=close, volume=0, avg_price=0,
                         oi_day_high=s.oi, oi_day_low=s.oi)
@@ -90,7 +91,8 @@ class InstrumentState:
         volume = s.volume + qty if ev.volume is None else ev.volume
         volume = min(volume, U32_MAX)
         self.value_sum += price * qty
-        avg = round(self.value_sum / volume) if volume else 0
+        self.qty_sum += qty
+        avg = round(self.value_sum / self.qty_sum) if self.qty_sum else price
         oi = s.oi
         if ev.oi is not None:
             oi = ev.oi
@@ -142,8 +144,8 @@ class InstrumentState:
 class EventSource:
     """Base of event sources (the random walk, a replay)."""
 
-    def events_until(self, now: float) -> list[TradeEvent]:  # pragma: no cover - interface
-        """All events with ``ts <= now``, in time order."""
+    def events_until(self, now: float, limit: int | None = None) -> list[TradeEvent]:  # pragma: no cover
+        """Events with ``ts <= now`` in time order (at most ``limit``; the rest stay due)."""
         raise NotImplementedError
 
 
@@ -170,10 +172,10 @@ class RandomWalk(EventSource):
     def _schedule(self, ts: float) -> float:
         return next_session_open(ts) if self.market_hours else ts
 
-    def events_until(self, now: float) -> list[TradeEvent]:
-        """All events with ``ts <= now``, in time order."""
+    def events_until(self, now: float, limit: int | None = None) -> list[TradeEvent]:
+        """Events with ``ts <= now`` in time order (at most ``limit``; the rest stay due)."""
         out: list[TradeEvent] = []
-        while self._heap and self._heap[0][0] <= now:
+        while self._heap and self._heap[0][0] <= now and (limit is None or len(out) < limit):
             ts, token = heapq.heappop(self._heap)
             w = self._walkers[token]
             out.append(w.step(ts))
@@ -227,10 +229,10 @@ class Market:
         self.observers: list[Callable[[TradeEvent, Snapshot], None]] = []
         self.ticks_generated: dict[int, int] = dict.fromkeys(self.instruments, 0)
 
-    def advance(self, now: float) -> list[Snapshot]:
-        """Apply every event due by ``now``; return the new snapshots in time order."""
+    def advance(self, now: float, limit: int | None = None) -> list[Snapshot]:
+        """Apply the events due by ``now`` (at most ``limit``); return the new snapshots in time order."""
         out: list[Snapshot] = []
-        for ev in self.source.events_until(now):
+        for ev in self.source.events_until(now, limit):
             token = ev.token
             state = self.states.get(token)
             if state is None:

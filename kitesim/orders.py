@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from core.universe import Instrument
-from kitesim.clock import ist_date, ist_str
+from kitesim.clock import in_session, ist_date, ist_str
 from kitesim.errors import InputError
 from kitesim.packets import DepthLevel, Snapshot
 from kitesim.portfolio import Portfolio
@@ -176,7 +176,8 @@ class OrderEngine:
     """Order book of one simulated user, matching against the simulated market."""
 
     def __init__(self, instruments: Mapping[str, Instrument], market: Callable[[int], Snapshot | None],
-                 clock: Callable[[], float], seed: int, cash: float = 10_000_000.0) -> None:
+                 clock: Callable[[], float], seed: int, cash: float = 10_000_000.0,
+                 market_hours: bool = False) -> None:
         self.instruments = instruments  # by "EXCHANGE:TRADINGSYMBOL"
         self.market = market
         self.clock = clock
@@ -188,6 +189,7 @@ class OrderEngine:
         self.by_token: dict[int, list[str]] = {}
         self.listeners: list[Listener] = []
         self.reject_rate = 0.0
+        self.market_hours = market_hours
         self._seq = 0
         self._trade_seq = 0
         day = ist_date(clock())
@@ -203,6 +205,8 @@ class OrderEngine:
             raise InputError(f"Invalid `variety`: {variety!r}.")
         if variety not in SUPPORTED_VARIETIES:
             raise InputError(f"Variety `{variety}` is not supported by the simulator.")
+        if self.market_hours and variety != "amo" and not in_session(self.clock()):
+            raise InputError("Markets are closed right now. Use GTT for placing long standing orders instead.")
         exchange = _field(form, "exchange")
         symbol = _field(form, "tradingsymbol")
         inst = self.instruments.get(f"{exchange}:{symbol}")
@@ -238,8 +242,7 @@ class OrderEngine:
         self._seq += 1
         order_id = f"{self._id_prefix}{self._seq:09d}"
         guid = hashlib.sha1(f"{order_id}:{self.rng.random()}".encode()).hexdigest()[:20]  # noqa: S324 - not crypto
-        o = SimOrder(order_id=order_id, variety=variety, inst=inst, transaction_type=side,
-                     order_type=order_type,
+        o = SimOrder(order_id=order_id, variety=variety, inst=inst, transaction_type=side, order_type=order_type,
                      product=product, validity=validity, quantity=qty, price=price, trigger_price=trigger,
                      disclosed_quantity=disclosed, tag=tag, market_protection=protection, validity_ttl=ttl,
                      order_ts=now, guid=guid)
@@ -305,6 +308,7 @@ class OrderEngine:
         if o.status == "TRIGGER PENDING" or order_type in ("MARKET", "LIMIT"):
             self._check_prices(o.inst, o.transaction_type, order_type, price, trigger, protection)
         validity = _choice(form, "validity", VALIDITIES, default=o.validity)
+        was_amo = o.status == "AMO REQ RECEIVED"
         o.modifications += 1
         self._transition(o, "MODIFY VALIDATION PENDING")
         self._transition(o, "MODIFY PENDING")
@@ -312,7 +316,7 @@ class OrderEngine:
         o.price, o.trigger_price = price, trigger
         o.market_protection = protection if order_type in ("MARKET", "SL-M") else o.market_protection
         self._transition(o, "MODIFIED")
-        if o.status != "AMO REQ RECEIVED":
+        if not was_amo:
             nxt = "TRIGGER PENDING" if order_type in ("SL", "SL-M") and o.trigger_price else "OPEN"
             self._transition(o, nxt)
             self._announce(o, "UPDATE")

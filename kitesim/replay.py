@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import csv
 from collections.abc import Iterable, Mapping
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -47,12 +48,33 @@ def read_rows(path: Path) -> list[dict[str, Any]]:
         return list(csv.DictReader(fh))
 
 
+def _count(row: Mapping[str, Any], name: str) -> int | None:
+    v = row.get(name)
+    return int(float(v)) if v not in (None, "") else None
+
+
+def _units(row: Mapping[str, Any], name: str, divisor: int) -> int | None:
+    v = row.get(name)
+    return round(float(v) * divisor) if v not in (None, "") else None
+
+
+def _row_time(row: Mapping[str, Any]) -> float | None:
+    for col, div in _TIME_COLUMNS:
+        v = row.get(col)
+        if v is not None and v != "":
+            return float(v) / div
+    return None
+
+
 def events_from_rows(rows: Iterable[Mapping[str, Any]], instruments: Mapping[int, Instrument],
                      source: str = "replay") -> tuple[list[TradeEvent], int]:
-    """Convert rows into time-ordered events; returns ``(events, skipped_rows)``."""
-    events: list[TradeEvent] = []
+    """Convert rows into time-ordered events; returns ``(events, skipped_rows)``.
+
+    Without a ``last_qty`` column the traded quantity is the cumulative volume's
+    increase since the instrument's previous row (in time order).
+    """
+    parsed: list[tuple[float, int, TradeEvent]] = []
     skipped = 0
-    last_volume: dict[int, int] = {}
     for lineno, row in enumerate(rows, start=2):
         try:
             token = int(row["instrument_token"])
@@ -60,43 +82,31 @@ def events_from_rows(rows: Iterable[Mapping[str, Any]], instruments: Mapping[int
             if inst is None:
                 skipped += 1
                 continue
-            ts = None
-            for col, div in _TIME_COLUMNS:
-                v = row.get(col)
-                if v is not None and v != "":
-                    ts = float(v) / div
-                    break
+            ts = _row_time(row)
             price = _first(row, _PRICE_COLUMNS)
             if ts is None or price is None:
                 raise ValueError("needs a time column (exchange_ts|ts|exchange_timestamp) and ltp")
             div = inst.price_divisor
-            vol_raw = _first(row, _VOLUME_COLUMNS)
-            qty_raw = _first(row, _QTY_COLUMNS)
-            volume = int(float(vol_raw)) if vol_raw is not None else None
-            if qty_raw is not None:
-                qty = int(float(qty_raw))
-            elif volume is not None:
-                qty = max(0, volume - last_volume.get(token, volume))
-            else:
-                qty = 0
-            if volume is not None:
-                last_volume[token] = volume
-
-            def units(name: str, inst_div: int = div, r: Mapping[str, Any] = row) -> int | None:
-                v = r.get(name)
-                return round(float(v) * inst_div) if v not in (None, "") else None
-
-            def count(name: str, r: Mapping[str, Any] = row) -> int | None:
-                v = r.get(name)
-                return int(float(v)) if v not in (None, "") else None
-
-            events.append(TradeEvent(ts=ts, token=token, price=round(float(price) * div), qty=qty,
-                                     volume=volume,
-                                     oi=count("oi"), bid=units("bid"), ask=units("ask"),
-                                     bid_qty=count("bid_qty"), ask_qty=count("ask_qty")))
+            vol_raw, qty_raw = _first(row, _VOLUME_COLUMNS), _first(row, _QTY_COLUMNS)
+            ev = TradeEvent(ts=ts, token=token, price=round(float(price) * div),
+                            qty=int(float(qty_raw)) if qty_raw is not None else -1,
+                            volume=int(float(vol_raw)) if vol_raw is not None else None,
+                            oi=_count(row, "oi"), bid=_units(row, "bid", div), ask=_units(row, "ask", div),
+                            bid_qty=_count(row, "bid_qty"), ask_qty=_count(row, "ask_qty"))
         except (KeyError, ValueError, TypeError) as exc:
             raise ConfigError(f"{source}:{lineno}: {exc}") from None
-    events.sort(key=lambda e: e.ts)
+        parsed.append((ts, lineno, ev))
+    parsed.sort(key=lambda item: (item[0], item[1]))
+    events: list[TradeEvent] = []
+    last_volume: dict[int, int] = {}
+    for _, _, ev in parsed:
+        if ev.qty < 0:  # no quantity column: derive it from the cumulative volume
+            prev = last_volume.get(ev.token)
+            qty = max(0, ev.volume - prev) if (ev.volume is not None and prev is not None) else 0
+            ev = replace(ev, qty=qty)
+        if ev.volume is not None:
+            last_volume[ev.token] = ev.volume
+        events.append(ev)
     return events, skipped
 
 
@@ -134,9 +144,10 @@ class Replay(EventSource):
         """True once every event was played."""
         return self.pos >= len(self.events)
 
-    def events_until(self, now: float) -> list[TradeEvent]:
-        """Recorded events with ``ts <= now`` not yet played."""
+    def events_until(self, now: float, limit: int | None = None) -> list[TradeEvent]:
+        """Recorded events with ``ts <= now`` not yet played (at most ``limit``)."""
         start = self.pos
-        while self.pos < len(self.events) and self.events[self.pos].ts <= now:
+        end = len(self.events) if limit is None else min(len(self.events), start + limit)
+        while self.pos < end and self.events[self.pos].ts <= now:
             self.pos += 1
         return self.events[start:self.pos]

@@ -34,6 +34,7 @@ from kitesim.ws import TickHub
 
 log = logging.getLogger("kitesim")
 
+MAX_EVENTS_PER_STEP = 2000
 DEFAULT_TOKENS = Path(__file__).resolve().parents[1] / "configs" / "tokens.csv"
 
 
@@ -86,7 +87,7 @@ class Simulator:
         self.market.observers.append(self.candles.record)
         self.history = HistoryGenerator(self.universe, config.seed, ist_date(start), self.candles)
         self.engine = OrderEngine(self.by_key, self.market.latest, self.clock.now, config.seed,
-                                  cash=config.cash)
+                                  cash=config.cash, market_hours=config.market_hours)
         self.market.observers.append(lambda _ev, snap: self.engine.on_market(snap))
         self.sessions = SessionStore(config.api_key, config.access_token, config.api_secret,
                                      config.token_expires_after)
@@ -149,11 +150,12 @@ class Simulator:
         step = self.config.step_s
         while not stop.is_set():
             with self.lock:
-                snaps = self.market.advance(self.clock.now())
+                # bounded batches keep the loop (heartbeats, REST lock) responsive at high --speed
+                snaps = self.market.advance(self.clock.now(), limit=MAX_EVENTS_PER_STEP)
                 self.engine.process_due(time.monotonic())
             self.hub.broadcast_ticks(snaps)
             self.hub.enforce()
-            await asyncio.sleep(step)
+            await asyncio.sleep(0 if len(snaps) >= MAX_EVENTS_PER_STEP else step)
 
     async def _heartbeat_loop(self, stop: asyncio.Event) -> None:
         while not stop.is_set():

@@ -15,7 +15,8 @@ from typing import Any
 
 from kitesim.packets import Snapshot
 
-TICK_LOG_PER_TOKEN = 20_000
+#: Sent packets remembered per instrument (counts are exact regardless).
+TICK_LOG_PER_TOKEN = 5_000
 
 
 @dataclass
@@ -35,12 +36,18 @@ class ConnStats:
 
 @dataclass(frozen=True, slots=True)
 class SentTick:
-    """One packet as sent: which connection, which tick, in which mode."""
+    """One packet as sent: which connection, which tick (scalars only), in which mode."""
 
     conn_id: int
     mode: str
     snapshot: bool
-    snap: Snapshot
+    seq: int
+    ts: float
+    exchange_timestamp: int
+    last_price: int
+    volume: int
+    last_qty: int
+    oi: int
 
 
 class SimStats:
@@ -99,7 +106,8 @@ class SimStats:
                 log = self._log.get(tok)
                 if log is None:
                     log = self._log[tok] = deque(maxlen=self.log_per_token)
-                log.append(SentTick(conn_id, mode, is_snap, snap))
+                log.append(SentTick(conn_id, mode, is_snap, snap.seq, snap.ts, snap.exchange_timestamp,
+                                    snap.last_price, snap.volume, snap.last_qty, snap.oi))
 
     def sent_heartbeat(self, conn_id: int) -> None:
         """A heartbeat was queued."""
@@ -151,13 +159,12 @@ class SimStats:
         for e in entries:
             if conn_id is not None and e.conn_id != conn_id:
                 continue
-            if e.snap.seq <= since_seq and not (since_seq == 0 and e.snap.seq == 0):
+            if since_seq and e.seq <= since_seq:
                 continue
-            s = e.snap
-            out.append({"conn": e.conn_id, "seq": s.seq, "mode": e.mode, "snapshot": e.snapshot,
-                        "exchange_timestamp": s.exchange_timestamp, "ts": s.ts,
-                        "last_price": s.last_price / divisor, "volume": s.volume, "last_qty": s.last_qty,
-                        "oi": s.oi})
+            out.append({"conn": e.conn_id, "seq": e.seq, "mode": e.mode, "snapshot": e.snapshot,
+                        "exchange_timestamp": e.exchange_timestamp, "ts": e.ts,
+                        "last_price": e.last_price / divisor, "volume": e.volume, "last_qty": e.last_qty,
+                        "oi": e.oi})
             if len(out) >= limit:
                 break
         return out

@@ -176,3 +176,77 @@ def test_drop_fault_makes_client_see_unclean_close(sim: RunningSimulator) -> Non
 
     assert result["connected"]
     assert result["errors"] and result["errors"][0][0] == 1006
+
+
+# ---------------------------------------------------------------- raw protocol (websockets client, no Twisted)
+
+
+def _collect(ws: Any, seconds: float) -> tuple[list[bytes], list[str]]:
+    binary: list[bytes] = []
+    text: list[str] = []
+    deadline = time.monotonic() + seconds
+    while (left := deadline - time.monotonic()) > 0:
+        try:
+            msg = ws.recv(timeout=left)
+        except TimeoutError:
+            break
+        (binary if isinstance(msg, bytes) else text).append(msg)
+    return binary, text
+
+
+def _url(sim: RunningSimulator, token: str = "sim-token") -> str:
+    return f"{sim.ws_url}/?api_key=sim&access_token={token}"
+
+
+def test_raw_subscribe_mode_unsubscribe_and_duplicates(sim: RunningSimulator) -> None:
+    from websockets.sync.client import connect
+
+    from kitesim.packets import decode_frame
+
+    with connect(_url(sim)) as ws:
+        ws.send(json.dumps({"a": "subscribe", "v": [RELIANCE, NIFTY, 12345]}))
+        ws.send(json.dumps({"a": "mode", "v": ["full", [RELIANCE]]}))
+        ws.send(json.dumps({"a": "subscribe", "v": [RELIANCE]}))  # a reconnect-style duplicate
+        ws.send("not json")
+        binary, text = _collect(ws, 1.6)
+        ws.send(json.dumps({"a": "unsubscribe", "v": [RELIANCE, NIFTY]}))
+        time.sleep(0.2)
+        after, _ = _collect(ws, 1.2)
+
+    packets = [p for frame in binary for p in decode_frame(frame)]
+    assert {p["instrument_token"] for p in packets} == {RELIANCE, NIFTY}
+    assert [p["mode"] for p in packets if p["instrument_token"] == RELIANCE][-1] == "full"
+    assert {p["mode"] for p in packets if p["instrument_token"] == NIFTY} == {"quote"}
+    assert b"\x00" in binary  # heartbeat
+    assert any(json.loads(t)["type"] == "error" for t in text)
+    assert all(f == b"\x00" for f in after)  # only heartbeats after unsubscribing
+
+
+def test_silence_fault_stops_ticks_and_heartbeats_but_keeps_the_socket(sim: RunningSimulator) -> None:
+    from websockets.sync.client import connect
+
+    with connect(_url(sim)) as ws:
+        ws.send(json.dumps({"a": "subscribe", "v": [RELIANCE, INFY]}))
+        _collect(ws, 0.3)
+        control(sim.http_url, "/_sim/faults", {"ws_silence_s": 1.5})
+        silent, _ = _collect(ws, 1.3)
+        time.sleep(0.3)
+        resumed, _ = _collect(ws, 1.2)
+
+    assert silent == []
+    assert resumed
+
+
+def test_connection_limit_per_api_key(sim: RunningSimulator) -> None:
+    from websockets.exceptions import InvalidStatus
+    from websockets.sync.client import connect
+
+    conns = [connect(_url(sim)) for _ in range(3)]
+    try:
+        with pytest.raises(InvalidStatus) as err:
+            connect(_url(sim))
+    finally:
+        for c in conns:
+            c.close()
+
+    assert err.value.response.status_code == 429
