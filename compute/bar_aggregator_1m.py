@@ -37,14 +37,9 @@ class RollupService(BarService):
     def build_gate(self) -> WallClockGate:
         return WallClockGate(LIVE_WINDOW_MS, self.args.silent_close_ms)
 
-    def restore(self, state: Sequence[tuple[str, int, int, int | None]]) -> int:
-        core = self.core
-        n = 0
+    def restore(self, state: Sequence[tuple[str, int, int, int | None]], partitions: dict[int, int]) -> None:
         for tf, token, last_ts, _cum in state:
-            if token not in core._inst:  # noqa: SLF001 - untracked instruments only
-                core.restore(token, tf, last_ts)
-                n += 1
-        return n
+            self.core.restore(token, tf, last_ts, partitions[token])
 
     def late_and_dups(self) -> tuple[int, int]:
         return self.core.late_bars, self.core.duplicate_bars

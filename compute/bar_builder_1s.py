@@ -34,14 +34,9 @@ class BarBuilderService(BarService):
             self.group_id = self.args.group
         return BarBuilder(grace_ms=self.args.grace_ms, wall_grace_ms=self.args.wall_grace_ms)
 
-    def restore(self, state: Sequence[tuple[str, int, int, int | None]]) -> int:
-        core = self.core
-        n = 0
+    def restore(self, state: Sequence[tuple[str, int, int, int | None]], partitions: dict[int, int]) -> None:
         for _tf, token, last_ts, cum in state:
-            if token not in core._inst:  # noqa: SLF001 - untracked instruments only
-                core.restore(token, last_ts, cum)
-                n += 1
-        return n
+            self.core.restore(token, last_ts, cum, partitions[token])
 
     def late_and_dups(self) -> tuple[int, int]:
         return self.core.late_ticks, self.core.duplicate_ticks

@@ -20,12 +20,18 @@ from confluent_kafka import Message
 
 from compute.bar_store import load_state, upsert_bars
 from compute.bars import BadBarInput, Bar
+from core import db
+from core.errors import Interrupted
 from core.metrics import Metrics
+from core.service import Backoff
 from core.settings import Settings
 from core.stream import TP, Emission, OutMessage, Sink, StreamService
 from core.topics import bars_topic
 
 _dumps = orjson.dumps
+
+
+
 _loads = orjson.loads
 
 
@@ -78,13 +84,25 @@ class WallClockGate:
         return None if self.last_input_ms is None else self._virtual
 
 
-class BarProcessor:
-    """Adapts a bar core to :class:`core.stream.Processor` (one input topic)."""
+#: Called with ``{instrument_token: partition}`` for instruments the core does not track yet.
+Restorer = Callable[[dict[int, int]], None]
 
-    def __init__(self, core: BarCore, input_topic: str, gate: WallClockGate | None = None) -> None:
+
+class BarProcessor:
+    """Adapts a bar core to :class:`core.stream.Processor` (one input topic).
+
+    The first time an instrument appears in the current assignment, ``restorer``
+    loads its resume point (last durable bar) from Postgres into the core before
+    its messages are fed, so replayed input of already-emitted buckets is skipped.
+    Revoked partitions' instruments are dropped and reloaded when seen again.
+    """
+
+    def __init__(self, core: BarCore, input_topic: str, gate: WallClockGate | None = None,
+                 restorer: Restorer | None = None) -> None:
         self.core = core
         self.input_topic = input_topic
         self.gate = gate or WallClockGate(0, None)
+        self.restorer = restorer
         self.topics: dict[str, str] = {}
 
     def process(self, msgs: Sequence[Message], now_ms: int) -> Emission:
@@ -103,10 +121,23 @@ class BarProcessor:
             items.append((obj, m.partition(), m.offset()))
             kept.append(m)
         if items:
+            if self.restorer is not None:
+                self._restore_new(items)
             for index, err in self._add_many(items):
                 rejects.append((kept[index], f"schema: {err}"))
         bars = self.core.advance(self.gate.wall_now(now_ms, bool(msgs)))
         return Emission(messages=self.encode(bars), rows=bars, rejects=rejects)
+
+    def _restore_new(self, items: list[tuple[Any, int, int]]) -> None:
+        tracked = self.core._inst  # noqa: SLF001 - token -> state of the pure core
+        new: dict[int, int] = {}
+        for obj, part, _off in items:
+            tok = obj.get("instrument_token")
+            if type(tok) is int and tok not in tracked and tok not in new:
+                new[tok] = part
+        if new:
+            assert self.restorer is not None
+            self.restorer(new)
 
     def _add_many(self, items: list[tuple[Any, int, int]]) -> list[tuple[int, BadBarInput]]:
         add_many = getattr(self.core, "add_many", None)
@@ -172,25 +203,36 @@ class BarService(StreamService):
 
     def build_processor(self) -> BarProcessor:
         self.core = self.build_core()
-        return BarProcessor(self.core, self.input_topic, self.build_gate())
+        return BarProcessor(self.core, self.input_topic, self.build_gate(), self._restore_from_db)
 
     def build_sink(self) -> Sink:
         return upsert_bars
 
-    def start(self) -> None:
-        super().start()
-        assert self.consumer is not None
-        # Restore resume points for instruments we do not track yet on every assignment.
-        self.consumer._user_assign = self._on_assign  # noqa: SLF001 - wiring our own wrapper
+    def _restore_from_db(self, new: dict[int, int]) -> None:
+        """Load resume points of ``new`` instruments; retried until the database answers.
 
-    def _on_assign(self, _parts: list[TP]) -> None:
-        assert self.pool is not None
-        with self.pool.connection() as conn:
-            state = load_state(conn, self.state_tfs)
-        restored = self.restore(state)
-        self.log.info("resume state loaded instruments=%d restored=%d", len(state), restored)
+        Retrying here (not by failing the step) matters: the batch is already
+        consumed, and a failed step would move on past it.
+        """
+        backoff = Backoff()
+        while True:
+            try:
+                assert self.pool is not None
+                with self.pool.connection() as conn:
+                    state = load_state(conn, self.state_tfs, list(new))
+                break
+            except Exception as exc:  # noqa: BLE001 - only connection failures are retried
+                if not db.is_transient(exc):
+                    raise
+                delay = backoff.next_delay()
+                self.log.warning("loading resume state failed, retrying in %.1fs: %s", delay, type(exc).__name__)
+                if self.sleep(delay):
+                    raise Interrupted("stop requested while the database was down") from None
+        self.restore(state, new)
+        if state:
+            self.log.info("resume state loaded instruments=%d rows=%d", len(new), len(state))
 
-    def restore(self, state: Sequence[tuple[str, int, int, int | None]]) -> int:
+    def restore(self, state: Sequence[tuple[str, int, int, int | None]], partitions: dict[int, int]) -> None:
         raise NotImplementedError
 
     def step(self) -> None:

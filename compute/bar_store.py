@@ -66,10 +66,11 @@ def upsert_bars(conn: psycopg.Connection[Any], bars: Sequence[Bar]) -> None:
                 [(tf, b.instrument_token, _dt(b.ts), b.cum_volume) for b in last.values()])
 
 
-def load_state(conn: psycopg.Connection[Any], tfs: Sequence[str]) -> list[tuple[str, int, int, int | None]]:
-    """``(tf, instrument_token, last_ts_ms, cum_volume)`` for every instrument of ``tfs``."""
-    rows = conn.execute("SELECT tf, instrument_token, last_ts, cum_volume FROM bar_state WHERE tf = ANY(%s)",
-                        (list(tfs),)).fetchall()
+def load_state(conn: psycopg.Connection[Any], tfs: Sequence[str],
+               tokens: Sequence[int]) -> list[tuple[str, int, int, int | None]]:
+    """``(tf, instrument_token, last_ts_ms, cum_volume)`` of ``tokens`` for timeframes ``tfs``."""
+    rows = conn.execute("SELECT tf, instrument_token, last_ts, cum_volume FROM bar_state "
+                        "WHERE tf = ANY(%s) AND instrument_token = ANY(%s)", (list(tfs), list(tokens))).fetchall()
     return [(tf, int(tok), _ms(ts), cv) for tf, tok, ts, cv in rows]
 
 

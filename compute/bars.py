@@ -163,56 +163,73 @@ class Bar:
 
 
 class Holder(Protocol):
-    """Anything that pins offsets until it is emitted (an open bar)."""
+    """An open bar as seen by :class:`CommitWatermark`: the offset it pins and whether it is emitted."""
 
+    off: int
     done: bool
+
+
+class ExtraHold:
+    """Pins an offset of a further partition for a holder (rare: an instrument changed partition)."""
+
+    __slots__ = ("off", "holder")
+
+    def __init__(self, off: int, holder: Holder) -> None:
+        self.off = off
+        self.holder = holder
+
+    @property
+    def done(self) -> bool:
+        """Released together with the holder."""
+        return self.holder.done
 
 
 class CommitWatermark:
     """Per-partition commit offsets: lowest offset still held by an open bar, else last seen + 1.
 
     Cores write ``last[partition] = offset`` for every message (a plain dict
-    store on the hot path) and call :meth:`hold` when an open bar receives its
+    store on the hot path) and append a holder (``.off``, ``.done``) to
+    ``queues[partition]`` (see :meth:`hold`) when an open bar receives its
     first message from a partition. Bars are opened in offset order within a
-    partition, so each partition's holds form a FIFO sorted by offset; emitted
-    holders are dropped lazily from the front (amortised O(1) per query), and
-    the FIFO is compacted when emitted holders pile up behind a long-open one.
+    partition, so each queue is sorted by offset; emitted holders are dropped
+    lazily from the front (amortised O(1)), and a queue is compacted when
+    emitted holders pile up behind a long-open one.
     """
 
-    __slots__ = ("last", "_queues", "_compact_at")
+    __slots__ = ("last", "queues", "_compact_at")
 
     def __init__(self) -> None:
         self.last: dict[int, int] = {}
-        self._queues: dict[int, deque[tuple[int, Holder]]] = {}
+        self.queues: dict[int, deque[Holder]] = {}
         self._compact_at: dict[int, int] = {}
 
-    def hold(self, partition: int, offset: int, holder: Holder) -> None:
-        """Pin ``offset`` of ``partition`` until ``holder.done`` becomes true."""
-        queue = self._queues.get(partition)
+    def hold(self, partition: int, holder: Holder) -> None:
+        """Pin ``holder.off`` of ``partition`` until ``holder.done`` becomes true."""
+        queue = self.queues.get(partition)
         if queue is None:
-            queue = self._queues[partition] = deque()
-            self._compact_at[partition] = 4096
-        queue.append((offset, holder))
-        if len(queue) >= self._compact_at[partition]:
-            kept = deque(item for item in queue if not item[1].done)
-            self._queues[partition] = kept
-            self._compact_at[partition] = max(4096, 2 * len(kept))
+            queue = self.queues[partition] = deque()
+        queue.append(holder)
 
     def committable(self) -> dict[int, int]:
         """``{partition: offset_to_commit}`` for every partition seen (already +1 where applicable)."""
         out: dict[int, int] = {}
         for partition, last in self.last.items():
-            queue = self._queues.get(partition)
-            while queue and queue[0][1].done:
-                queue.popleft()
-            out[partition] = queue[0][0] if queue else last + 1
+            queue = self.queues.get(partition)
+            if queue:
+                while queue and queue[0].done:
+                    queue.popleft()
+                limit = self._compact_at.get(partition, 4096)
+                if len(queue) > limit:
+                    queue = self.queues[partition] = deque(h for h in queue if not h.done)
+                    self._compact_at[partition] = max(4096, 2 * len(queue))
+            out[partition] = queue[0].off if queue else last + 1
         return out
 
     def drop(self, partitions: Iterable[int]) -> None:
         """Forget partitions (revoked): their holds and last offsets."""
         for partition in partitions:
             self.last.pop(partition, None)
-            self._queues.pop(partition, None)
+            self.queues.pop(partition, None)
             self._compact_at.pop(partition, None)
 
 
@@ -233,10 +250,11 @@ class IdleSchedule:
     A track is due at ``max(first_end, seen) + wall_grace_ms`` where ``seen`` is
     the ``now_ms`` of the first :meth:`due` call after the track last received
     input. Cores append a track to :attr:`touched` (and set ``track.touched``)
-    when it receives input; :meth:`due` stamps those, schedules tracks with
-    open buckets and returns the tracks whose deadline has passed. Entries are
-    never updated in place: a popped entry whose deadline moved later is
-    pushed again, so the per-input cost is one flag check.
+    when it receives input; :meth:`due` stamps those, queues them at the lower
+    bound ``seen + wall_grace_ms`` and returns the tracks whose real deadline
+    has passed. Entries are never updated in place: a popped entry whose
+    deadline moved later is pushed again, so the per-input cost is one flag
+    check and the per-call cost is one heap push per newly touched track.
     """
 
     __slots__ = ("wall_grace_ms", "touched", "_heap", "_seq")
@@ -247,21 +265,14 @@ class IdleSchedule:
         self._heap: list[tuple[int, int, Any]] = []
         self._seq = 0
 
-    def deadline(self, track: Any) -> int | None:
-        """When ``track`` may close by wall time (``None`` when nothing is open)."""
-        first_end = track.first_end()
-        if first_end is None:
-            return None
-        return max(first_end, track.seen) + self.wall_grace_ms
-
     def schedule(self, track: Any) -> None:
-        """(Re)insert ``track`` if it has open buckets and is not queued yet."""
+        """(Re)queue ``track`` at its real deadline if it has open buckets and is not queued."""
         if track.in_heap:
             return
-        when = self.deadline(track)
-        if when is not None:
+        first_end = track.first_end()
+        if first_end is not None:
             self._seq += 1
-            heapq.heappush(self._heap, (when, self._seq, track))
+            heapq.heappush(self._heap, (max(first_end, track.seen) + self.wall_grace_ms, self._seq, track))
             track.in_heap = True
 
     def due(self, now_ms: int) -> list[Any]:
@@ -270,20 +281,26 @@ class IdleSchedule:
         The caller closes what it can and calls :meth:`schedule` again for a
         track that still has open buckets.
         """
+        heap = self._heap
+        grace = self.wall_grace_ms
+        seq = self._seq
         for track in self.touched:
             track.seen = now_ms
             track.touched = False
-            self.schedule(track)
+            if not track.in_heap:
+                seq += 1
+                heapq.heappush(heap, (now_ms + grace, seq, track))
+                track.in_heap = True
+        self._seq = seq
         self.touched.clear()
-        heap = self._heap
         out: list[Any] = []
         while heap and heap[0][0] <= now_ms:
             _, _, track = heapq.heappop(heap)
             track.in_heap = False
-            when = self.deadline(track)
-            if when is None:
+            first_end = track.first_end()
+            if first_end is None:
                 continue
-            if when <= now_ms:
+            if max(first_end, track.seen) + grace <= now_ms:
                 out.append(track)
             else:
                 self.schedule(track)

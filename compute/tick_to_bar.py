@@ -26,7 +26,7 @@ from collections.abc import Iterable, Mapping
 from gc import is_tracked
 from typing import Any
 
-from compute.bars import DEDUP_FIELDS, BadBarInput, Bar, CommitWatermark, IdleSchedule
+from compute.bars import BadBarInput, Bar, CommitWatermark, IdleSchedule
 
 SECOND_MS = 1_000
 _NEVER = 1 << 62  # "no deadline" / "nothing seen" sentinels, far outside epoch-ms range
@@ -84,9 +84,9 @@ class _OpenBar:
     """
 
     __slots__ = ("b", "open", "high", "low", "close", "ots", "ov", "cts", "cv", "ticks", "seen", "index",
-                 "vols", "part", "parts", "done")
+                 "vols", "part", "off", "done")
 
-    def __init__(self, b: int, ts: int, vk: int, ltp: float, partition: int) -> None:
+    def __init__(self, b: int, ts: int, vk: int, ltp: float, partition: int, offset: int) -> None:
         self.b = b
         self.open = self.high = self.low = self.close = ltp
         self.ots = ts
@@ -98,7 +98,7 @@ class _OpenBar:
         self.index: dict[int, list[Any]] | None = None
         self.vols: list[int] = []  # (exchange_ts << 40) + cumulative volume; sorted at close
         self.part = partition
-        self.parts: set[int] | None = None  # further partitions (instrument moved partition)
+        self.off = offset  # first offset in ``part``: pinned until the bar is handed out
         self.done = False
 
 
@@ -151,6 +151,7 @@ class BarBuilder:
         self._last = self._wm.last  # partition -> last offset seen, written per tick
         self._idle = IdleSchedule(self.wall_grace_ms)
         self._ready: list[tuple[_OpenBar, Bar]] = []
+        self._extra_parts: dict[_OpenBar, set[int]] = {}  # bars fed by more than one partition (rare)
         self.late_ticks = 0
         self.duplicate_ticks = 0
         self.skipped_ticks = 0
@@ -180,6 +181,7 @@ class BarBuilder:
         last = self._last
         lag = self._lag
         touched = self._idle.touched
+        queues = self._wm.queues
         late = skipped = dups = 0
         for index, (tick, partition, offset) in enumerate(items):
             try:
@@ -226,7 +228,15 @@ class BarBuilder:
             if bar is None or bar.b != b:
                 bar = st.bars.get(b)
                 if bar is None:
-                    bar = self._open_bar(st, b, ts, vk, ltp, partition, offset)
+                    bar = st.bars[b] = _OpenBar(b, ts, vk, ltp, partition, offset)
+                    queue = queues.get(partition)
+                    if queue is None:
+                        self._wm.hold(partition, bar)
+                    else:
+                        queue.append(bar)
+                    st.part = partition
+                    if b + lag < st.next_close:
+                        st.next_close = b + lag
                 st.cur = bar
             if partition != bar.part:
                 self._extra_partition(st, bar, partition, offset)
@@ -268,55 +278,52 @@ class BarBuilder:
         self.duplicate_ticks += dups
         return rejected
 
-    def _open_bar(self, st: _Instrument, b: int, ts: int, vk: int, ltp: float, partition: int,
-                  offset: int) -> _OpenBar:
-        bar = st.bars[b] = _OpenBar(b, ts, vk, ltp, partition)
-        st.part = partition
-        self._wm.hold(partition, offset, bar)
-        if b + self._lag < st.next_close:
-            st.next_close = b + self._lag
-        return bar
-
     def _extra_partition(self, st: _Instrument, bar: _OpenBar, partition: int, offset: int) -> None:
         """Rare path: an instrument's ticks arrive on a second partition (repartitioning)."""
         st.part = partition
-        if bar.parts is None:
-            bar.parts = set()
-        if partition not in bar.parts:
-            bar.parts.add(partition)
-            self._wm.hold(partition, offset, bar)
+        parts = self._extra_parts.setdefault(bar, set())
+        if partition not in parts:
+            parts.add(partition)
+            self._wm.hold(partition, ExtraHold(offset, bar))
 
     # -------------------------------------------------------------- emission
     def _close_through(self, st: _Instrument, last_b: int) -> int | None:
-        """Close ``st``'s open bars with bucket start <= ``last_b``, ascending; return the last start."""
+        """Close ``st``'s open bars with bucket start <= ``last_b``, ascending; return the last start.
+
+        Closing freezes the bar (volume from the sorted cumulative volumes, see
+        :mod:`compute.bars`) and advances the instrument's volume baseline.
+        """
         bars = st.bars
+        ready = self._ready
         closed = None
-        for b in sorted(b for b in bars if b <= last_b):
+        while bars:
+            b = min(bars)  # an instrument has only a few open bars
+            if b > last_b:
+                st.next_close = b + self._lag
+                return closed
             ob = bars.pop(b)
-            self._ready.append((ob, self._finish(st, ob)))
+            volume = 0
+            vols = ob.vols
+            if vols:
+                if len(vols) > 1:
+                    vols.sort()  # event order; linear when ticks arrived in order
+                prev = st.baseline
+                if prev is None:
+                    prev = vols[0] & _VMASK  # the instrument's first volume only sets the baseline
+                for packed in vols:
+                    v = packed & _VMASK
+                    if v > prev:
+                        volume += v - prev
+                    prev = v  # a drop (reset) contributes 0 and becomes the new baseline
+                st.baseline = prev
+            self.accepted_ticks += ob.ticks
+            ready.append((ob, Bar(st.token, "1s", b, ob.open, ob.high, ob.low, ob.close, volume, ob.ticks,
+                                  st.baseline)))
             if st.cur is ob:
                 st.cur = None
             closed = b
-        st.next_close = min(bars) + self._lag if bars else _NEVER
+        st.next_close = _NEVER
         return closed
-
-    def _finish(self, st: _Instrument, ob: _OpenBar) -> Bar:
-        """Freeze an open bar into a :class:`Bar`, advancing the instrument's volume baseline."""
-        volume = 0
-        vols = ob.vols
-        if vols:
-            vols.sort()  # event order; linear when ticks arrived in order
-            prev = st.baseline
-            if prev is None:
-                prev = vols[0] & _VMASK  # the instrument's first volume only sets the baseline
-            for packed in vols:
-                v = packed & _VMASK
-                if v > prev:
-                    volume += v - prev
-                prev = v  # a drop (reset) contributes 0 and becomes the new baseline
-            st.baseline = prev
-        self.accepted_ticks += ob.ticks
-        return Bar(st.token, "1s", ob.b, ob.open, ob.high, ob.low, ob.close, volume, ob.ticks, st.baseline)
 
     def advance(self, now_ms: int | None = None) -> list[Bar]:
         """Return the bars closed since the last call; with ``now_ms``, close quiet buckets by wall time.
@@ -347,6 +354,9 @@ class BarBuilder:
         for ob, bar in self._ready:
             ob.done = True
             out.append(bar)
+        if self._extra_parts:
+            for ob, _ in self._ready:
+                self._extra_parts.pop(ob, None)
         self._ready.clear()
         self.bars_emitted += len(out)
         return out
@@ -379,10 +389,13 @@ class BarBuilder:
         if not gone:
             return
         for token, st in list(self._inst.items()):
-            hit = st.part in gone or any(ob.parts and ob.parts & gone for ob in st.bars.values())
+            extra = self._extra_parts
+            hit = st.part in gone or any(
+                ob.part in gone or (ob in extra and extra[ob] & gone) for ob in st.bars.values())
             if hit:
                 for ob in st.bars.values():
                     ob.done = True
+                    extra.pop(ob, None)
                 st.bars.clear()
                 st.cur = None
                 del self._inst[token]
@@ -392,6 +405,7 @@ class BarBuilder:
                 kept.append((ob, bar))
             else:
                 ob.done = True
+                self._extra_parts.pop(ob, None)
         self._ready = kept
         self._wm.drop(gone)
 

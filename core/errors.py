@@ -33,3 +33,7 @@ class TransientError(TradestackError):
 
 class PoisonMessage(TradestackError):
     """An input message that cannot be decoded or fails its schema."""
+
+
+class Interrupted(TradestackError):
+    """A stop request interrupted work in progress: exit cleanly without committing it."""

@@ -34,6 +34,7 @@ from core.errors import (
     EXIT_UNEXPECTED,
     ConfigError,
     FatalError,
+    Interrupted,
     TransientError,
 )
 from core.logs import setup_logging
@@ -170,6 +171,8 @@ def run_service(factory: Callable[[Settings, Metrics], Service], name: str,
                     last_beat = time.monotonic()
                     fields = " ".join(f"{k}={v}" for k, v in svc.heartbeat_fields().items())
                     log.info("heartbeat state=%s %s", svc.state.value, fields)
+    except Interrupted as exc:
+        log.info("stopping mid-batch, nothing committed: %s", exc)
     except ConfigError as exc:
         log.error("config error: %s", exc)
         print(f"error: {exc}", file=sys.stderr)

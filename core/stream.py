@@ -30,7 +30,7 @@ from confluent_kafka import KafkaException, Message, TopicPartition
 from psycopg_pool import ConnectionPool
 
 from core import bus, db
-from core.errors import PoisonMessage, TransientError
+from core.errors import Interrupted, PoisonMessage, TransientError
 from core.metrics import Metrics
 from core.service import Backoff, Service
 from core.settings import Settings
@@ -180,7 +180,16 @@ class StreamService(Service):
         msgs = self.consumer.poll_batch(self.batch_size, self.poll_timeout)
         t0 = time.perf_counter()
         self._track_consumed(msgs)
-        emission = self.processor.process(msgs, int(time.time() * 1000))
+        try:
+            emission = self.processor.process(msgs, int(time.time() * 1000))
+        except Interrupted:
+            self._failed = True
+            raise
+        except TransientError as exc:
+            # The batch is consumed but not processed: retrying the step would skip it.
+            self._failed = True
+            raise RuntimeError(f"processing failed mid-batch, restarting to replay from the last commit: {exc}") \
+                from exc
         if not msgs and not emission:
             self._maybe_report_lag()
             return

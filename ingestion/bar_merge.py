@@ -268,8 +268,8 @@ def read_vendor_csv(text: str, resolve: Callable[[str], int | None]) -> tuple[di
             if token is None:
                 skipped += 1
                 continue
-            c = Candle(parse_time_ms(row[ts_col]), *(float(row[cols[f]]) for f in PRICE_FIELDS),
-                       int(float(row[cols["volume"]])))
+            c = Candle(parse_time_ms(row[ts_col]), float(row[cols["open"]]), float(row[cols["high"]]),
+                       float(row[cols["low"]]), float(row[cols["close"]]), int(float(row[cols["volume"]])))
         except (ValueError, TypeError, KeyError):
             skipped += 1
             continue

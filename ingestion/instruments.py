@@ -118,7 +118,7 @@ def select_rows(conn: psycopg.Connection[Any], flt: ExportFilter) -> list[dict[s
         params.append(sorted(flt.instrument_types))
     sql = "SELECT * FROM instruments" + (" WHERE " + " AND ".join(where) if where else "")
     with conn.cursor(row_factory=dict_row) as cur:
-        rows = cur.execute(sql, params).fetchall()  # type: ignore[arg-type]
+        rows = cur.execute(sql, params).fetchall()
     return sorted((r for r in rows if flt.matches(r)), key=flt.order_key)
 
 

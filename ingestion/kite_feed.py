@@ -93,66 +93,14 @@ class KiteFeed:
 
     # -- reactor-thread callbacks ------------------------------------------------
     def _wire(self, kt: Any, st: ShardState) -> None:
-        i = st.index
-        queue, watchdog, clock = self.queue, self.watchdog, self.clock
-
-        def on_connect(ws: Any, _response: Any) -> None:
-            st.connected = True
-            st.connects += 1
-            watchdog.connected(i, clock())
-            ws.subscribe(st.tokens)
-            ws.set_mode(self.mode, st.tokens)
-            if st.connects == 1:
-                log.info("connected shard=%d instruments=%d mode=%s", i, len(st.tokens), self.mode)
-            else:
-                log.info("reconnected shard=%d reconnects=%d resubscribed=%d", i, st.reconnects, len(st.tokens))
-
-        def on_message(_ws: Any, payload: bytes, is_binary: bool) -> None:
-            st.frames += 1
-            watchdog.frame(i, clock(), is_binary and len(payload) > 4)
-
-        def on_ticks(_ws: Any, ticks: list[dict[str, Any]]) -> None:
-            st.ticks += len(ticks)
-            st.dropped += queue.put_batch(int(clock() * 1000), ticks)
-
-        def on_close(_ws: Any, code: Any, reason: Any) -> None:
-            was = st.connected
-            st.connected = False
-            watchdog.disconnected(i)
-            text = str(reason)
-            st.last_close = f"{code} {text}"
-            if _AUTH_FAILURE.search(text):
-                if st.auth_error is None:
-                    st.auth_error = text
-                return  # the service reports it as one fatal line
-            if was:
-                log.warning("disconnected shard=%d code=%s reason=%s", i, code, text)
-
-        def on_error(_ws: Any, code: Any, reason: Any) -> None:
-            text = str(reason)
-            if _AUTH_FAILURE.search(text):
-                if st.auth_error is None:
-                    st.auth_error = text
-                return
-            if code == 0:  # a {"type":"error"} text frame from the server
-                log.warning("server error message shard=%d message=%s", i, text)
-
-        def on_reconnect(_ws: Any, attempts: int) -> None:
-            st.reconnect_attempts += 1
-            if attempts in (1, 2, 5) or attempts % 10 == 0:
-                log.info("reconnecting shard=%d attempt=%d", i, attempts)
-
-        def on_noreconnect(_ws: Any) -> None:
-            self.gave_up = True
-            log.error("reconnect attempts exhausted shard=%d", i)
-
-        kt.on_connect = on_connect
-        kt.on_message = on_message
-        kt.on_ticks = on_ticks
-        kt.on_close = on_close
-        kt.on_error = on_error
-        kt.on_reconnect = on_reconnect
-        kt.on_noreconnect = on_noreconnect
+        h = _ShardHandlers(self, st)
+        kt.on_connect = h.on_connect
+        kt.on_message = h.on_message
+        kt.on_ticks = h.on_ticks
+        kt.on_close = h.on_close
+        kt.on_error = h.on_error
+        kt.on_reconnect = h.on_reconnect
+        kt.on_noreconnect = h.on_noreconnect
 
     # -- loop-thread controls ------------------------------------------------------
     def start(self, timeout: float = 10.0) -> None:
@@ -217,5 +165,65 @@ class KiteFeed:
             reactor.callFromThread(shutdown)
             done.wait(timeout)
             time.sleep(0.1)  # let the close frames go out
-            reactor.callFromThread(reactor.stop)
+            reactor.callFromThread(reactor.stop)  # type: ignore[misc]
         self._started = False
+
+
+class _ShardHandlers:
+    """KiteTicker callbacks of one shard (they run on the reactor thread: cheap, never blocking)."""
+
+    def __init__(self, feed: KiteFeed, st: ShardState) -> None:
+        self.feed, self.st, self.i = feed, st, st.index
+        self.queue, self.watchdog, self.clock = feed.queue, feed.watchdog, feed.clock
+
+    def on_connect(self, ws: Any, _response: Any) -> None:
+        st = self.st
+        st.connected = True
+        st.connects += 1
+        self.watchdog.connected(self.i, self.clock())
+        ws.subscribe(st.tokens)
+        ws.set_mode(self.feed.mode, st.tokens)
+        if st.connects == 1:
+            log.info("connected shard=%d instruments=%d mode=%s", self.i, len(st.tokens), self.feed.mode)
+        else:
+            log.info("reconnected shard=%d reconnects=%d resubscribed=%d", self.i, st.reconnects, len(st.tokens))
+
+    def on_message(self, _ws: Any, payload: bytes, is_binary: bool) -> None:
+        self.st.frames += 1
+        self.watchdog.frame(self.i, self.clock(), is_binary and len(payload) > 4)
+
+    def on_ticks(self, _ws: Any, ticks: list[dict[str, Any]]) -> None:
+        self.st.ticks += len(ticks)
+        self.st.dropped += self.queue.put_batch(int(self.clock() * 1000), ticks)
+
+    def _auth_failure(self, reason: str) -> bool:
+        """Latch a rejected-token failure (reported by the service as one fatal line)."""
+        if not _AUTH_FAILURE.search(reason):
+            return False
+        if self.st.auth_error is None:
+            self.st.auth_error = reason
+        return True
+
+    def on_close(self, _ws: Any, code: Any, reason: Any) -> None:
+        st = self.st
+        was = st.connected
+        st.connected = False
+        self.watchdog.disconnected(self.i)
+        text = str(reason)
+        st.last_close = f"{code} {text}"
+        if not self._auth_failure(text) and was:
+            log.warning("disconnected shard=%d code=%s reason=%s", self.i, code, text)
+
+    def on_error(self, _ws: Any, code: Any, reason: Any) -> None:
+        text = str(reason)
+        if not self._auth_failure(text) and code == 0:  # a {"type":"error"} text frame from the server
+            log.warning("server error message shard=%d message=%s", self.i, text)
+
+    def on_reconnect(self, _ws: Any, attempts: int) -> None:
+        self.st.reconnect_attempts += 1
+        if attempts in (1, 2, 5) or attempts % 10 == 0:
+            log.info("reconnecting shard=%d attempt=%d", self.i, attempts)
+
+    def on_noreconnect(self, _ws: Any) -> None:
+        self.feed.gave_up = True
+        log.error("reconnect attempts exhausted shard=%d", self.i)

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from core import bus, codec
-from core.errors import ConfigError
+from core.errors import ConfigError, TransientError
 from core.metrics import Metrics
 from core.service import Service, run_service
 from core.settings import Settings
@@ -84,7 +84,10 @@ class SmokeProducer(Service):
 
     def stop(self) -> None:
         if self.producer is not None:
-            self.producer.flush(30)
+            try:
+                self.producer.flush(5)  # bounded: the supervisor's stop timeout is 10 s
+            except TransientError as exc:
+                self.log.warning("synthetic ticks not delivered at stop: %s", exc)
         self.log.info("stopped sent=%d", self.sent)
 
     def heartbeat_fields(self) -> dict[str, Any]:

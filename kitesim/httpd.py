@@ -124,8 +124,7 @@ def _make_handler(app: App) -> type[BaseHTTPRequestHandler]:
                 resp = app(req)
             except Exception:  # noqa: BLE001 - last line of defence: never kill the server thread
                 log.exception("unhandled error path=%s", req.path)
-                resp = json_response(500, {"status": "error", "message": "Internal server error",
-                                           "data": None,
+                resp = json_response(500, {"status": "error", "message": "Internal server error", "data": None,
                                            "error_type": "GeneralException"})
             self.send_response(resp.status)
             self.send_header("Content-Type", resp.content_type)

@@ -71,8 +71,7 @@ class InstrumentState:
         self.tsq = self.lot * rng.randint(20_000, 200_000) if inst.tradable else 0
         oi = self.lot * rng.randint(50_000, 150_000) if self.is_future else 0
         self.snap = Snapshot(instrument_token=self.token, last_price=ref, open=ref, high=ref, low=ref,
-                             close=ref,
-                             oi=oi, oi_day_high=oi, oi_day_low=oi)
+                             close=ref, oi=oi, oi_day_high=oi, oi_day_low=oi)
 
     def apply(self, ev: TradeEvent) -> Snapshot:
         """Apply one event (rolling the day over on a new IST date) and return the new snapshot."""
@@ -166,8 +165,8 @@ class RandomWalk(EventSource):
         for inst in instruments:
             w = _Walker(inst, instrument_rng(seed, inst.instrument_token))
             self._walkers[inst.instrument_token] = w
-            heapq.heappush(self._heap, (self._schedule(start + w.rng.uniform(0, max_interval)),
-                                        inst.instrument_token))
+            first = self._schedule(start + w.rng.uniform(0, max_interval))
+            heapq.heappush(self._heap, (first, inst.instrument_token))
 
     def _schedule(self, ts: float) -> float:
         return next_session_open(ts) if self.market_hours else ts
@@ -254,7 +253,3 @@ class Market:
         st = self.states.get(token)
         return st.snap.last_price / st.inst.price_divisor if st else None
 
-
-def round_to_tick(value: float, tick: int) -> int:
-    """Round an integer-unit price to the nearest tick multiple (at least one tick)."""
-    return max(tick, int(math.floor(value / tick + 0.5)) * tick)

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 from core.universe import Instrument
 from kitesim.auth import RateLimiter, SessionStore
 from kitesim.clock import parse_ist
+from kitesim.control import ControlRoutes
 from kitesim.errors import InputError, KiteError, NotFoundError, error_for_status
 from kitesim.httpd import Request, Response, Router, json_response
 from kitesim.orders import CIRCUIT_BAND, rupees
@@ -34,9 +35,8 @@ def instruments_csv(instruments: list[Instrument]) -> bytes:
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(INSTRUMENT_COLUMNS)
     for i in instruments:
-        w.writerow([i.instrument_token, i.exchange_token, i.tradingsymbol, i.name, f"{i.last_price:g}", "",
-                    "0",
-                    f"{i.tick_size:g}", i.lot_size, i.instrument_type, i.segment, i.exchange])
+        w.writerow([i.instrument_token, i.exchange_token, i.tradingsymbol, i.name, f"{i.last_price:.10g}", "", "0",
+                    f"{i.tick_size:.10g}", i.lot_size, i.instrument_type, i.segment, i.exchange])
     return buf.getvalue().encode()
 
 
@@ -44,8 +44,6 @@ class KiteRestApp:
     """Callable HTTP application: ``/_sim/*`` control routes, then the Kite routes."""
 
     def __init__(self, sim: Simulator) -> None:
-        from kitesim.control import ControlRoutes  # local: control imports this module's helpers
-
         self.sim = sim
         self.sessions: SessionStore = sim.sessions
         self.limiter: RateLimiter = sim.limiter
@@ -264,7 +262,7 @@ class KiteRestApp:
             end = parse_ist(req.param("to") or "")
         except ValueError as exc:
             raise InputError(f"invalid from/to: {exc}") from None
-        candles = self.sim.history.candles(int(req.path_params["token"]), req.path_params["interval"], start,
-                                           end,
+        p = req.path_params
+        candles = self.sim.history.candles(int(p["token"]), p["interval"], start, end,
                                            with_oi=req.param("oi") in ("1", "true"))
         return {"candles": candles}

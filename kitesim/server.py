@@ -128,8 +128,7 @@ class Simulator:
         self.http_port = self.http.port
         self.http.start()
         self.ready.set()
-        log.info("ready %s", kv(http_port=self.http_port, ws_port=self.ws_port, seed=cfg.seed,
-                                speed=cfg.speed,
+        log.info("ready %s", kv(http_port=self.http_port, ws_port=self.ws_port, seed=cfg.seed, speed=cfg.speed,
                                 instruments=len(self.universe), sim_time=self.now_str(),
                                 replay=str(cfg.replay) if cfg.replay else None))
         tasks = [asyncio.create_task(self._market_loop(stop)),

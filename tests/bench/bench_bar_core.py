@@ -3,7 +3,7 @@
 Measures ticks/s through ``orjson.loads`` + :class:`compute.tick_to_bar.BarBuilder`
 (``add_many`` per poll batch, and ``add`` per tick) with an ``advance(now)`` +
 ``committable_offsets()`` every batch, like the service loop, over a synthetic stream (default 500k ticks, 200 instruments,
-~10 ticks/s each, 3 partitions, 1% duplicates, exchange_ts jittered by up to
+``--rate-hz`` ticks/s each (default 10), 3 partitions, 1% duplicates, exchange_ts jittered by up to
 ``--jitter-ms`` so some ticks arrive out of order). Then the
 1s->1m and 1m->multi rollups over the bars it produced. Prints one line per
 stage. Times are process CPU time (the figure is per core, robust to a busy host); ``--depth`` adds 5-level market depth to every tick (bigger JSON).
@@ -30,13 +30,13 @@ START_MS = 1_710_215_100_000  # 2024-03-12 09:15 IST
 
 
 def make_payloads(n: int, instruments: int, depth: bool, seed: int,
-                  jitter_ms: int = 50) -> list[tuple[bytes, int, int]]:
+                  jitter_ms: int = 50, rate_hz: float = 10.0) -> list[tuple[bytes, int, int]]:
     """``(json_bytes, partition, arrival_ms)`` in arrival order."""
     rng = random.Random(seed)
     tokens = [100_000 + 7 * i for i in range(instruments)]
     price = {t: rng.uniform(100, 3000) for t in tokens}
     cum = {t: rng.randint(0, 100_000) for t in tokens}
-    rate_per_ms = instruments * 10 / 1000  # ~10 ticks/s per instrument
+    rate_per_ms = instruments * rate_hz / 1000
     out: list[tuple[bytes, int, int]] = []
     t = float(START_MS)
     for _ in range(n):
@@ -114,11 +114,12 @@ def main() -> None:
     parser.add_argument("--depth", action="store_true", help="add 5-level depth to every tick")
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--rate-hz", type=float, default=10.0, help="ticks/s per instrument")
     parser.add_argument("--jitter-ms", type=int, default=50,
                         help="exchange_ts = arrival - U(0, jitter): higher means more out-of-order ticks")
     args = parser.parse_args()
 
-    payloads = make_payloads(args.ticks, args.instruments, args.depth, args.seed, args.jitter_ms)
+    payloads = make_payloads(args.ticks, args.instruments, args.depth, args.seed, args.jitter_ms, args.rate_hz)
     avg_bytes = sum(len(p[0]) for p in payloads) / len(payloads)
     # The input fixture (500k tuples) is not part of the system under test: keep the cyclic
     # GC from rescanning it on every full collection, as it would not exist in the service.
@@ -130,7 +131,8 @@ def main() -> None:
         _, bars = bench_builder(payloads, args.batch, batched)
         how = f"add_many per {args.batch}-tick batch" if batched else "add() per tick"
         print(f"bar_builder_1s [{how}]: {len(payloads) / best:,.0f} ticks/s ({len(payloads):,} ticks, "
-              f"{args.instruments} instruments, {avg_bytes:.0f} B/tick, jitter {args.jitter_ms} ms, orjson.loads incl., "
+              f"{args.instruments} instruments at {args.rate_hz:g}/s, {avg_bytes:.0f} B/tick, jitter {args.jitter_ms} ms, "
+              f"orjson.loads incl., "
               f"best of {args.repeat}: {best:.3f} s CPU) -> {len(bars):,} bars")
     elapsed, bars_1m = bench_rollup(BarRollup("1s", ["1m"]), bars)
     print(f"rollup 1s->1m: {len(bars) / elapsed:,.0f} child bars/s ({len(bars):,} -> {len(bars_1m):,})")

@@ -278,10 +278,10 @@ def test_generate_session_issues_a_working_token(sim: RunningSimulator) -> None:
 
 
 def test_expired_token_raises_token_exception() -> None:
-    with running_simulator(seed=1, token_expires_after=0.6, rate_limits=False) as s:
+    with running_simulator(seed=1, token_expires_after=1.0, rate_limits=False) as s:
         kite = KiteConnect(api_key="sim", access_token="sim-token", root=s.http_url)
         assert isinstance(kite.orders(), list)
-        time.sleep(0.8)
+        time.sleep(1.1)
 
         with pytest.raises(kex.TokenException) as err:
             kite.orders()

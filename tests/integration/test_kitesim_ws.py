@@ -152,8 +152,8 @@ def test_bad_token_is_refused_with_403(sim: RunningSimulator) -> None:
 
 
 def test_expired_token_is_refused_and_live_connection_closed() -> None:
-    with running_simulator(seed=2, token_expires_after=1.5, rate_limits=False) as s:
-        live = run_probe(s.ws_url, 2.5, "--quote", str(RELIANCE))
+    with running_simulator(seed=2, token_expires_after=2.5, rate_limits=False) as s:
+        live = run_probe(s.ws_url, 3.5, "--quote", str(RELIANCE))
         refused = run_probe(s.ws_url, 5.0, "--stop-on-close", "--quote", str(RELIANCE))
 
     assert live["connected"] and live["closes"] and live["closes"][0][0] == 1008
