@@ -28,14 +28,15 @@ class BarAggregatorMulti(RollupService):
     target_tfs = MULTI_MINUTE_TFS
     state_tfs = MULTI_MINUTE_TFS
     #: Must exceed the 1m aggregator's longest hold of a quiet instrument's bar (its 6 s wall grace
-    #: plus the builder's ~4 s) so a quiet instrument's last 1m bar is never late here.
-    wall_default = 15000
+    #: plus up to its silent-close 30 s while an input partition stalls, plus the builder's ~4 s),
+    #: so a quiet instrument's last 1m bar is never late here.
+    wall_default = 45000
 
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point."""
     ap = make_parser("python -m compute.bar_aggregator_1m_to_multi", __doc__.splitlines()[0],
-                     "AGG_GRACE_MS", 0, 15000)
+                     "AGG_GRACE_MS", 0, 45000, "AGG_MULTI_WALL_GRACE_MS")
     ap.add_argument("--tfs", default=",".join(MULTI_MINUTE_TFS),
                     help="comma-separated target timeframes (default: all of 3m,5m,15m,30m,60m)")
     add_silent_flag(ap)

@@ -46,6 +46,7 @@ from compute.bars import (
     BadBarInput,
     Bar,
     CommitWatermark,
+    ExtraHold,
     IdleSchedule,
 )
 from compute.sessions import Session, SessionCalendar
@@ -57,14 +58,15 @@ _Child = tuple[int, float, float, float, float, int, int, "int | None"]
 class _OpenParent:
     """An open parent bar: its bounds and children keyed by child ``ts``."""
 
-    __slots__ = ("start", "end", "children", "part", "parts", "done")
+    __slots__ = ("start", "end", "children", "part", "off", "parts", "done")
 
-    def __init__(self, start: int, end: int, partition: int) -> None:
+    def __init__(self, start: int, end: int, partition: int, offset: int) -> None:
         self.start = start
         self.end = end
         self.children: dict[int, _Child] = {}
         self.part = partition
-        self.parts: set[int] | None = None
+        self.off = offset  # first offset in ``part``: pinned until the parent is handed out
+        self.parts: set[int] | None = None  # further partitions (instrument moved partition)
         self.done = False
 
 
@@ -101,6 +103,15 @@ class _Track:
     def first_end(self) -> int | None:
         """End of the earliest open parent (for :class:`IdleSchedule`)."""
         return self.parents[min(self.parents)].end if self.parents else None
+
+
+def _price(value: Any) -> float:
+    """A price field as float; ``TypeError`` unless it is a JSON number."""
+    if type(value) is float:
+        return value
+    if type(value) is int:
+        return float(value)
+    raise TypeError(f"price must be a number, got {type(value).__name__}")
 
 
 def _finish(tr: _Track, parent: _OpenParent) -> Bar:
@@ -161,9 +172,9 @@ class BarRollup:
             child = child.to_dict()
         try:
             token, tf, ts = child["instrument_token"], child["tf"], child["ts"]
-            values = (ts, float(child["open"]), float(child["high"]), float(child["low"]),
-                      float(child["close"]), child["volume"], child["ticks"], child.get("cum_volume"))
-        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            values = (ts, _price(child["open"]), _price(child["high"]), _price(child["low"]),
+                      _price(child["close"]), child["volume"], child["ticks"], child.get("cum_volume"))
+        except (KeyError, TypeError, AttributeError) as exc:
             raise BadBarInput(f"bad child bar: {exc!r}") from None
         if type(token) is not int or type(ts) is not int or type(values[5]) is not int \
                 or type(values[6]) is not int or not (values[7] is None or type(values[7]) is int):
@@ -200,8 +211,8 @@ class BarRollup:
                     continue
                 parent = tr.parents.get(start)
                 if parent is None:
-                    parent = tr.parents[start] = _OpenParent(start, end, partition)
-                    self._wm.hold(partition, offset, parent)
+                    parent = tr.parents[start] = _OpenParent(start, end, partition, offset)
+                    self._wm.hold(partition, parent)
                     if end + self.grace_ms < tr.next_close:
                         tr.next_close = end + self.grace_ms
                 tr.cur = parent
@@ -210,7 +221,7 @@ class BarRollup:
                     parent.parts = set()
                 if partition not in parent.parts:
                     parent.parts.add(partition)
-                    self._wm.hold(partition, offset, parent)
+                    self._wm.hold(partition, ExtraHold(offset, parent))
             if ts in parent.children:
                 self.duplicate_bars += 1
             else:
@@ -295,7 +306,8 @@ class BarRollup:
         if not gone:
             return
         for token, tracks in list(self._inst.items()):
-            hit = any(tr.part in gone or any(p.parts and p.parts & gone for p in tr.parents.values())
+            hit = any(tr.part in gone or any(p.part in gone or (p.parts and p.parts & gone)
+                                             for p in tr.parents.values())
                       for tr in tracks)
             if hit:
                 for tr in tracks:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import time
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, Protocol
 
@@ -45,28 +46,51 @@ class BarCore(Protocol):
 
 
 class WallClockGate:
-    """The wall clock a downstream bar core sees: it stands still while the upstream is silent.
+    """The wall clock a downstream bar core sees: it stands still while any input partition stalls.
 
     An aggregator cannot tell a quiet instrument from a stalled upstream (the
-    builder restarting holds back every instrument's child bars), so closing
-    quiet instruments by the raw wall clock could close a bar before its last
-    child arrives. This clock advances with real time only while input flows
-    (a message within ``live_window_ms``); when the whole input has been silent
-    that long it stops, and it resumes when input returns or once the silence
-    reaches ``silent_close_ms`` (end of session: the last bars must close). An
-    upstream pause shorter than ``silent_close_ms`` therefore never closes a bar
-    early. ``silent_close_ms=None`` means the real clock (the bar builder, whose
-    input is the market itself).
+    builder restarting, or a new builder member that owns only some partitions
+    while a dead member's session times out, holds back those partitions'
+    child bars). Closing quiet instruments by the raw wall clock could close a
+    bar before its last child arrives. This clock advances with real time only
+    while every assigned partition is either flowing (a message within
+    ``live_window_ms``) or has been silent for at least ``silent_close_ms``
+    (nothing there, or the session is over: the last bars must close). A stall
+    shorter than ``silent_close_ms`` therefore never closes a bar early; the
+    price is that a quiet instrument's bar can wait up to about
+    ``wall grace + silent_close_ms`` (which the next stage's wall grace must
+    exceed). ``silent_close_ms=None`` means the real clock (the bar builder,
+    whose input is the market itself).
     """
 
     def __init__(self, live_window_ms: int, silent_close_ms: int | None) -> None:
         self.live_window_ms = live_window_ms
         self.silent_close_ms = silent_close_ms
-        self.last_input_ms: int | None = None
+        self.last_input: dict[int, int] = {}  # partition -> wall ms of its last message (or assignment)
         self._last_real: int | None = None
         self._virtual = 0
+        self._seen_input = False
 
-    def wall_now(self, now_ms: int, had_input: bool) -> int | None:
+    def assigned(self, partitions: Iterable[int], now_ms: int) -> None:
+        """Partitions newly owned: silent since ``now_ms`` until their first message."""
+        for p in partitions:
+            self.last_input.setdefault(p, now_ms)
+
+    def revoked(self, partitions: Iterable[int]) -> None:
+        for p in partitions:
+            self.last_input.pop(p, None)
+
+    def flowing(self, now_ms: int) -> bool:
+        """True when no assigned partition is in the suspicious middle ground of silence."""
+        live, silent = self.live_window_ms, self.silent_close_ms
+        assert silent is not None
+        for last in self.last_input.values():
+            quiet = now_ms - last
+            if live < quiet < silent:
+                return False
+        return True
+
+    def wall_now(self, now_ms: int, partitions_with_input: Iterable[int]) -> int | None:
         """The clock value to pass to the core's ``advance`` (None before any input)."""
         if self.silent_close_ms is None:
             return now_ms
@@ -74,14 +98,12 @@ class WallClockGate:
             self._last_real = self._virtual = now_ms
         dt = max(0, now_ms - self._last_real)
         self._last_real = now_ms
-        last = self.last_input_ms
-        if last is not None:
-            quiet = now_ms - last
-            if quiet <= self.live_window_ms or quiet >= self.silent_close_ms:
-                self._virtual += dt
-        if had_input:
-            self.last_input_ms = now_ms
-        return None if self.last_input_ms is None else self._virtual
+        if self._seen_input and self.flowing(now_ms):
+            self._virtual += dt
+        for p in partitions_with_input:
+            self.last_input[p] = now_ms
+            self._seen_input = True
+        return self._virtual if self._seen_input else None
 
 
 #: Called with ``{instrument_token: partition}`` for instruments the core does not track yet.
@@ -125,7 +147,8 @@ class BarProcessor:
                 self._restore_new(items)
             for index, err in self._add_many(items):
                 rejects.append((kept[index], f"schema: {err}"))
-        bars = self.core.advance(self.gate.wall_now(now_ms, bool(msgs)))
+        parts = {m.partition() for m in msgs} if msgs else ()
+        bars = self.core.advance(self.gate.wall_now(now_ms, parts))
         return Emission(messages=self.encode(bars), rows=bars, rejects=rejects)
 
     def _restore_new(self, items: list[tuple[Any, int, int]]) -> None:
@@ -171,8 +194,13 @@ class BarProcessor:
             out[(topic, part)] = off if off < nxt else nxt
         return out
 
+    def on_assign(self, parts: Iterable[TP]) -> None:
+        self.gate.assigned([p for _t, p in parts], int(time.time() * 1000))
+
     def on_revoke(self, parts: Iterable[TP]) -> None:
-        self.core.drop_partitions([p for _t, p in parts])
+        numbers = [p for _t, p in parts]
+        self.core.drop_partitions(numbers)
+        self.gate.revoked(numbers)
 
 
 class BarService(StreamService):
@@ -259,14 +287,21 @@ def env_int(name: str, default: int) -> int:
     return int(raw) if raw not in (None, "") else default
 
 
+def env_or_none(name: str) -> int | None:
+    """An optional integer from the environment."""
+    raw = os.environ.get(name)
+    return int(raw) if raw not in (None, "") else None
+
+
 def make_parser(prog: str, doc: str, grace_env: str, grace_default: int,
-                wall_default: int) -> argparse.ArgumentParser:
+                wall_default: int, wall_env: str = "") -> argparse.ArgumentParser:
     """The common CLI of bar services."""
     ap = argparse.ArgumentParser(prog=prog, description=doc)
     ap.add_argument("--grace-ms", type=int, default=env_int(grace_env, grace_default),
                     help=f"event-time flush grace in ms (env {grace_env}, default {grace_default})")
-    ap.add_argument("--wall-grace-ms", type=int, default=None,
-                    help=f"close a quiet instrument's bars after this much wall time (default {wall_default})")
+    ap.add_argument("--wall-grace-ms", type=int, default=env_or_none(wall_env),
+                    help=f"close a quiet instrument's bars after this much wall time "
+                         f"({'env ' + wall_env + ', ' if wall_env else ''}default {wall_default})")
     ap.add_argument("--group", default=None, help="consumer group id (default: the service name)")
     return ap
 

@@ -48,6 +48,11 @@ Volume
     cumulative volume in event order up to the bar's end (``None`` if none yet).
     It lets a restarted builder resume the delta chain exactly.
 
+Input
+    A tick needs ``instrument_token`` and ``exchange_ts`` (ints) and ``ltp``
+    (a number; emitted as float); ``volume`` is null or an int below 2**40.
+    Anything else raises :class:`BadBarInput` and leaves the core untouched.
+
 Emission (bar builder; the rollup follows the same scheme with child bars)
     Per instrument, the event horizon ``H`` is the largest ``exchange_ts``
     received. A bar for bucket ``[B, E)`` is emitted once, when either
@@ -165,8 +170,13 @@ class Bar:
 class Holder(Protocol):
     """An open bar as seen by :class:`CommitWatermark`: the offset it pins and whether it is emitted."""
 
-    off: int
-    done: bool
+    @property
+    def off(self) -> int:
+        """The offset pinned."""
+
+    @property
+    def done(self) -> bool:
+        """True once the bar is handed out."""
 
 
 class ExtraHold:

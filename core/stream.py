@@ -173,7 +173,8 @@ class StreamService(Service):
             self.dlq = bus.DeadLetter(self.producer)
         if self.consumer is None:
             self.consumer = bus.Consumer(bootstrap, self.group_id, self.input_topics,
-                                         on_revoke=self._on_revoke, **{"client.id": self.name})
+                                         on_revoke=self._on_revoke, on_assign=self._on_assign,
+                                         **{"client.id": self.name})
 
     def step(self) -> None:
         assert self.consumer is not None and self.producer is not None and self.dlq is not None
@@ -291,6 +292,11 @@ class StreamService(Service):
             return
         self.consumer.commit(todo)
         self._committed.update(todo)
+
+    def _on_assign(self, parts: list[TP]) -> None:
+        hook = getattr(self.processor, "on_assign", None)
+        if hook is not None:
+            hook(parts)
 
     def _on_revoke(self, parts: list[TP]) -> None:
         if not self._failed:

@@ -83,6 +83,7 @@ class KiteFeed:
         self.states = [ShardState(i, list(tokens)) for i, tokens in enumerate(shards)]
         self.tickers: list[Any] = []
         self.gave_up = False
+        self.closing = False  # set by stop(): closes after that are expected, not warnings
         for state in self.states:
             kt = ticker_factory(api_key, access_token, root=ws_root, reconnect=True,
                                 reconnect_max_tries=reconnect_max_tries,
@@ -150,6 +151,7 @@ class KiteFeed:
         from twisted.internet import reactor
 
         done = threading.Event()
+        self.closing = True
 
         def shutdown() -> None:
             for kt in self.tickers:
@@ -211,7 +213,11 @@ class _ShardHandlers:
         self.watchdog.disconnected(self.i)
         text = str(reason)
         st.last_close = f"{code} {text}"
-        if not self._auth_failure(text) and was:
+        if self._auth_failure(text) or not was:
+            return
+        if self.feed.closing:
+            log.info("closed shard=%d", self.i)
+        else:
             log.warning("disconnected shard=%d code=%s reason=%s", self.i, code, text)
 
     def on_error(self, _ws: Any, code: Any, reason: Any) -> None:

@@ -17,12 +17,23 @@ Wiring only (logic lives in the pure siblings):
 - a rejected access token (HTTP 403 on the upgrade) is one fatal line, a
   metric, and exit code 3 (the supervisor does not hot-loop on it).
 
-    python -m ingestion.zerodha_ws [--tokens configs/tokens.csv] [--mode full] [--queue-size 200000]
+    python -m ingestion.zerodha_ws [--tokens configs/tokens.csv] [--mode full] [--queue-size 50000]
         [--overflow drop-oldest|drop-newest] [--market-hours 09:15-15:30|always] [--stale-after 60]
         [--silence-after 15] [--max-per-connection 3000] [--reconnect-max-delay 5] [--topic ticks]
 
 Env: KITE_API_KEY, KITE_ACCESS_TOKEN, KITE_WS_ROOT, KAFKA_BOOTSTRAP_SERVERS,
 METRICS_PORT, TRADESTACK_CONFIG_DIR (see DESIGN section 11).
+
+Metrics (prefix ``tradestack_zerodha_ws_``): ``ticks_in_total``, ``ticks_out_total``,
+``queue_depth``, ``queue_capacity``, ``queue_dropped_total{policy}``,
+``ws_connected{shard}``, ``ws_reconnects_total{shard}``,
+``ws_reconnect_attempts_total{shard}``, ``watchdog_forced_reconnects_total{shard}``,
+``stale_instruments``, ``market_open``, ``auth_failures_total``,
+``delivery_errors_total``, ``exchange_to_kafka_lag_seconds`` (histogram; Kite's
+exchange time has 1 s resolution, so values carry up to 1 s of truncation).
+Exit codes: 0 on SIGTERM, 2 bad config (e.g. more than 9000 instruments), 3
+access token rejected, 1 KiteTicker gave up reconnecting (the supervisor
+restarts the process: the Twisted reactor cannot be restarted in-process).
 """
 
 from __future__ import annotations
@@ -144,7 +155,8 @@ class ZerodhaWs(Service):
         if auth is not None:
             shard, reason = auth
             self.m_auth.inc()
-            raise FatalError(f"Kite rejected the access token (HTTP 403 on the WebSocket upgrade, shard {shard}): "
+            how = "HTTP 403 on the WebSocket upgrade" if "403" in reason else f"server closed: {reason[:80]}"
+            raise FatalError(f"Kite rejected the access token ({how}, shard {shard}): "
                              "token expired or invalid; generate a new KITE_ACCESS_TOKEN and restart")
         if self.feed.gave_up:
             raise FeedLost("Kite WebSocket reconnect attempts exhausted; exiting so the supervisor restarts us")
@@ -238,6 +250,13 @@ class ZerodhaWs(Service):
         if self.feed is not None:
             self._sync_metrics()
 
+    def health(self) -> tuple[bool, dict[str, Any]]:
+        ok, info = super().health()
+        states = self.feed.states if self.feed else []
+        info.update(connections=len(self.shards), connected=sum(s.connected for s in states),
+                    queued=len(self.queue), stale=self._stale_last)
+        return ok, info
+
     def heartbeat_fields(self) -> dict[str, Any]:
         states = self.feed.states if self.feed else []
         return {"received": self.queue.received, "produced": self.produced, "queued": len(self.queue),
@@ -264,8 +283,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--tokens", type=Path, help="universe CSV (default: $TRADESTACK_CONFIG_DIR/tokens.csv)")
     ap.add_argument("--topic", default=TICKS, help=f"Kafka topic to produce to (default {TICKS})")
     ap.add_argument("--mode", choices=MODES, default="full", help="Kite streaming mode (default full)")
-    ap.add_argument("--queue-size", type=_positive(int), default=200_000,
-                    help="ticks buffered between the WebSocket thread and Kafka (default 200000)")
+    ap.add_argument("--queue-size", type=_positive(int), default=50_000,
+                    help="ticks buffered between the WebSocket thread and Kafka; a parsed full-mode tick "
+                         "takes ~3.5 KB, so 50000 is ~175 MB at worst (default 50000)")
     ap.add_argument("--overflow", choices=POLICIES, default="drop-oldest",
                     help="what a full queue drops; it never blocks the WebSocket (default drop-oldest)")
     ap.add_argument("--market-hours", default=os.environ.get("INGEST_MARKET_HOURS", "09:15-15:30"),

@@ -5,8 +5,8 @@ with kitesim's packet encoder, up to 1000 packets per frame as kitesim sends
 them. Each run pushes every frame through what the service does: the official
 ``KiteTicker._parse_binary`` (on the reactor thread in production), the
 bounded :class:`TickQueue` hand-off, :func:`ingestion.kite_ticks.to_tick`,
-orjson, and an idempotent produce keyed by instrument_token to the embedded
-broker, then a flush (so the rate counts acknowledged messages). Both halves
+orjson, the lag histogram and watchdog bookkeeping, and an idempotent produce
+keyed by instrument_token to the embedded broker, then a flush (so the rate counts acknowledged messages). Both halves
 share the GIL in production too, so one thread running both is a fair
 estimate of the ceiling. Stage rates (parse only; parse + convert + JSON) show
 where the time goes. Kite sends at most ~1-2 ticks/s per instrument, i.e. about
@@ -22,8 +22,10 @@ import orjson
 from kiteconnect import KiteTicker
 
 from core import bus
+from core.metrics import Metrics
 from ingestion.kite_ticks import to_tick
 from ingestion.tick_queue import TickQueue
+from ingestion.watchdog import FeedWatchdog, MarketHours
 from kitesim.packets import DepthLevel, Snapshot, encode_packet, frames
 from tests.bench.harness import Section, embedded_broker, fmt_rate, machine_notes, median_of
 
@@ -68,12 +70,14 @@ def _parse_convert(frames_: list[bytes], n: int) -> float:
     return n / (time.perf_counter() - t0)
 
 
-def _end_to_end(bootstrap: str, frames_: list[bytes], n: int) -> float:
+def _end_to_end(bootstrap: str, frames_: list[bytes], n: int, instruments: int) -> float:
     topic = f"bench.ingest.{uuid.uuid4().hex[:8]}"
     bus.ensure_topics(bootstrap, {topic: 3})
     producer = bus.Producer(bootstrap)
     kt = KiteTicker("bench", "bench")
     queue = TickQueue(200_000)
+    watchdog = FeedWatchdog([[(10_000 + i) << 8 | 1 for i in range(instruments)]], MarketHours.parse("always"))
+    observe = Metrics("bench").histogram("lag_seconds", "exchange to Kafka lag").observe
     dumps, produce = orjson.dumps, producer.produce
     keys: dict[int, bytes] = {}
     produce(topic, b"{}", b"warmup")  # connection, metadata and producer id outside the timing
@@ -81,13 +85,18 @@ def _end_to_end(bootstrap: str, frames_: list[bytes], n: int) -> float:
     t0 = time.perf_counter()
     for f in frames_:
         queue.put_batch(int(time.time() * 1000), kt._parse_binary(f))  # reactor side
-        for recv, raw in queue.drain(5000):  # service loop side
+        now_ms = int(time.time() * 1000)
+        tokens = []
+        for recv, raw in queue.drain(5000):  # service loop side, as ZerodhaWs._produce
             tick = to_tick(raw, recv)
             token = tick["instrument_token"]
             key = keys.get(token)
             if key is None:
                 key = keys[token] = str(token).encode()
             produce(topic, dumps(tick), key)
+            tokens.append(token)
+            observe(max(0.0, (now_ms - tick["exchange_ts"]) / 1000.0))
+        watchdog.ticks(tokens, now_ms / 1000.0)
         producer.poll(0)
     producer.flush(120)
     rate = n / (time.perf_counter() - t0)
@@ -106,7 +115,7 @@ def run(quick: bool = False) -> Section:
             frames_, n = build_frames(instruments, rounds)
             p_med, _ = median_of(runs, lambda f=frames_, n=n: _parse_only(f, n))
             c_med, _ = median_of(runs, lambda f=frames_, n=n: _parse_convert(f, n))
-            e_med, e_all = median_of(runs, lambda f=frames_, n=n: _end_to_end(bootstrap, f, n))
+            e_med, e_all = median_of(runs, lambda f=frames_, n=n, k=instruments: _end_to_end(bootstrap, f, n, k))
             rows.append((instruments, n, p_med, c_med, e_med, e_all))
             if not size:
                 kt = KiteTicker("b", "b")

@@ -57,7 +57,8 @@ def stream() -> tuple[list[dict], dict[str, list[tuple]]]:
 def _env(service_env: dict[str, str], bootstrap: str, dsn: str) -> dict[str, str]:
     env = dict(service_env)
     # End-of-stream bars close after the input has been silent this long (default 30 s).
-    env.update({"KAFKA_BOOTSTRAP_SERVERS": bootstrap, "POSTGRES_DSN": dsn, "AGG_SILENT_CLOSE_MS": "12000"})
+    env.update({"KAFKA_BOOTSTRAP_SERVERS": bootstrap, "POSTGRES_DSN": dsn, "AGG_SILENT_CLOSE_MS": "15000",
+                "AGG_MULTI_WALL_GRACE_MS": "25000"})
     return env
 
 

@@ -82,6 +82,13 @@ class KiteSim:
         stop_process(self.proc)
         self.proc = None
 
+    def kill(self) -> None:
+        """SIGKILL: no close frames, the kernel resets the sockets."""
+        if self.proc is not None:
+            self.proc.kill()
+            self.proc.wait(10)
+            self.proc = None
+
 
 def stop_process(proc: subprocess.Popen[bytes] | None, timeout: float = 10.0) -> int | None:
     """SIGTERM, wait, SIGKILL if needed; returns the exit code."""

@@ -2,7 +2,7 @@
 
 Phase 1: ingestion runs over two WebSocket connections (25 instruments each);
 then kitesim's feed is silenced (the cut point), what it sent is read from
-``/_sim/stats`` and ``/_sim/ticks``, and kitesim is stopped. At least 99.9 %
+``/_sim/stats`` and ``/_sim/ticks``, and kitesim is killed (SIGKILL). At least 99.9 %
 of the packets kitesim sent must be on the topic, none twice, each
 instrument's messages in kitesim's send order (exchange_ts and volume
 non-decreasing). Phase 2: kitesim restarts on the same ports; ingestion must
@@ -56,7 +56,7 @@ def test_ticks_arrive_complete_in_order_and_feed_resumes_after_kitesim_restart(k
         time.sleep(1.0)
         stats = sim.get("/_sim/stats")
         sent_log = {t: sim.get(f"/_sim/ticks?token={t}")["ticks"] for t in tokens}
-        sim.stop()
+        sim.kill()
         got = read_topic(kafka_bootstrap, topic, idle=2.0)
 
         # Assert 1: completeness (>= 99.9 %), no duplicates, per-instrument order.

@@ -66,7 +66,7 @@ def test_feed_silent_without_close_when_beyond_silence_then_watchdog_reconnects_
 def test_token_expires_while_streaming_then_exit_3_with_one_clear_line(service_env, tmp_path):
     universe = tmp_path / "tokens.csv"
     write_universe(universe, 5)
-    sim = KiteSim(universe, tmp_path / "kitesim.log", 3, "--token-expires-after", "3")
+    sim = KiteSim(universe, tmp_path / "kitesim.log", 3, "--token-expires-after", "6")
     sim.start()
     svc, mport = _start(service_env, sim, universe, tmp_path)
     try:

@@ -106,7 +106,8 @@ class _Walk:
 
 
 def _poisson_times(rng: random.Random, start: int, end: int, rate_hz: float) -> list[int]:
-    times, t = [], float(start)
+    times: list[int] = []
+    t = float(start)
     while True:
         t += rng.expovariate(rate_hz) * 1000
         if t >= end:
@@ -115,7 +116,8 @@ def _poisson_times(rng: random.Random, start: int, end: int, rate_hz: float) -> 
 
 
 def _uniform_times(rng: random.Random, start: int, end: int, every_s: tuple[int, int]) -> list[int]:
-    times, t = [], start
+    times: list[int] = []
+    t = start
     while True:
         t += rng.randint(every_s[0] * 1000, every_s[1] * 1000)
         if t >= end:
