@@ -9,7 +9,7 @@ SVC ?=
 VAR := $(or $(TRADESTACK_VAR_DIR),var)
 PYTEST_ARGS ?=
 
-.PHONY: help setup up down status logs restart risk-v2 test test-fast bench check-config docker-env lint schemas clean-var
+.PHONY: help setup up up-smoke down status logs restart risk-v2 test test-fast bench check-config docker-env lint schemas clean-var
 
 help: ## list targets
 	@grep -E '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -31,6 +31,9 @@ up: setup ## start the stack in the background; returns when every service is re
 	fi
 	@$(VPY) -m orchestrator.ctl wait-ready --timeout $(UP_TIMEOUT)
 	@$(VPY) -m orchestrator.ctl status
+
+up-smoke: ## like `up`, with the synthetic smoke producer instead of kitesim + zerodha_ws
+	@SMOKE_PRODUCER_ENABLED=true KITESIM_ENABLED=false ZERODHA_WS_ENABLED=false $(MAKE) --no-print-directory up
 
 down: ## stop the stack (children in reverse dependency order)
 	@$(VPY) -m orchestrator.ctl stop

@@ -27,24 +27,38 @@ def _supervisor_pid(var_dir) -> int:  # type: ignore[no-untyped-def]
     return int((var_dir / "run" / "supervisor.pid").read_text().split()[0])
 
 
-def test_make_up_status_down_leaves_no_process(tmp_path):
-    var_dir = tmp_path / "var"
+def _stack_env(var_dir) -> dict[str, str]:  # type: ignore[no-untyped-def]
     env = dict(os.environ)
-    for key in ("POSTGRES_DSN", "KAFKA_BOOTSTRAP_SERVERS", "METRICS_PORT"):
+    for key in ("POSTGRES_DSN", "KAFKA_BOOTSTRAP_SERVERS", "METRICS_PORT", "KITE_ROOT", "KITE_WS_ROOT"):
         env.pop(key, None)
-    env.update({
-        "TRADESTACK_VAR_DIR": str(var_dir), "PG_PORT": str(free_port()), "KAFKA_PORT": str(free_port()),
-        "SMOKE_METRICS_PORT": str(free_port()), "BAR_BUILDER_METRICS_PORT": str(free_port()),
-        "BAR_AGG_1M_METRICS_PORT": str(free_port()), "BAR_AGG_MULTI_METRICS_PORT": str(free_port()),
-        "UP_TIMEOUT": "60",
-    })
+    ports = ("PG_PORT", "KAFKA_PORT", "KITESIM_HTTP_PORT", "KITESIM_WS_PORT", "SMOKE_METRICS_PORT",
+             "ZERODHA_WS_METRICS_PORT", "BAR_BUILDER_METRICS_PORT", "BAR_AGG_1M_METRICS_PORT",
+             "BAR_AGG_MULTI_METRICS_PORT")
+    env.update({p: str(free_port()) for p in ports})
+    env.update({"TRADESTACK_VAR_DIR": str(var_dir), "UP_TIMEOUT": "60"})
+    return env
+
+
+def _bars_1s(env: dict[str, str]) -> int:
+    import psycopg
+
+    dsn = f"postgresql://tradestack@127.0.0.1:{env['PG_PORT']}/tradestack"
+    with psycopg.connect(dsn) as conn:
+        return int(conn.execute("SELECT count(*) FROM bars_1s").fetchone()[0])  # type: ignore[index]
+
+
+@pytest.mark.parametrize("target,feed", [("up", "zerodha_ws"), ("up-smoke", "smoke_producer")])
+def test_make_up_status_down_leaves_no_process(tmp_path, target, feed):
+    var_dir = tmp_path / "var"
+    env = _stack_env(var_dir)
     t0 = time.monotonic()
-    up = _make("up", env)
+    up = _make(target, env)
     took = time.monotonic() - t0
+    family: list[int] = []
     try:
         assert up.returncode == 0, up.stdout + up.stderr
-        assert took < 90, f"make up took {took:.0f}s"
-        for name in ("postgres", "kafka", "smoke_producer", "bar_builder_1s"):
+        assert took < 60, f"make {target} took {took:.0f}s"
+        for name in ("postgres", "kafka", feed, "bar_builder_1s"):
             assert name in up.stdout
         status = _make("status", env)
         assert status.returncode == 0
@@ -52,12 +66,17 @@ def test_make_up_status_down_leaves_no_process(tmp_path):
                              cwd=ROOT, env=env, capture_output=True, text=True, timeout=30)
         services = json.loads(raw.stdout)["services"]
         states = {s["name"]: s["state"] for s in services}
-        for name in ("postgres", "kafka", "smoke_producer"):
+        for name in ("postgres", "kafka", feed, "bar_builder_1s", "bar_aggregator_1m"):
             assert states[name] == "ready", states
         pids = [s["pid"] for s in services if s.get("pid")]
         sup = psutil.Process(_supervisor_pid(var_dir))
         family = [sup.pid] + [c.pid for c in sup.children(recursive=True)]
         assert set(pids) <= set(family)
+        # market data flows through the whole chain into Postgres
+        deadline = time.monotonic() + 40
+        while time.monotonic() < deadline and _bars_1s(env) == 0:
+            time.sleep(1)
+        assert _bars_1s(env) > 0, "no 1s bars reached Postgres"
     finally:
         down = _make("down", env)
     assert down.returncode == 0, down.stdout + down.stderr
