@@ -1,7 +1,7 @@
 """A deterministic synthetic tick source: seeded random walks on tick-size grids.
 
 Each instrument ticks 1-2 times per second of event time (uniform gaps of
-0.5-1.0 s), moves its last price by a few ticks, keeps a bid/ask one tick
+0.5-1.0 s by default; ``gap_ms`` makes it denser for benchmarks), moves its last price by a few ticks, keeps a bid/ask one tick
 around it, and grows a cumulative day volume. Indices (not tradable) carry no
 volume, quantities or quotes. The same seed, universe and start time give the
 same ticks, so tests and benchmarks are reproducible.
@@ -39,9 +39,12 @@ class SyntheticMarket:
     """
 
     def __init__(self, instruments: Sequence[tuple[int, float, float, bool, int]], seed: int,
-                 start_ms: int) -> None:
+                 start_ms: int, gap_ms: tuple[int, int] = (500, 1000)) -> None:
         if not instruments:
             raise ValueError("empty universe")
+        if not 0 < gap_ms[0] <= gap_ms[1]:
+            raise ValueError(f"bad gap range {gap_ms}")
+        self.gap_ms = gap_ms
         self.rng = random.Random(seed)
         self.state: dict[int, WalkInstrument] = {}
         self.heap: list[tuple[int, int]] = []
@@ -62,7 +65,7 @@ class SyntheticMarket:
         rng = self.rng
         step = rng.choice((-3, -2, -1, -1, 0, 0, 1, 1, 2, 3))
         st.price_ticks = max(1, st.price_ticks + step)
-        heapq.heappush(self.heap, (ts + rng.randint(500, 1000), token))
+        heapq.heappush(self.heap, (ts + rng.randint(*self.gap_ms), token))
         tick = st.tick
         ltp = round(st.price_ticks * tick, 6)
         out: dict[str, Any] = {"instrument_token": token, "exchange_ts": ts,

@@ -14,6 +14,8 @@ from tests.bench.harness import write_sections
 
 BENCHES = {
     "bus": "tests.bench.bench_bus",
+    "ingestion": "tests.bench.bench_ingestion",
+    "bars": "tests.bench.bench_bars",
 }
 
 
