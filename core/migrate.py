@@ -78,7 +78,7 @@ def apply_migrations(dsn: str, directory: Path = MIGRATIONS_DIR, timeout: float 
                                           "applied migrations must not be edited, add a new file")
                     continue
                 with conn.transaction():
-                    conn.execute(f.read_text(encoding="utf-8"))  # type: ignore[call-overload]
+                    conn.execute(f.read_text(encoding="utf-8"))
                     conn.execute("INSERT INTO schema_migrations (filename, checksum) VALUES (%s, %s)",
                                  (f.name, digest))
                 log.info("migration applied file=%s", f.name)

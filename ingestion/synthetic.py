@@ -1,10 +1,11 @@
 """A deterministic synthetic tick source: seeded random walks on tick-size grids.
 
 Each instrument ticks 1-2 times per second of event time (uniform gaps of
-0.5-1.0 s by default; ``gap_ms`` makes it denser for benchmarks), moves its last price by a few ticks, keeps a bid/ask one tick
-around it, and grows a cumulative day volume. Indices (not tradable) carry no
-volume, quantities or quotes. The same seed, universe and start time give the
-same ticks, so tests and benchmarks are reproducible.
+0.5-1.0 s by default; ``gap_ms`` makes it denser for benchmarks), moves its
+last price by a few ticks, keeps a bid/ask one tick around it, and grows a
+cumulative day volume. Indices (not tradable) carry no volume, quantities or
+quotes. The same seed, universe and start time give the same ticks, so tests
+and benchmarks are reproducible.
 """
 
 from __future__ import annotations

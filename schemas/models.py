@@ -98,7 +98,7 @@ class Order(Event):
 class SizedOrder(Order):
     """An order after risk sizing (topic ``orders.sized``)."""
 
-    qty: int = Field(gt=0)  # type: ignore[assignment]
+    qty: int = Field(gt=0)
     risk: dict[str, object]
 
 

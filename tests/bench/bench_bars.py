@@ -144,11 +144,13 @@ def emission_latency(bootstrap: str, pg: str, seconds: float = 20.0) -> tuple[fl
     builder.terminate()
     builder.wait(30)
     c = bus.Consumer(bootstrap, f"lat-{uuid.uuid4().hex[:8]}", ["bars.1s"])
-    lat = []
+    lat: list[float] = []
     idle = 0
-    while idle < 3:
+    deadline = time.monotonic() + 30  # the group join comes first
+    while idle < 3 and time.monotonic() < deadline:
         msgs = c.poll_batch(10000, 1.0)
-        idle = 0 if msgs else idle + 1
+        if lat or msgs:
+            idle = 0 if msgs else idle + 1
         for m in msgs:
             bar = codec.loads(m.value())
             lat.append((m.timestamp()[1] - (bar["ts"] + 1000)) / 1000)
