@@ -129,6 +129,18 @@ def _cmd_stop(paths: RunPaths, args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _print_log_tails(paths: RunPaths, names: list[str], lines: int = 15) -> None:
+    """The last lines of each named service's log (what an operator reads first)."""
+    for name in names:
+        log = paths.var_dir / "log" / f"{name}.log"
+        if not log.is_file():
+            continue
+        tail = log.read_text(encoding="utf-8", errors="replace").splitlines()[-lines:]
+        print(f"--- last {len(tail)} lines of {log} ---", file=sys.stderr)
+        for line in tail:
+            print(line, file=sys.stderr)
+
+
 def _cmd_wait_ready(paths: RunPaths, args: argparse.Namespace) -> int:
     timeout = args.timeout or 120.0
     started = time.monotonic()
@@ -142,6 +154,11 @@ def _cmd_wait_ready(paths: RunPaths, args: argparse.Namespace) -> int:
             # Still starting, or never started (bad config): give it a grace period, not the full timeout.
             if paths.read_pid() is None and time.monotonic() - started > START_GRACE_S:
                 print(f"supervisor is not running: {exc}", file=sys.stderr)
+                out = paths.var_dir / "log" / "supervisor.out"
+                if out.is_file():
+                    print(f"--- last lines of {out} ---", file=sys.stderr)
+                    for line in out.read_text(encoding="utf-8", errors="replace").splitlines()[-15:]:
+                        print(line, file=sys.stderr)
                 return EXIT_UNEXPECTED
             time.sleep(0.25)
             continue
@@ -152,11 +169,13 @@ def _cmd_wait_ready(paths: RunPaths, args: argparse.Namespace) -> int:
         if verdict == "failed":
             print(f"not ready: {', '.join(pending)} failed", file=sys.stderr)
             print(format_status_table(last), file=sys.stderr)
+            _print_log_tails(paths, pending)
             return EXIT_UNEXPECTED
         time.sleep(0.25)
     print(f"not ready after {timeout:g}s: {', '.join(pending)}", file=sys.stderr)
     if last is not None:
         print(format_status_table(last), file=sys.stderr)
+        _print_log_tails(paths, pending)
     return EXIT_UNEXPECTED
 
 

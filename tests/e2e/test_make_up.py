@@ -85,3 +85,23 @@ def test_make_up_status_down_leaves_no_process(tmp_path, target, feed):
         time.sleep(0.2)
     alive = [p for p in family if psutil.pid_exists(p) and psutil.Process(p).status() != psutil.STATUS_ZOMBIE]
     assert not alive, f"processes left behind: {alive}"
+
+
+def test_make_up_fails_fast_with_the_failing_service_log(tmp_path):
+    var_dir = tmp_path / "var"
+    cfg = tmp_path / "sup.yaml"
+    cfg.write_text(
+        "services:\n"
+        "  broken:\n"
+        "    cmd: \"{python} -c \\\"import sys; print('boom marker: cannot connect'); sys.exit(1)\\\"\"\n"
+        "    restart: {max_restarts: 1, backoff_initial: 0.1}\n"
+    )
+    env = _stack_env(var_dir)
+    env["CONFIG"] = str(cfg)
+    up = _make("up", env, timeout=120)
+    try:
+        assert up.returncode != 0
+        assert "broken" in up.stderr and "failed" in up.stderr
+        assert "boom marker: cannot connect" in up.stderr, up.stderr
+    finally:
+        _make("down", env)
