@@ -67,7 +67,8 @@ class BarAggregator1m(RollupService):
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point."""
-    ap = make_parser("python -m compute.bar_aggregator_1m", __doc__.splitlines()[0], "AGG_GRACE_MS", 0, 6000)
+    ap = make_parser("python -m compute.bar_aggregator_1m", __doc__.splitlines()[0], "AGG_GRACE_MS", 0, 6000,
+                     "AGG_1M_WALL_GRACE_MS")
     add_silent_flag(ap)
     args = ap.parse_args(argv)
     check_args(ap, args)

@@ -44,7 +44,8 @@ class BarBuilderService(BarService):
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point."""
-    ap = make_parser("python -m compute.bar_builder_1s", __doc__.splitlines()[0], "BAR_GRACE_MS", 2000, 2000)
+    ap = make_parser("python -m compute.bar_builder_1s", __doc__.splitlines()[0], "BAR_GRACE_MS", 2000, 2000,
+                     "BAR_WALL_GRACE_MS")
     args = ap.parse_args(argv)
     check_args(ap, args)
     return run_service(lambda s, m: BarBuilderService(s, m, args), BarBuilderService.name)

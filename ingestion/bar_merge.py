@@ -94,8 +94,11 @@ class Tolerance:
                 "volume_pct": self.volume_pct}
 
     @classmethod
-    def parse(cls, spec: str) -> Tolerance:
-        """``price=2ticks,volume=1%`` / ``price=0.10,volume=500`` (either part may be omitted)."""
+    def parse(cls, spec: str, flag: str = "--tolerance") -> Tolerance:
+        """``price=2ticks,volume=1%`` / ``price=0.10,volume=500`` (either part may be omitted).
+
+        ``flag`` names the option in error messages.
+        """
         kw: dict[str, Any] = {}
         for part in (p.strip() for p in spec.split(",") if p.strip()):
             key, sep, val = part.partition("=")
@@ -116,9 +119,9 @@ class Tolerance:
                 else:
                     raise ValueError("keys are price and volume")
             except ValueError as exc:
-                raise ConfigError(f"--tolerance {spec!r}: {part!r}: {exc}") from None
+                raise ConfigError(f"{flag} {spec!r}: {part!r}: {exc}") from None
         if any(isinstance(v, float | int) and (v < 0 or math.isnan(v)) for v in kw.values()):
-            raise ConfigError(f"--tolerance {spec!r}: values must be >= 0")
+            raise ConfigError(f"{flag} {spec!r}: values must be >= 0")
         return cls(**kw)
 
 
@@ -133,6 +136,8 @@ class BarChange:
     old: dict[str, float | int] | None
     new: dict[str, float | int]
     bar: Candle
+    #: For a mismatch: the fields beyond the tolerance (OHLC order, then volume).
+    fields: tuple[str, ...] = ()
 
 
 @dataclass(slots=True)
@@ -166,19 +171,25 @@ def _describe(field_name: str, ours: float, ref: float, tick: float) -> str:
     return f"{field_name} {ours:g}->{ref:g}{steps}"
 
 
-def compare(ours: Candle, ref: Candle, tick_size: float, tol: Tolerance) -> BarChange | None:
-    """The correction turning ``ours`` into ``ref``, or None when within tolerance."""
+def beyond_tolerance(ours: Candle, ref: Candle, tick_size: float, tol: Tolerance) -> list[str]:
+    """The fields of ``ours`` farther from ``ref`` than ``tol`` allows (OHLC order, then volume)."""
     price_lim = tol.price_limit(tick_size) + _EPS * max(1.0, ref.close)
     beyond = [f for f in PRICE_FIELDS if abs(getattr(ours, f) - getattr(ref, f)) > price_lim]
     if abs(ours.volume - ref.volume) > tol.volume_limit(ref.volume):
         beyond.append("volume")
+    return beyond
+
+
+def compare(ours: Candle, ref: Candle, tick_size: float, tol: Tolerance) -> BarChange | None:
+    """The correction turning ``ours`` into ``ref``, or None when within tolerance."""
+    beyond = beyond_tolerance(ours, ref, tick_size, tol)
     if not beyond:
         return None
     o, r = ours.values(), ref.values()
     changed = [f for f in FIELDS if _differs(float(o[f]), float(r[f]))]
     detail = ", ".join(_describe(f, float(o[f]), float(r[f]), tick_size) for f in beyond)
     return BarChange(ref.ts, "update", "mismatch", detail, {f: o[f] for f in changed}, {f: r[f] for f in changed},
-                     ref)
+                     ref, tuple(beyond))
 
 
 def plan_merge(reference: Iterable[Candle], ours: Mapping[int, Candle], tick_size: float, tol: Tolerance,

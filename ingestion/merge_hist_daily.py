@@ -59,7 +59,7 @@ from ingestion.bar_merge import (
 
 log = logging.getLogger("merge_hist_daily")
 TF = "1m"
-BARS_TABLE = "bars_1m"
+BAR_TFS = ("1m", "3m", "5m", "15m", "30m", "60m")
 DEFAULT_TICK = 0.05
 KITE_RETRIES = 5
 
@@ -77,7 +77,10 @@ class Outcome:
 # -- reference sources ------------------------------------------------------------------------
 
 class KiteSource:
-    """Minute candles from ``KiteConnect.historical_data``, rate limited, transient errors retried."""
+    """Candles from ``KiteConnect.historical_data``, rate limited, transient errors retried.
+
+    Minute candles by default; ``interval`` takes any Kite interval (``3minute`` ... ``60minute``).
+    """
 
     name = "kite"
 
@@ -85,7 +88,8 @@ class KiteSource:
         self.kite, self.limiter, self.sleep = kite, limiter, sleep
         self.requests = 0
 
-    def candles(self, token: int, window: tuple[int, int]) -> list[Candle]:
+    def candles(self, token: int, window: tuple[int, int], interval: str = "minute") -> list[Candle]:
+        """Candles starting in ``[window[0], window[1]]`` (Kite's ``to`` is inclusive)."""
         start = datetime.fromtimestamp(window[0] / 1000, IST).strftime("%Y-%m-%d %H:%M:%S")
         end = datetime.fromtimestamp(window[1] / 1000, IST).strftime("%Y-%m-%d %H:%M:%S")
         delay = 0.5
@@ -93,7 +97,7 @@ class KiteSource:
             self.limiter.acquire()
             self.requests += 1
             try:
-                return kite_candles(self.kite.historical_data(token, start, end, "minute"))
+                return kite_candles(self.kite.historical_data(token, start, end, interval))
             except kite_ex.TokenException as exc:
                 raise FatalError(f"Kite rejected the access token ({exc.code}): {exc}; "
                                  "generate a new KITE_ACCESS_TOKEN") from None
@@ -144,22 +148,29 @@ def _dt(ms: int) -> datetime:
     return datetime.fromtimestamp(ms / 1000, UTC)
 
 
-def load_bars(conn: psycopg.Connection[Any], token: int, window: tuple[int, int]) -> dict[int, Candle]:
-    """Our 1m bars of ``token`` inside the window, keyed by bucket start ms."""
+def _bars_table(tf: str) -> str:
+    if tf not in BAR_TFS:
+        raise ValueError(f"unknown timeframe {tf!r}")
+    return f"bars_{tf}"
+
+
+def load_bars(conn: psycopg.Connection[Any], token: int, window: tuple[int, int], tf: str = TF) -> dict[int, Candle]:
+    """Our ``tf`` bars (default 1m) of ``token`` inside the window, keyed by bucket start ms."""
     rows = conn.execute(
-        f"SELECT (extract(epoch FROM ts) * 1000)::bigint, open, high, low, close, volume FROM {BARS_TABLE} "
+        f"SELECT (extract(epoch FROM ts) * 1000)::bigint, open, high, low, close, volume FROM {_bars_table(tf)} "
         "WHERE instrument_token = %s AND ts >= %s AND ts < %s", (token, _dt(window[0]), _dt(window[1]))).fetchall()
     return {int(r[0]): Candle(int(r[0]), float(r[1]), float(r[2]), float(r[3]), float(r[4]), int(r[5]))
             for r in rows}
 
 
-def apply_plan(conn: psycopg.Connection[Any], token: int, plan: MergePlan, run_id: uuid.UUID, source: str) -> None:
-    """Write the plan's bars and their corrections in one transaction."""
+def apply_plan(conn: psycopg.Connection[Any], token: int, plan: MergePlan, run_id: uuid.UUID, source: str,
+               tf: str = TF) -> None:
+    """Write the plan's bars (into ``bars_<tf>``, default 1m) and their corrections in one transaction."""
     if not plan.changes:
         return
     with conn.transaction(), conn.cursor() as cur:
         cur.executemany(
-            f"INSERT INTO {BARS_TABLE} (instrument_token, ts, open, high, low, close, volume, ticks) "
+            f"INSERT INTO {_bars_table(tf)} (instrument_token, ts, open, high, low, close, volume, ticks) "
             "VALUES (%s, %s, %s, %s, %s, %s, %s, 0) ON CONFLICT (instrument_token, ts) DO UPDATE SET "
             "open = EXCLUDED.open, high = EXCLUDED.high, low = EXCLUDED.low, close = EXCLUDED.close, "
             "volume = EXCLUDED.volume, updated_at = now()",
@@ -167,14 +178,16 @@ def apply_plan(conn: psycopg.Connection[Any], token: int, plan: MergePlan, run_i
         cur.executemany(
             "INSERT INTO bar_corrections (run_id, instrument_token, tf, ts, action, reason, detail, old_values, "
             "new_values, source) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
-            [(run_id, token, TF, _dt(c.ts), c.action, c.reason, c.detail,
+            [(run_id, token, tf, _dt(c.ts), c.action, c.reason, c.detail,
               Jsonb(c.old) if c.old is not None else None, Jsonb(c.new), source) for c in plan.changes])
 
 
-def start_run(conn: psycopg.Connection[Any], run_id: uuid.UUID, day: date, source: str, tol: Tolerance) -> None:
+def start_run(conn: psycopg.Connection[Any], run_id: uuid.UUID, day: date, source: str, tol: Tolerance,
+              tf: str = TF, dry_run: bool = False) -> None:
+    """Record a run as ``running`` (its corrections reference it)."""
     with conn.transaction():
-        conn.execute("INSERT INTO merge_runs (run_id, trade_date, tf, source, tolerance) VALUES (%s, %s, %s, %s, %s)",
-                     (run_id, day, TF, source, Jsonb(tol.as_dict())))
+        conn.execute("INSERT INTO merge_runs (run_id, trade_date, tf, source, tolerance, dry_run) "
+                     "VALUES (%s, %s, %s, %s, %s, %s)", (run_id, day, tf, source, Jsonb(tol.as_dict()), dry_run))
 
 
 def finish_run(conn: psycopg.Connection[Any], run_id: uuid.UUID, outcomes: list[Outcome], status: str) -> None:

@@ -54,11 +54,18 @@ def stream() -> tuple[list[dict], dict[str, list[tuple]]]:
     return ticks, ref
 
 
-def _env(service_env: dict[str, str], bootstrap: str, dsn: str) -> dict[str, str]:
+# Wall-clock closing knobs (defaults in the services: builder 2 s, 1m 6 s, multi 45 s, silent close 30 s).
+# Without kills the stream arrives in one go, so short values keep the test quick. With kills, an
+# aggregator's input stalls while its upstream restarts (~3-10 s): silent close must exceed that, and each
+# stage's wall grace must exceed what the stage before can hold back (builder: 2*grace + wall grace).
+FAST = {"AGG_SILENT_CLOSE_MS": "6000", "AGG_MULTI_WALL_GRACE_MS": "15000"}
+CRASH_SAFE = {"BAR_WALL_GRACE_MS": "4000", "AGG_1M_WALL_GRACE_MS": "10000", "AGG_SILENT_CLOSE_MS": "15000",
+              "AGG_MULTI_WALL_GRACE_MS": "30000"}
+
+
+def _env(service_env: dict[str, str], bootstrap: str, dsn: str, knobs: dict[str, str]) -> dict[str, str]:
     env = dict(service_env)
-    # End-of-stream bars close after the input has been silent this long (default 30 s).
-    env.update({"KAFKA_BOOTSTRAP_SERVERS": bootstrap, "POSTGRES_DSN": dsn, "AGG_SILENT_CLOSE_MS": "15000",
-                "AGG_MULTI_WALL_GRACE_MS": "25000"})
+    env.update({"KAFKA_BOOTSTRAP_SERVERS": bootstrap, "POSTGRES_DSN": dsn, **knobs})
     return env
 
 
@@ -72,7 +79,7 @@ def _assert_equal_to_reference(got: dict[str, list[tuple]], ref: dict[str, list[
 def test_pipeline_bars_equal_pandas_reference(broker, fresh_pg_dsn, service_env, tmp_path, stream):
     ticks, ref = stream
     assert all(ref[tf] for tf in ALL_TFS), "the generated stream must produce bars of every timeframe"
-    env = _env(service_env, broker, fresh_pg_dsn)
+    env = _env(service_env, broker, fresh_pg_dsn, FAST)
     produce_ticks(broker, ticks)
     procs = {m: start_service(m, env, tmp_path) for m in BAR_SERVICES}
     try:
@@ -89,16 +96,17 @@ def test_pipeline_bars_equal_pandas_reference(broker, fresh_pg_dsn, service_env,
 def test_pipeline_survives_random_sigkills_with_identical_tables(broker, fresh_pg_dsn, service_env, tmp_path,
                                                                   stream):
     ticks, ref = stream
-    env = _env(service_env, broker, fresh_pg_dsn)
+    env = _env(service_env, broker, fresh_pg_dsn, CRASH_SAFE)
     rng = random.Random(2026)
     procs = {m: start_service(m, env, tmp_path) for m in BAR_SERVICES}
-    chunks = [ticks[i:i + 250] for i in range(0, len(ticks), 250)]
+    # A live-like feed: small chunks, short pauses (well under the builder's wall grace).
+    chunks = [ticks[i:i + 50] for i in range(0, len(ticks), 50)]
     done = threading.Event()
 
     def feed() -> None:
         for chunk in chunks:
             produce_ticks(broker, chunk)
-            time.sleep(1.2)
+            time.sleep(0.25)
         done.set()
 
     feeder = threading.Thread(target=feed, daemon=True)

@@ -84,8 +84,16 @@ def test_expand_tree_reports_the_key_path_of_the_bad_value() -> None:
 def test_real_config_is_valid_in_every_mode(tmp_path: Path) -> None:
     for mode in ("paper", "dry", "live"):
         plan = load_supervisor_config(REAL_CONFIG, mode=mode, var_dir=tmp_path, environ={})
-        assert {"postgres", "kafka", "migrate", "smoke_producer"} <= set(plan.services)
-        assert plan.services["smoke_producer"].enabled is (mode != "live")
+        assert {"postgres", "kafka", "migrate", "kitesim", "zerodha_ws", "smoke_producer", "bar_builder_1s",
+                "bar_aggregator_1m", "bar_aggregator_1m_to_multi"} <= set(plan.services)
+        # paper/dry feed: kitesim -> zerodha_ws; live: zerodha_ws against real Kite; smoke is opt-in
+        assert plan.services["kitesim"].enabled is (mode != "live")
+        assert plan.services["zerodha_ws"].enabled
+        assert not plan.services["smoke_producer"].enabled
+    smoke_on = load_supervisor_config(REAL_CONFIG, mode="dry", var_dir=tmp_path,
+                                      environ={"SMOKE_PRODUCER_ENABLED": "true", "KITESIM_ENABLED": "false",
+                                               "ZERODHA_WS_ENABLED": "false"})
+    assert smoke_on.services["smoke_producer"].enabled and not smoke_on.services["kitesim"].enabled
     plan = load_supervisor_config(REAL_CONFIG, mode="paper", var_dir=tmp_path, environ={"PG_PORT": "25432"})
     pg = plan.services["postgres"]
     assert pg.argv[:3] == [sys.executable, "-m", "orchestrator.pg_launcher"]
