@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import os
 import time
+from abc import abstractmethod
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, Protocol
 
@@ -222,8 +223,9 @@ class BarService(StreamService):
             buckets=(0.05, 0.1, 0.25, 0.5, 1, 2, 2.5, 3, 4, 5, 7.5, 10, 30, 60))
         self._counted = (0, 0)
 
+    @abstractmethod
     def build_core(self) -> BarCore:
-        raise NotImplementedError("subclasses build their core")
+        """The pure bar core (BarBuilder or BarRollup)."""
 
     def build_gate(self) -> WallClockGate:
         """Wall-clock closing policy (the builder always may; aggregators see WallClockGate)."""
@@ -260,8 +262,9 @@ class BarService(StreamService):
         if state:
             self.log.info("resume state loaded instruments=%d rows=%d", len(new), len(state))
 
+    @abstractmethod
     def restore(self, state: Sequence[tuple[str, int, int, int | None]], partitions: dict[int, int]) -> None:
-        raise NotImplementedError
+        """Feed loaded resume points (``(tf, token, last_ts, cum_volume)``) to the core."""
 
     def step(self) -> None:
         super().step()
@@ -277,8 +280,9 @@ class BarService(StreamService):
         self._counted = (late, dups)
         self.m_open.set(getattr(self.core, "open_bars", 0))
 
+    @abstractmethod
     def late_and_dups(self) -> tuple[int, int]:
-        raise NotImplementedError
+        """The core's (late, duplicate) input counters."""
 
 
 def env_int(name: str, default: int) -> int:

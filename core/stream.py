@@ -119,7 +119,7 @@ class RecordProcessor(ABC):
         return None
 
 
-class StreamService(Service):
+class StreamService(Service, ABC):
     """A consumer-group member running a :class:`Processor` under the delivery discipline."""
 
     name = "stream"
@@ -152,8 +152,9 @@ class StreamService(Service):
         self.m_retry = m.counter("delivery_retries_total", "Retries of produce/flush/upsert", ["stage"])
 
     # -- to override ----------------------------------------------------------
+    @abstractmethod
     def build_processor(self) -> Processor:
-        raise NotImplementedError("subclasses return their pure processor")
+        """The pure processor this service wires."""
 
     def build_sink(self) -> Sink | None:
         """The Postgres writer for emission rows (None: no database)."""

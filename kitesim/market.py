@@ -12,6 +12,7 @@ from __future__ import annotations
 import heapq
 import math
 import random
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 from datetime import date
@@ -140,12 +141,12 @@ class InstrumentState:
         return side(bid1, -tick, ev.bid_qty), side(ask1, tick, ev.ask_qty)
 
 
-class EventSource:
+class EventSource(ABC):
     """Base of event sources (the random walk, a replay)."""
 
+    @abstractmethod
     def events_until(self, now: float, limit: int | None = None) -> list[TradeEvent]:  # pragma: no cover
         """Events with ``ts <= now`` in time order (at most ``limit``; the rest stay due)."""
-        raise NotImplementedError
 
 
 class RandomWalk(EventSource):
