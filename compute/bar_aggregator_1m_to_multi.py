@@ -4,17 +4,35 @@ Buckets are anchored to the session open (09:15 IST for NSE/BSE), so 60 m bars
 are 09:15-10:15, ..., 14:15-15:15, 15:15-15:30 (the last one truncated at the
 close); see :mod:`compute.sessions`.
 
+Optional vendor verification (off by default): ``--verify-vendor kite`` compares
+closed bars with Kite's historical candles of the same interval in a background
+thread, counts and logs mismatches, and only with ``--verify-correct`` replaces
+our values, recording each correction; see :mod:`compute.vendor_check`.
+
     python -m compute.bar_aggregator_1m_to_multi [--tfs 3m,5m,15m,30m,60m] [--grace-ms 0]
+        [--verify-vendor kite [--verify-every-s 300] [--verify-lag-s 120]
+         [--verify-tolerance price=0ticks,volume=0%] [--verify-correct]]
 """
 
 from __future__ import annotations
 
+import argparse
 import sys
 
 from compute.bar_aggregator_1m import RollupService, add_silent_flag
+from compute.bar_rollup import BarRollup
 from compute.bar_service import check_args, make_parser
 from compute.bars import MULTI_MINUTE_TFS
+from compute.vendor_check import (
+    VendorCheckConfig,
+    VendorCheckThread,
+    add_vendor_flags,
+    start_vendor_check,
+    vendor_config,
+)
+from core.metrics import Metrics
 from core.service import run_service
+from core.settings import Settings
 from core.topics import bars_topic
 
 
@@ -32,6 +50,24 @@ class BarAggregatorMulti(RollupService):
     #: so a quiet instrument's last 1m bar is never late here.
     wall_default = 45000
 
+    def __init__(self, settings: Settings, metrics: Metrics, args: argparse.Namespace,
+                 verify: VendorCheckConfig | None = None) -> None:
+        super().__init__(settings, metrics, args)
+        self.verify = verify
+        self.verifier: VendorCheckThread | None = None
+
+    def start(self) -> None:
+        super().start()
+        if self.verify is not None and self.verifier is None:
+            # Its own thread, DB connection and Kite client: a slow vendor never holds up the bars.
+            assert isinstance(self.core, BarRollup)  # the same sessions as the bars it checks
+            self.verifier = start_vendor_check(self.verify, self.settings, self.metrics, self.core.calendar)
+
+    def stop(self) -> None:
+        if self.verifier is not None:
+            self.verifier.stop()
+        super().stop()
+
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point."""
@@ -40,6 +76,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--tfs", default=",".join(MULTI_MINUTE_TFS),
                     help="comma-separated target timeframes (default: all of 3m,5m,15m,30m,60m)")
     add_silent_flag(ap)
+    add_vendor_flags(ap)
     args = ap.parse_args(argv)
     check_args(ap, args)
     tfs = tuple(t.strip() for t in args.tfs.split(",") if t.strip())
@@ -48,11 +85,13 @@ def main(argv: list[str] | None = None) -> int:
         ap.error(f"--tfs: unknown timeframe(s) {', '.join(bad) or '(none given)'}; "
                  f"choose from {','.join(MULTI_MINUTE_TFS)}")
 
+    verify = vendor_config(ap, args, tfs)
+
     class Configured(BarAggregatorMulti):
         target_tfs = tfs
         state_tfs = tfs
 
-    return run_service(lambda s, m: Configured(s, m, args), BarAggregatorMulti.name)
+    return run_service(lambda s, m: Configured(s, m, args, verify), BarAggregatorMulti.name)
 
 
 if __name__ == "__main__":

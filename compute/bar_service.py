@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 import time
 from abc import abstractmethod
 from collections.abc import Callable, Iterable, Sequence
@@ -286,15 +287,21 @@ class BarService(StreamService):
 
 
 def env_int(name: str, default: int) -> int:
-    """An integer from the environment (for supervisor-set defaults of CLI flags)."""
-    raw = os.environ.get(name)
-    return int(raw) if raw not in (None, "") else default
+    """An integer from the environment (for supervisor-set defaults of CLI flags); bad value: exit 2."""
+    value = env_or_none(name)
+    return default if value is None else value
 
 
 def env_or_none(name: str) -> int | None:
-    """An optional integer from the environment."""
+    """An optional integer from the environment; a bad value is a one-line usage error (exit 2)."""
     raw = os.environ.get(name)
-    return int(raw) if raw not in (None, "") else None
+    if raw in (None, ""):
+        return None
+    try:
+        return int(raw)  # type: ignore[arg-type]
+    except ValueError:
+        print(f"error: environment: {name}: not an integer (got {raw!r})", file=sys.stderr)
+        raise SystemExit(2) from None
 
 
 def make_parser(prog: str, doc: str, grace_env: str, grace_default: int,

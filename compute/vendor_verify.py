@@ -65,6 +65,22 @@ def pending_window(session: Session, tf: str, cutoff_ms: int, last_bar_ts: int, 
     return (start, end) if start < end else None
 
 
+def narrow_to_ours(session: Session, window: tuple[int, int], ours: Iterable[int]) -> tuple[int, int] | None:
+    """``window`` starting no earlier than the session open of the day of our first bar in it.
+
+    None when we have no bar inside the window and the session: there is nothing
+    of ours to check (and a vendor's candles of days before our data begins, say
+    on a first run with a long lookback, are not "missing" bars).
+    """
+    start, end = window
+    first = min((ts for ts in ours if start <= ts < end and in_session(session, ts)), default=None)
+    if first is None:
+        return None
+    local = first + session.utc_offset_ms
+    day_open = local - local % DAY_MS + session.open_ms - session.utc_offset_ms
+    return max(start, day_open), end
+
+
 @dataclass(slots=True)
 class VerifyResult:
     """How one instrument's bars of one timeframe compared with the vendor inside a window."""
@@ -141,7 +157,7 @@ def mismatch_lines(results: Sequence[VerifyResult], limit: int, corrected: bool)
     for r in results:
         for m in r.mismatches:
             if len(lines) < limit:
-                lines.append(f"vendor mismatch tf={r.tf} token={r.token} bar={ist_label(m.ts)} IST "
+                lines.append(f"vendor mismatch tf={r.tf} instrument_token={r.token} bar={ist_label(m.ts)} IST "
                              f"ours->vendor: {m.detail} ({verb})")
             else:
                 rest[r.tf] += 1

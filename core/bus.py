@@ -84,13 +84,35 @@ def consumer_config(bootstrap: str, group_id: str, **overrides: Any) -> dict[str
 
 
 class Producer:
-    """Idempotent producer with latched delivery errors."""
+    """Idempotent producer with latched delivery errors.
+
+    A failed :meth:`flush` (undelivered messages or a latched error) replaces
+    the underlying client before raising: measured on the embedded broker, a
+    broker that restarts empty answers the old idempotent producer id with
+    ``UnknownProducerId`` and the queued messages never get through, while a
+    fresh producer delivers at once. The caller re-produces its batch (outputs
+    are idempotent by natural key, and nothing was committed).
+    """
 
     def __init__(self, bootstrap: str, **overrides: Any) -> None:
-        self._p = _Producer(producer_config(bootstrap, **overrides))
+        self._conf = producer_config(bootstrap, **overrides)
+        self._p = _Producer(self._conf)
         self._error: KafkaError | None = None
         self._error_topic: str | None = None
         self.produced = 0
+        self.recreated = 0
+
+    def _recreate(self) -> None:
+        old = self._p
+        try:
+            old.purge(in_queue=True, in_flight=True, blocking=False)
+            old.flush(0)
+        except (KafkaException, RuntimeError):
+            pass
+        self._p = _Producer(self._conf)
+        self._error = None
+        self.recreated += 1
+        log.warning("producer recreated after a delivery failure (n=%d)", self.recreated)
 
     def _on_delivery(self, err: KafkaError | None, msg: Message) -> None:
         if err is not None and self._error is None:
@@ -101,6 +123,8 @@ class Producer:
         if self._error is not None:
             err, topic = self._error, self._error_topic
             self._error = None
+            if _is_fatal(err):
+                self._recreate()
             raise DeliveryError(f"delivery to {topic} failed: {err.str()}")
 
     def produce(self, topic: str, value: bytes | None, key: bytes | None = None,
@@ -119,6 +143,13 @@ class Producer:
             except BufferError:
                 # Local queue full: serve delivery callbacks to make room.
                 self._p.poll(0.05)
+            except KafkaException as exc:
+                err = exc.args[0] if exc.args else None
+                if isinstance(err, KafkaError) and _is_fatal(err):
+                    # A fatal idempotence error poisons this client for good.
+                    self._recreate()
+                    raise DeliveryError(f"producer fatal error: {err.str()}") from None
+                raise
         self.produced += 1
 
     def poll(self, timeout: float = 0.0) -> None:
@@ -126,10 +157,14 @@ class Producer:
         self._p.poll(timeout)
 
     def flush(self, timeout: float = 30.0) -> None:
-        """Wait for every queued message; raise if any is left or failed."""
+        """Wait for every queued message; raise if any is left or failed (the client is then replaced)."""
         remaining = self._p.flush(timeout)
-        self._raise_latched()
-        if remaining:
+        if self._error is not None or remaining:
+            err = self._error
+            topic = self._error_topic
+            self._recreate()
+            if err is not None:
+                raise DeliveryError(f"delivery to {topic} failed: {err.str()}")
             raise DeliveryError(f"{remaining} message(s) not delivered within {timeout:.0f}s")
 
     def pending(self) -> int:
@@ -290,6 +325,11 @@ def wait_for_broker(bootstrap: str, timeout: float = 30.0) -> None:
             last = exc
             time.sleep(0.3)
     raise TransientError(f"broker {bootstrap} not reachable after {timeout:.0f}s: {last}")
+
+
+def _is_fatal(err: KafkaError) -> bool:
+    """A fatal (idempotence) error: the client instance cannot be used again."""
+    return bool(err.fatal()) or err.code() == KafkaError._FATAL
 
 
 def _fmt_parts(keys: Iterable[TopicPartitionKey]) -> str:
