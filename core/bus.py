@@ -76,6 +76,11 @@ def consumer_config(bootstrap: str, group_id: str, **overrides: Any) -> dict[str
         "heartbeat.interval.ms": 1000,
         "max.poll.interval.ms": 300000,
         "fetch.wait.max.ms": 100,
+        # librdkafka 2.x pauses a partition's fetching for fetch.queue.backoff.ms (default 1 s) once its
+        # local queue is full; measured on the embedded broker this made consumption latency-bound at
+        # ~130k msgs/s with both processes mostly idle. 0 resumes at once: ~210-230k msgs/s.
+        "fetch.queue.backoff.ms": 0,
+        "fetch.error.backoff.ms": 10,
         "reconnect.backoff.max.ms": 5000,
         "enable.partition.eof": False,
     }
