@@ -14,6 +14,7 @@ import sys
 import time
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import psycopg
@@ -41,9 +42,9 @@ def wait_tcp(port: int, timeout: float = 30.0) -> None:
     raise TimeoutError(f"nothing listening on 127.0.0.1:{port} after {timeout}s")
 
 
-@pytest.fixture(scope="session")
-def kafka_bootstrap() -> Iterator[str]:
-    """Bootstrap servers of a throwaway embedded broker (Tansu, in-memory)."""
+@contextmanager
+def tansu_broker() -> Iterator[str]:
+    """A throwaway embedded broker (Tansu, in-memory) on a free port; yields bootstrap servers."""
     from orchestrator.kafka_launcher import start_tansu
 
     port = free_port()
@@ -57,6 +58,20 @@ def kafka_bootstrap() -> Iterator[str]:
             proc.wait(10)
         except subprocess.TimeoutExpired:
             proc.kill()
+
+
+@pytest.fixture(scope="session")
+def kafka_bootstrap() -> Iterator[str]:
+    """Bootstrap servers of the session's embedded broker (tests use their own topic names)."""
+    with tansu_broker() as bootstrap:
+        yield bootstrap
+
+
+@pytest.fixture()
+def broker() -> Iterator[str]:
+    """A fresh embedded broker per test: the stack's services use the fixed topic names."""
+    with tansu_broker() as bootstrap:
+        yield bootstrap
 
 
 @pytest.fixture(scope="session")

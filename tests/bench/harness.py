@@ -11,14 +11,13 @@ import os
 import platform
 import re
 import statistics
-import subprocess
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tests.conftest import free_port, wait_tcp
+from tests.conftest import tansu_broker
 
 
 @dataclass
@@ -59,22 +58,9 @@ def fmt_rate(x: float) -> str:
     return f"{x:,.0f}"
 
 
-@contextmanager
-def embedded_broker() -> Iterator[str]:
+def embedded_broker() -> AbstractContextManager[str]:
     """A throwaway Tansu broker on a free port; yields bootstrap servers."""
-    from orchestrator.kafka_launcher import start_tansu
-
-    port = free_port()
-    proc = start_tansu(port)
-    try:
-        wait_tcp(port)
-        yield f"127.0.0.1:{port}"
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+    return tansu_broker()
 
 
 def write_sections(path: Path, sections: list[Section]) -> None:

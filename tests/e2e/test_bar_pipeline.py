@@ -13,38 +13,17 @@ from __future__ import annotations
 
 import random
 import signal
-import subprocess
 import threading
 import time
-from collections.abc import Iterator
 
 import pytest
 
 from compute.bars import ALL_TFS
-from tests.conftest import free_port, wait_tcp
 from tests.e2e.pipeline import BAR_SERVICES, db_rows, produce_ticks, start_service, stop_all, wait_for_rows
 from tests.reference.bars_pandas import frame_rows, reference_bars
 from tests.reference.tickgen import TickGenConfig, generate_ticks
 
 pytestmark = [pytest.mark.e2e, pytest.mark.integration]
-
-
-@pytest.fixture()
-def broker() -> Iterator[str]:
-    """A fresh embedded broker per test: the pipeline uses the fixed topic names."""
-    from orchestrator.kafka_launcher import start_tansu
-
-    port = free_port()
-    proc = start_tansu(port)
-    wait_tcp(port)
-    try:
-        yield f"127.0.0.1:{port}"
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
 
 
 @pytest.fixture(scope="module")

@@ -32,7 +32,7 @@ from core.topics import all_topics, bars_topic
 from ingestion.bar_merge import RateLimiter, Tolerance
 from ingestion.merge_hist_daily import KiteSource
 from kitesim.clock import IST, previous_trading_day
-from tests.conftest import ROOT, free_port, query, run_module, wait_tcp
+from tests.conftest import ROOT, free_port, query, run_module
 from tests.integration.kite_harness import KiteSim, stop_process, write_universe
 
 pytestmark = pytest.mark.integration
@@ -63,24 +63,6 @@ def sim(tmp_path_factory) -> Iterator[KiteSim]:
             time.sleep(0.35)  # kitesim enforces Kite's 3 historical requests per second
     yield s
     s.stop()
-
-
-@pytest.fixture()
-def broker() -> Iterator[str]:
-    """A fresh embedded broker: the bar services use fixed topic names."""
-    from orchestrator.kafka_launcher import start_tansu
-
-    port = free_port()
-    proc = start_tansu(port)
-    wait_tcp(port)
-    try:
-        yield f"127.0.0.1:{port}"
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
 
 
 def _rows(candles: list[dict]) -> list[tuple]:
