@@ -130,10 +130,16 @@ class BarProcessor:
         self.topics: dict[str, str] = {}
 
     def process(self, msgs: Sequence[Message], now_ms: int) -> Emission:
+        # One pass per message (this is the hot path): decode, spot instruments to restore, note partitions.
         rejects: list[tuple[Message, str]] = []
         items: list[tuple[Any, int, int]] = []
         kept: list[Message] = []
+        parts: set[int] = set()
+        tracked = self.core._inst  # noqa: SLF001 - token -> state of the pure core
+        new: dict[int, int] = {}
         for m in msgs:
+            part = m.partition()
+            parts.add(part)
             try:
                 obj = _loads(m.value())
             except orjson.JSONDecodeError as exc:
@@ -142,27 +148,18 @@ class BarProcessor:
             if type(obj) is not dict:
                 rejects.append((m, "message is not a JSON object"))
                 continue
-            items.append((obj, m.partition(), m.offset()))
-            kept.append(m)
-        if items:
-            if self.restorer is not None:
-                self._restore_new(items)
-            for index, err in self._add_many(items):
-                rejects.append((kept[index], f"schema: {err}"))
-        parts = {m.partition() for m in msgs} if msgs else ()
-        bars = self.core.advance(self.gate.wall_now(now_ms, parts))
-        return Emission(messages=self.encode(bars), rows=bars, rejects=rejects)
-
-    def _restore_new(self, items: list[tuple[Any, int, int]]) -> None:
-        tracked = self.core._inst  # noqa: SLF001 - token -> state of the pure core
-        new: dict[int, int] = {}
-        for obj, part, _off in items:
             tok = obj.get("instrument_token")
             if type(tok) is int and tok not in tracked and tok not in new:
                 new[tok] = part
-        if new:
-            assert self.restorer is not None
+            items.append((obj, part, m.offset()))
+            kept.append(m)
+        if new and self.restorer is not None:
             self.restorer(new)
+        if items:
+            for index, err in self._add_many(items):
+                rejects.append((kept[index], f"schema: {err}"))
+        bars = self.core.advance(self.gate.wall_now(now_ms, parts))
+        return Emission(messages=self.encode(bars), rows=bars, rejects=rejects)
 
     def _add_many(self, items: list[tuple[Any, int, int]]) -> list[tuple[int, BadBarInput]]:
         add_many = getattr(self.core, "add_many", None)
