@@ -75,3 +75,17 @@ def test_docker_env_writes_file_and_rejects_unknown_key(tmp_path):
     data["kafka"]["prot"] = 1
     bad.write_text(json.dumps(data))
     assert main(["--source", str(bad), "--target", str(target)]) == 2
+
+
+def test_prometheus_config_passes_promtool():
+    import shutil
+    import subprocess
+
+    import pytest
+
+    promtool = shutil.which("promtool")
+    if promtool is None:
+        pytest.skip("promtool not installed (Debian package 'prometheus'); YAML shape is checked above")
+    r = subprocess.run([promtool, "check", "config", str(INFRA / "prometheus/prometheus.yml")],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stdout + r.stderr
