@@ -29,7 +29,7 @@ from core.metrics import Metrics
 from core.service import Backoff
 from core.settings import Settings
 from core.stream import TP, Emission, OutMessage, Sink, StreamService
-from core.topics import bars_topic
+from core.topics import TICKS, bars_topic
 
 _dumps = orjson.dumps
 
@@ -108,6 +108,12 @@ class WallClockGate:
         return self._virtual if self._seen_input else None
 
 
+#: Sanity bounds on input: tokens fit the bigint columns (Kite's are 32-bit); event times are after
+#: 2000-01-01 and at most a day ahead of the wall clock (a far-future tick would pin the watermark).
+MAX_TOKEN = 2**63
+MIN_TS_MS = 946_684_800_000
+MAX_FUTURE_MS = 86_400_000
+
 #: Called with ``{instrument_token: partition}`` for instruments the core does not track yet.
 Restorer = Callable[[dict[int, int]], None]
 
@@ -124,6 +130,7 @@ class BarProcessor:
     def __init__(self, core: BarCore, input_topic: str, gate: WallClockGate | None = None,
                  restorer: Restorer | None = None) -> None:
         self.core = core
+        self.ts_field = "exchange_ts" if input_topic == TICKS else "ts"
         self.input_topic = input_topic
         self.gate = gate or WallClockGate(0, None)
         self.restorer = restorer
@@ -137,6 +144,8 @@ class BarProcessor:
         parts: set[int] = set()
         tracked = self.core._inst  # noqa: SLF001 - token -> state of the pure core
         new: dict[int, int] = {}
+        ts_field = self.ts_field
+        max_ts = now_ms + MAX_FUTURE_MS
         for m in msgs:
             part = m.partition()
             parts.add(part)
@@ -149,8 +158,15 @@ class BarProcessor:
                 rejects.append((m, "message is not a JSON object"))
                 continue
             tok = obj.get("instrument_token")
-            if type(tok) is int and tok not in tracked and tok not in new:
-                new[tok] = part
+            ts = obj.get(ts_field)
+            if type(tok) is int and type(ts) is int:
+                if not (0 < tok < MAX_TOKEN and MIN_TS_MS <= ts < max_ts):
+                    # Out of range for the tables (bigint, timestamptz) or absurd: it would pin the
+                    # watermark (far future) or fail the upsert on every replay (far past).
+                    rejects.append((m, f"schema: instrument_token or {ts_field} out of range"))
+                    continue
+                if tok not in tracked and tok not in new:
+                    new[tok] = part
             items.append((obj, part, m.offset()))
             kept.append(m)
         if new and self.restorer is not None:

@@ -188,10 +188,12 @@ class Consumer:
     def __init__(self, bootstrap: str, group_id: str, topics: Sequence[str],
                  on_revoke: RevokeCallback | None = None,
                  on_assign: Callable[[list[TopicPartitionKey]], None] | None = None,
+                 on_lost: RevokeCallback | None = None,
                  **overrides: Any) -> None:
         self._c = _Consumer(consumer_config(bootstrap, group_id, **overrides))
         self._user_revoke = on_revoke
         self._user_assign = on_assign
+        self._user_lost = on_lost
         self.topics = list(topics)
         self.assigned: set[TopicPartitionKey] = set()
         self._c.subscribe(self.topics, on_assign=self._assigned, on_revoke=self._revoked,
@@ -215,6 +217,8 @@ class Consumer:
         # Never commit on a lost partition: another member may own it already.
         keys = [(p.topic, p.partition) for p in parts]
         log.warning("partitions lost n=%d %s", len(keys), _fmt_parts(keys))
+        if self._user_lost:
+            self._user_lost(keys)
         self.assigned.difference_update(keys)
 
     def poll_batch(self, max_messages: int = 1000, timeout: float = 0.5) -> list[Message]:
@@ -276,15 +280,26 @@ class DeadLetter:
         self.topic = topic
         self.count = 0
 
+    #: Below librdkafka's default message.max.bytes (1,000,000) with room for key and headers.
+    MAX_VALUE_BYTES = 900_000
+
     def send(self, msg: Message, error: str) -> None:
-        """Send the original bytes of ``msg`` with headers describing where and why."""
+        """Send the original bytes of ``msg`` with headers describing where and why.
+
+        An oversized value is cut to :attr:`MAX_VALUE_BYTES` (header ``truncated``), so a
+        huge poison message can never block the pipeline with MSG_SIZE_TOO_LARGE.
+        """
+        value = msg.value()
         headers = [
             ("source_topic", (msg.topic() or "").encode()),
             ("source_partition", str(msg.partition()).encode()),
             ("source_offset", str(msg.offset()).encode()),
             ("error", error[:1000].encode("utf-8", "replace")),
         ]
-        self.producer.produce(self.topic, msg.value(), msg.key(), headers=headers)
+        if value is not None and len(value) > self.MAX_VALUE_BYTES:
+            headers.append(("truncated", str(len(value)).encode()))
+            value = value[: self.MAX_VALUE_BYTES]
+        self.producer.produce(self.topic, value, msg.key(), headers=headers)
         self.count += 1
 
 

@@ -175,12 +175,16 @@ class StreamService(Service, ABC):
         if self.consumer is None:
             self.consumer = bus.Consumer(bootstrap, self.group_id, self.input_topics,
                                          on_revoke=self._on_revoke, on_assign=self._on_assign,
-                                         **{"client.id": self.name})
+                                         on_lost=self._on_lost, **{"client.id": self.name})
 
     def step(self) -> None:
         assert self.consumer is not None and self.producer is not None and self.dlq is not None
         msgs = self.consumer.poll_batch(self.batch_size, self.poll_timeout)
         t0 = time.perf_counter()
+        if msgs:
+            # Consumed but not yet delivered: any exception from here on must not let a revoke
+            # (e.g. the consumer closing on the way out) commit these offsets.
+            self._failed = True
         self._track_consumed(msgs)
         try:
             emission = self.processor.process(msgs, int(time.time() * 1000))
@@ -310,6 +314,13 @@ class StreamService(Service, ABC):
                     self._committed.update(safe)
                 except TransientError as exc:
                     self.log.warning("commit on revoke failed: %s", exc)
+        self.processor.on_revoke(parts)
+        for tp in parts:
+            self._consumed.pop(tp, None)
+            self._committed.pop(tp, None)
+
+    def _on_lost(self, parts: list[TP]) -> None:
+        # Another member may own these already: never commit, forget everything about them.
         self.processor.on_revoke(parts)
         for tp in parts:
             self._consumed.pop(tp, None)
