@@ -50,10 +50,11 @@ from compute.vendor_verify import (
     verify_bars,
 )
 from core import db
+from core.clock import IST
 from core.errors import ConfigError, FatalError, TransientError
 from core.metrics import Metrics
 from core.settings import Settings
-from ingestion.bar_merge import IST, Candle, RateLimiter, Tolerance
+from ingestion.bar_merge import Candle, RateLimiter, Tolerance
 from ingestion.merge_hist_daily import DEFAULT_TICK, KiteSource, apply_plan, load_bars, start_run
 
 log = logging.getLogger("vendor_check")

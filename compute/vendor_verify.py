@@ -32,7 +32,8 @@ from datetime import datetime
 
 from compute.bars import TF_MS
 from compute.sessions import DAY_MS, Session
-from ingestion.bar_merge import IST, BarChange, Candle, MergePlan, Tolerance, compare
+from core.clock import IST
+from ingestion.bar_merge import BarChange, Candle, MergePlan, Tolerance, compare
 
 #: Our timeframe -> Kite historical interval (Kite anchors intraday candles at the session open too).
 KITE_INTERVALS: dict[str, str] = {

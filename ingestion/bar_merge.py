@@ -26,12 +26,12 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import date, datetime, timedelta, timezone
+from datetime import date, datetime
 from typing import Any, Literal
 
+from core.clock import IST, epoch_ms, parse_ist
 from core.errors import ConfigError
 
-IST = timezone(timedelta(hours=5, minutes=30), "IST")
 MINUTE_MS = 60_000
 PRICE_FIELDS = ("open", "high", "low", "close")
 FIELDS = (*PRICE_FIELDS, "volume")
@@ -235,16 +235,10 @@ def parse_time_ms(text: str) -> int:
     s = text.strip()
     if s.isdigit():
         return int(s)
-    s = s.replace("T", " ")
-    for fmt in ("%Y-%m-%d %H:%M:%S%z", "%Y-%m-%d %H:%M%z", "%Y-%m-%d %H:%M:%S", "%Y-%m-%d %H:%M"):
-        try:
-            dt = datetime.strptime(s, fmt)
-        except ValueError:
-            continue
-        if dt.tzinfo is None:
-            dt = dt.replace(tzinfo=IST)
-        return int(dt.timestamp() * 1000)
-    raise ValueError(f"not a time: {text!r}")
+    try:
+        return epoch_ms(parse_ist(s))
+    except ValueError:
+        raise ValueError(f"not a time: {text!r}") from None
 
 
 # -- vendor CSV -----------------------------------------------------------------------------

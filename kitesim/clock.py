@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from datetime import date, datetime, timedelta, timezone
+from datetime import date, datetime, timedelta
 
-IST = timezone(timedelta(hours=5, minutes=30), "IST")
+from core.clock import IST, parse_ist as core_parse_ist
+
 SESSION_OPEN_S = 9 * 3600 + 15 * 60
 SESSION_CLOSE_S = 15 * 3600 + 30 * 60
 DAY_S = 86400
@@ -85,16 +86,7 @@ def previous_trading_day(d: date) -> date:
 
 def parse_ist(text: str) -> float:
     """Parse ``YYYY-MM-DD``, ``YYYY-MM-DD HH:MM[:SS]`` or ISO with offset; naive means IST."""
-    s = text.strip().replace("T", " ")
-    for fmt in ("%Y-%m-%d %H:%M:%S%z", "%Y-%m-%d %H:%M:%S", "%Y-%m-%d %H:%M", "%Y-%m-%d"):
-        try:
-            dt = datetime.strptime(s, fmt)
-        except ValueError:
-            continue
-        if dt.tzinfo is None:
-            dt = dt.replace(tzinfo=IST)
-        return dt.timestamp()
-    raise ValueError(f"not a date/time: {text!r} (want YYYY-MM-DD[ HH:MM:SS])")
+    return core_parse_ist(text).timestamp()
 
 
 class SessionClock:

@@ -18,12 +18,12 @@ from __future__ import annotations
 import enum
 import re
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta
 
+from core.clock import IST
 from core.errors import ConfigError, TradestackError
 from core.topics import BAR_TFS
 
-IST = timezone(timedelta(hours=5, minutes=30), "IST")
 TICKS = "ticks"
 MAX_RANGE_DAYS = 3700  # ~10 years: a longer range is almost certainly a typo
 PART = 0  # one object per partition today; ``part-N`` leaves room for appends later
