@@ -16,11 +16,11 @@ import sys
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
-import psycopg
 from psycopg import sql
 
+from core.cli import run_cli
 from core.db import connect
-from core.errors import EXIT_CONFIG, EXIT_OK, EXIT_UNEXPECTED, ConfigError, TransientError
+from core.errors import EXIT_OK, ConfigError
 from core.logs import setup_logging
 from core.settings import PROJECT_ROOT, load_settings
 
@@ -96,18 +96,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--timeout", type=float, default=30.0, help="seconds to wait for the server")
     args = ap.parse_args(argv)
     setup_logging("migrate")
-    try:
+
+    def body() -> int:
         dsn = args.dsn or load_settings().dsn
         applied = apply_migrations(dsn, args.dir, args.timeout)
         log.info("migrations done applied=%d total=%d", len(applied), len(migration_files(args.dir)))
         return EXIT_OK
-    except ConfigError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return EXIT_CONFIG
-    except (TransientError, psycopg.Error) as exc:
-        print(f"error: migration failed: {str(exc).strip().splitlines()[0]}", file=sys.stderr)
-        return EXIT_UNEXPECTED
 
+    return run_cli(body)
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -40,8 +40,9 @@ import psycopg
 from kiteconnect import KiteConnect, exceptions as kite_ex
 from psycopg.types.json import Jsonb
 
+from core.cli import run_cli
 from core.db import connect
-from core.errors import EXIT_CONFIG, EXIT_FATAL, EXIT_OK, EXIT_UNEXPECTED, ConfigError, FatalError, TransientError
+from core.errors import EXIT_OK, EXIT_UNEXPECTED, ConfigError, FatalError, TransientError
 from core.logs import setup_logging
 from core.settings import load_settings
 from core.universe import Instrument, load_universe
@@ -339,17 +340,7 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point."""
     args = parse_args(argv)
     setup_logging("merge_hist_daily")
-    try:
-        return run(args, lambda line: print(line, flush=True))
-    except ConfigError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return EXIT_CONFIG
-    except FatalError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return EXIT_FATAL
-    except (TransientError, psycopg.Error) as exc:
-        print(f"error: {str(exc).strip().splitlines()[0]}", file=sys.stderr)
-        return EXIT_UNEXPECTED
+    return run_cli(lambda: run(args, lambda line: print(line, flush=True)))
 
 
 if __name__ == "__main__":

@@ -47,6 +47,7 @@ from pathlib import Path
 from typing import Any
 
 from core import bus, codec
+from core.cli import positive
 from core.errors import ConfigError, FatalError, TradestackError
 from core.metrics import Metrics
 from core.service import Service, run_service
@@ -264,18 +265,6 @@ class ZerodhaWs(Service):
                 "reconnects": sum(s.reconnects for s in states), "stale": self._stale_last}
 
 
-def _positive(kind: type) -> Any:
-    def parse(text: str) -> Any:
-        try:
-            v = kind(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-        if v <= 0:
-            raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
-        return v
-    return parse
-
-
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     """Command-line options (wiring comes from the environment)."""
     ap = argparse.ArgumentParser(prog="python -m ingestion.zerodha_ws", description=__doc__.splitlines()[0],
@@ -283,7 +272,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--tokens", type=Path, help="universe CSV (default: $TRADESTACK_CONFIG_DIR/tokens.csv)")
     ap.add_argument("--topic", default=TICKS, help=f"Kafka topic to produce to (default {TICKS})")
     ap.add_argument("--mode", choices=MODES, default="full", help="Kite streaming mode (default full)")
-    ap.add_argument("--queue-size", type=_positive(int), default=50_000,
+    ap.add_argument("--queue-size", type=positive(int), default=50_000,
                     help="ticks buffered between the WebSocket thread and Kafka; a parsed full-mode tick "
                          "takes ~3.5 KB, so 50000 is ~175 MB at worst (default 50000)")
     ap.add_argument("--overflow", choices=POLICIES, default="drop-oldest",
@@ -291,14 +280,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--market-hours", default=os.environ.get("INGEST_MARKET_HOURS", "09:15-15:30"),
                     help="IST window for the staleness watchdog: HH:MM-HH:MM[/daily] or 'always' "
                          "(env INGEST_MARKET_HOURS; default 09:15-15:30)")
-    ap.add_argument("--stale-after", type=_positive(float), default=60.0,
+    ap.add_argument("--stale-after", type=positive(float), default=60.0,
                     help="seconds without a tick before an instrument counts as stale, market hours (default 60)")
-    ap.add_argument("--silence-after", type=_positive(float), default=15.0,
+    ap.add_argument("--silence-after", type=positive(float), default=15.0,
                     help="seconds without frames (in market hours: without ticks) before forcing a reconnect "
                          "(default 15)")
-    ap.add_argument("--max-per-connection", type=_positive(int), default=KITE_MAX_PER_CONNECTION,
+    ap.add_argument("--max-per-connection", type=positive(int), default=KITE_MAX_PER_CONNECTION,
                     help="instruments per WebSocket connection; Kite allows 3000 x 3 connections (default 3000)")
-    ap.add_argument("--reconnect-max-delay", type=_positive(int), default=5,
+    ap.add_argument("--reconnect-max-delay", type=positive(int), default=5,
                     help="cap of KiteTicker's reconnect backoff in seconds, at least 5 (default 5)")
     args = ap.parse_args(argv)
     if args.max_per_connection > KITE_MAX_PER_CONNECTION:

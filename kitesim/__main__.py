@@ -20,6 +20,7 @@ import sys
 from pathlib import Path
 from typing import NoReturn
 
+from core.cli import positive
 from core.errors import EXIT_CONFIG, EXIT_OK, ConfigError
 from core.logs import setup_logging
 from kitesim.clock import parse_ist
@@ -44,16 +45,6 @@ def _port(text: str) -> int:
     return value
 
 
-def _positive(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be > 0: {text}")
-    return value
-
-
 def _start(text: str) -> float:
     try:
         return parse_ist(text)
@@ -70,7 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, required=True, help="random seed: same seed, same market")
     p.add_argument("--tokens", type=Path, default=DEFAULT_TOKENS, help="instrument universe CSV")
     p.add_argument("--replay", type=Path, default=None, help="replay recorded ticks (.csv or .parquet)")
-    p.add_argument("--speed", type=_positive, default=1.0, help="simulated seconds per wall second")
+    p.add_argument("--speed", type=positive(float), default=1.0, help="simulated seconds per wall second")
     p.add_argument("--start", type=_start, default=None,
                    help="simulated start, IST (YYYY-MM-DD[ HH:MM:SS]); default: now or the replay's start")
     p.add_argument("--market-hours", action="store_true",
@@ -78,10 +69,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--api-key", default="sim", help="accepted api_key")
     p.add_argument("--access-token", default="sim-token", help="accepted access_token")
     p.add_argument("--api-secret", default="sim-secret", help="api_secret for the generate_session checksum")
-    p.add_argument("--token-expires-after", type=_positive, default=None, metavar="SECONDS",
+    p.add_argument("--token-expires-after", type=positive(float), default=None, metavar="SECONDS",
                    help="access tokens stop working this many seconds after issue")
     p.add_argument("--max-ws-connections", type=int, default=3, help="WebSocket connections per api_key")
-    p.add_argument("--cash", type=_positive, default=10_000_000.0,
+    p.add_argument("--cash", type=positive(float), default=10_000_000.0,
                    help="opening cash of the simulated account")
     p.add_argument("--no-rate-limits", action="store_true", help="do not enforce Kite's rate limits (429)")
     p.add_argument("--host", default="127.0.0.1", help="listen address")

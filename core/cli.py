@@ -1,0 +1,47 @@
+"""Helpers every command-line tool shares: exit codes for expected errors, argparse types.
+
+Expected conditions reach the operator as one line, never a traceback:
+``ConfigError`` exits 2, ``FatalError`` 3, ``TransientError`` or a database
+error 1 (retry later).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable
+
+import psycopg
+
+from core.errors import EXIT_CONFIG, EXIT_FATAL, EXIT_UNEXPECTED, ConfigError, FatalError, TransientError
+
+
+def run_cli(body: Callable[[], int]) -> int:
+    """Run a CLI body and map the project's expected errors to one line and an exit code."""
+    try:
+        return body()
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    except FatalError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_FATAL
+    except (TransientError, psycopg.Error) as exc:
+        text = str(exc).strip()
+        print(f"error: {text.splitlines()[0] if text else type(exc).__name__}", file=sys.stderr)
+        return EXIT_UNEXPECTED
+
+
+def positive(kind: type[int] | type[float]) -> Callable[[str], int | float]:
+    """An argparse ``type=`` accepting numbers > 0 of ``kind`` (usage error otherwise: exit 2)."""
+
+    def parse(text: str) -> int | float:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+        if value <= 0:
+            raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
+        return value
+
+    return parse
