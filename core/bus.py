@@ -202,13 +202,13 @@ class Consumer:
     def _assigned(self, _c: _Consumer, parts: list[TopicPartition]) -> None:
         keys = [(p.topic, p.partition) for p in parts]
         self.assigned.update(keys)
-        log.info("partitions assigned n=%d %s", len(keys), _fmt_parts(keys))
+        log.info("partitions assigned n=%d %s", len(keys), format_parts(keys))
         if self._user_assign:
             self._user_assign(keys)
 
     def _revoked(self, _c: _Consumer, parts: list[TopicPartition]) -> None:
         keys = [(p.topic, p.partition) for p in parts]
-        log.info("partitions revoked n=%d %s", len(keys), _fmt_parts(keys))
+        log.info("partitions revoked n=%d %s", len(keys), format_parts(keys))
         if self._user_revoke:
             self._user_revoke(keys)
         self.assigned.difference_update(keys)
@@ -216,7 +216,7 @@ class Consumer:
     def _lost(self, _c: _Consumer, parts: list[TopicPartition]) -> None:
         # Never commit on a lost partition: another member may own it already.
         keys = [(p.topic, p.partition) for p in parts]
-        log.warning("partitions lost n=%d %s", len(keys), _fmt_parts(keys))
+        log.warning("partitions lost n=%d %s", len(keys), format_parts(keys))
         if self._user_lost:
             self._user_lost(keys)
         self.assigned.difference_update(keys)
@@ -265,6 +265,11 @@ class Consumer:
             self._c.close()
         except (KafkaException, RuntimeError) as exc:
             log.warning("consumer close failed: %s", exc)
+
+    def watermarks(self, topic: str, partition: int, timeout: float = 1.0) -> tuple[int, int]:
+        """(low, high) offsets of a partition, asked of the broker."""
+        low, high = self._c.get_watermark_offsets(TopicPartition(topic, partition), timeout=timeout, cached=False)
+        return low, high
 
     @property
     def raw(self) -> _Consumer:
@@ -352,5 +357,5 @@ def _is_fatal(err: KafkaError) -> bool:
     return bool(err.fatal()) or err.code() == KafkaError._FATAL
 
 
-def _fmt_parts(keys: Iterable[TopicPartitionKey]) -> str:
+def format_parts(keys: Iterable[TopicPartitionKey]) -> str:
     return "parts=" + ",".join(f"{t}[{p}]" for t, p in sorted(keys))

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import psycopg
-from confluent_kafka import KafkaException, Message, TopicPartition
+from confluent_kafka import KafkaException, Message
 from psycopg_pool import ConnectionPool
 
 from core import bus, db
@@ -70,6 +70,26 @@ class Record:
     offset: int
     key: bytes | None
     value: Any
+
+
+class MessageBatch(Protocol):
+    """A native consumer's poll result: messages summarised without a Python object each."""
+
+    def __len__(self) -> int: ...
+
+    def consumed(self) -> tuple[dict[TP, int], dict[str, int]]:
+        """(``(topic, partition)`` -> last offset + 1, topic -> message count)."""
+
+
+class ConsumerLike(Protocol):
+    """What :class:`StreamService` needs of its consumer (:class:`core.bus.Consumer` or a native one)."""
+
+    assigned: set[TP]
+
+    def poll_batch(self, max_messages: int = ..., timeout: float = ...) -> Any: ...
+    def commit(self, offsets: dict[TP, int]) -> None: ...
+    def watermarks(self, topic: str, partition: int, timeout: float = ...) -> tuple[int, int]: ...
+    def close(self) -> None: ...
 
 
 class Processor(Protocol):
@@ -132,7 +152,7 @@ class StreamService(Service, ABC):
         super().__init__(settings, metrics)
         self.processor: Processor = self.build_processor()
         self.sink: Sink | None = self.build_sink()
-        self.consumer: bus.Consumer | None = None
+        self.consumer: ConsumerLike | None = None
         self.producer: bus.Producer | None = None
         self.dlq: bus.DeadLetter | None = None
         self.pool: ConnectionPool | None = None
@@ -173,9 +193,12 @@ class StreamService(Service, ABC):
             self.producer = bus.Producer(bootstrap, **{"client.id": self.name})
             self.dlq = bus.DeadLetter(self.producer)
         if self.consumer is None:
-            self.consumer = bus.Consumer(bootstrap, self.group_id, self.input_topics,
-                                         on_revoke=self._on_revoke, on_assign=self._on_assign,
-                                         on_lost=self._on_lost, **{"client.id": self.name})
+            self.consumer = self.build_consumer(bootstrap)
+
+    def build_consumer(self, bootstrap: str) -> ConsumerLike:
+        """The group consumer (override for a native batch consumer with the same contract)."""
+        return bus.Consumer(bootstrap, self.group_id, self.input_topics, on_revoke=self._on_revoke,
+                            on_assign=self._on_assign, on_lost=self._on_lost, **{"client.id": self.name})
 
     def step(self) -> None:
         assert self.consumer is not None and self.producer is not None and self.dlq is not None
@@ -225,15 +248,20 @@ class StreamService(Service, ABC):
                 "partitions": len(self.consumer.assigned) if self.consumer else 0}
 
     # -- internals ------------------------------------------------------------
-    def _track_consumed(self, msgs: list[Message]) -> None:
+    def _track_consumed(self, msgs: Sequence[Message] | MessageBatch) -> None:
         if not msgs:
             return
-        consumed = self._consumed
-        counts: dict[str, int] = {}
-        for m in msgs:
-            topic = m.topic()
-            consumed[(topic, m.partition())] = m.offset() + 1
-            counts[topic] = counts.get(topic, 0) + 1
+        if isinstance(msgs, list):
+            consumed = self._consumed
+            counts: dict[str, int] = {}
+            for m in msgs:
+                topic = m.topic()
+                consumed[(topic, m.partition())] = m.offset() + 1
+                counts[topic] = counts.get(topic, 0) + 1
+        else:  # a native batch summarises itself without a Python object per message
+            assert not isinstance(msgs, Sequence)
+            nexts, counts = msgs.consumed()
+            self._consumed.update(nexts)
         for topic, n in counts.items():
             self.m_in.labels(topic).inc(n)
 
@@ -331,12 +359,10 @@ class StreamService(Service, ABC):
         if now - self._last_lag < 5.0 or self.consumer is None:
             return
         self._last_lag = now
-        raw = self.consumer.raw
         for topic, part in list(self.consumer.assigned):
             try:
-                _low, high = raw.get_watermark_offsets(
-                    TopicPartition(topic, part), timeout=1.0, cached=False)
-            except KafkaException:
+                _low, high = self.consumer.watermarks(topic, part)
+            except (KafkaException, RuntimeError):
                 continue
             pos = self._consumed.get((topic, part))
             if pos is not None and high >= 0:

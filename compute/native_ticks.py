@@ -1,0 +1,210 @@
+"""The native tick path of the 1 s bar builder: a librdkafka batch consumer feeding the C++ bar core.
+
+Why it exists: in this process confluent-kafka's ``Consumer.consume`` costs ~3 us per
+message (a Python ``Message`` object each), which caps a Python consumer at ~330k msgs/s
+and the whole Python builder loop at ~120k ticks/s; librdkafka alone reads the same
+stream at ~1.8M msgs/s (docs/BENCHMARKS.md). Here a poll returns one
+:class:`compute._native.MessageBatch` holding the librdkafka messages, and the C++ core
+(:class:`compute._native.TickBarCore`, the same semantics as
+:class:`compute.tick_to_bar.BarBuilder`, proven equal by differential tests) decodes the
+payloads in place. Python sees only the batch, the few bars that close, and the rare poison
+message (wrapped in :class:`BatchMessage` for the dead-letter topic).
+
+The extension links no librdkafka at build time: :func:`load_native` first loads the
+library bundled in the confluent-kafka wheel (or the system one confluent-kafka uses)
+with ``RTLD_GLOBAL`` so the extension's librdkafka symbols resolve to it.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import logging
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from functools import cache
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+from compute.bar_service import MAX_FUTURE_MS, BarProcessor
+from core import bus
+from core.bus import CommitError, TopicPartitionKey
+from core.stream import Emission
+
+log = logging.getLogger(__name__)
+
+
+class NativeUnavailable(ImportError):
+    """The C++ extension is not built or librdkafka could not be loaded."""
+
+
+def _librdkafka_candidates() -> list[str]:
+    import confluent_kafka
+
+    libs = Path(confluent_kafka.__file__).resolve().parent.parent / "confluent_kafka.libs"
+    found = sorted(str(p) for p in libs.glob("librdkafka*.so*"))
+    system = ctypes.util.find_library("rdkafka")
+    return found + ([system] if system else [])
+
+
+@cache
+def load_native() -> ModuleType:
+    """Import ``compute._native`` with librdkafka loaded; :class:`NativeUnavailable` if impossible."""
+    errors = []
+    for path in _librdkafka_candidates():
+        try:
+            ctypes.CDLL(path, mode=ctypes.RTLD_GLOBAL)
+            break
+        except OSError as exc:
+            errors.append(f"{path}: {exc}")
+    else:
+        raise NativeUnavailable("librdkafka not found next to confluent_kafka nor on the system"
+                                + (f" ({'; '.join(errors)})" if errors else ""))
+    try:
+        from compute import _native
+    except ImportError as exc:
+        raise NativeUnavailable(f"compute._native is not built (run `make native`): {exc}") from exc
+    return _native
+
+
+def native_available() -> bool:
+    try:
+        load_native()
+    except NativeUnavailable:
+        return False
+    return True
+
+
+class BatchMessage:
+    """One message of a :class:`compute._native.MessageBatch`, with the ``confluent_kafka.Message`` accessors
+    :class:`core.bus.DeadLetter` and logging use (built only for poison input)."""
+
+    __slots__ = ("_batch", "_i")
+
+    def __init__(self, batch: Any, index: int) -> None:
+        self._batch = batch
+        self._i = index
+
+    def topic(self) -> str:
+        return self._batch.topic(self._i)  # type: ignore[no-any-return]
+
+    def partition(self) -> int:
+        return self._batch.partition(self._i)  # type: ignore[no-any-return]
+
+    def offset(self) -> int:
+        return self._batch.offset(self._i)  # type: ignore[no-any-return]
+
+    def value(self) -> bytes | None:
+        return self._batch.value(self._i)  # type: ignore[no-any-return]
+
+    def key(self) -> bytes | None:
+        return self._batch.key(self._i)  # type: ignore[no-any-return]
+
+    def headers(self) -> None:
+        return None
+
+    def error(self) -> None:
+        return None
+
+
+def _conf_str(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
+class NativeConsumer:
+    """:class:`core.bus.Consumer`'s contract over the native batch consumer.
+
+    ``poll_batch`` returns a :class:`compute._native.MessageBatch` (``len()``, ``consumed()``,
+    per-index accessors) instead of a list of messages; everything else (config, manual sync
+    commits with per-partition checks, assign/revoke/lost callbacks, ``assigned``) is the same.
+    """
+
+    def __init__(self, bootstrap: str, group_id: str, topics: Sequence[str],
+                 on_revoke: Callable[[list[TopicPartitionKey]], None] | None = None,
+                 on_assign: Callable[[list[TopicPartitionKey]], None] | None = None,
+                 on_lost: Callable[[list[TopicPartitionKey]], None] | None = None,
+                 **overrides: Any) -> None:
+        native = load_native()
+        conf = {k: _conf_str(v) for k, v in bus.consumer_config(bootstrap, group_id, **overrides).items()}
+        self._user_revoke, self._user_assign, self._user_lost = on_revoke, on_assign, on_lost
+        self.topics = list(topics)
+        self.assigned: set[TopicPartitionKey] = set()
+        self._c = native.BatchConsumer(conf, self.topics, on_assign=self._assigned, on_revoke=self._revoked,
+                                       on_lost=self._lost)
+
+    def _assigned(self, keys: list[TopicPartitionKey]) -> None:
+        self.assigned.update(keys)
+        log.info("partitions assigned n=%d %s", len(keys), bus.format_parts(keys))
+        if self._user_assign:
+            self._user_assign(keys)
+
+    def _revoked(self, keys: list[TopicPartitionKey]) -> None:
+        log.info("partitions revoked n=%d %s", len(keys), bus.format_parts(keys))
+        if self._user_revoke:
+            self._user_revoke(keys)
+        self.assigned.difference_update(keys)
+
+    def _lost(self, keys: list[TopicPartitionKey]) -> None:
+        log.warning("partitions lost n=%d %s", len(keys), bus.format_parts(keys))
+        if self._user_lost:
+            self._user_lost(keys)
+        self.assigned.difference_update(keys)
+
+    def poll_batch(self, max_messages: int = 1000, timeout: float = 0.5) -> Any:
+        """A MessageBatch of up to ``max_messages`` data messages; transport errors are logged."""
+        batch = self._c.poll(max_messages, timeout)
+        for err in batch.errors:
+            log.warning("consumer error %s", err)
+        return batch
+
+    def commit(self, offsets: Mapping[TopicPartitionKey, int]) -> None:
+        """Commit the given next-offsets synchronously; raise :class:`CommitError` on any partition error."""
+        todo = {tp: o for tp, o in offsets.items() if o is not None and o >= 0}
+        if not todo:
+            return
+        failures = self._c.commit(todo)
+        if failures:
+            raise CommitError("commit failed: " + ", ".join(failures))
+
+    def committed(self, parts: Iterable[TopicPartitionKey], timeout: float = 10.0) -> dict[TopicPartitionKey, int]:
+        """The group's committed next-offsets for ``parts`` (-1 when none)."""
+        return dict(self._c.committed(list(parts), timeout))
+
+    def watermarks(self, topic: str, partition: int, timeout: float = 1.0) -> tuple[int, int]:
+        """(low, high) offsets of a partition, asked of the broker."""
+        return tuple(self._c.watermarks(topic, partition, timeout))  # type: ignore[return-value]
+
+    def close(self) -> None:
+        """Leave the group (triggers revoke, where the service commits what is safe)."""
+        try:
+            self._c.close()
+        except RuntimeError as exc:
+            log.warning("consumer close failed: %s", exc)
+
+
+# ------------------------------------------------------------------------------------------ service wiring
+class NativeTickProcessor(BarProcessor):
+    """:class:`compute.bar_service.BarProcessor` for a :class:`compute._native.MessageBatch` and the C++ core.
+
+    The same steps as the Python processor, per batch instead of per message: the core
+    decodes and validates the batch (poison -> rejects), reports instruments it does not
+    track yet (their resume points are restored before any of their ticks is fed), then
+    feeds the ticks and hands out the bars that closed.
+    """
+
+    def process(self, msgs: Any, now_ms: int) -> Emission:
+        native = self.core.native
+        rejects: list[tuple[Any, str]] = []
+        parts: Iterable[int] = ()
+        if len(msgs):
+            new, bad = native.stage(msgs, now_ms + MAX_FUTURE_MS)
+            if new and self.restorer is not None:
+                self.restorer(new)
+            native.feed()
+            rejects = [(BatchMessage(msgs, i), reason) for i, reason in bad]
+            if self.gate.silent_close_ms is not None:
+                parts = {p for _t, p in msgs.consumed()[0]}
+        bars = self.core.advance(self.gate.wall_now(now_ms, parts))
+        return Emission(messages=self.encode(bars), rows=bars, rejects=rejects)
