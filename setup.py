@@ -13,6 +13,7 @@ from setuptools import setup
 ext = Pybind11Extension(
     "compute._native",
     sorted(glob("compute/native/*.cpp")),
+    depends=sorted(glob("compute/native/*.hpp")),
     include_dirs=["compute/native", "compute/native/include"],
     cxx_std=17,
     extra_compile_args=["-O3", "-fvisibility=hidden"],

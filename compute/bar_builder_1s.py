@@ -6,18 +6,29 @@ grace) and, for quiet instruments, on wall time. The commit watermark never
 passes a tick whose bar is not yet emitted, so ``kill -9`` at any moment loses
 no bar and duplicates none (replays upsert identical rows).
 
-    python -m compute.bar_builder_1s [--grace-ms 2000] [--wall-grace-ms 2000]
+    python -m compute.bar_builder_1s [--grace-ms 2000] [--wall-grace-ms 2000] [--engine auto|native|python]
+
+Engines (same bars, proven equal by differential tests): ``native`` reads ticks with a
+librdkafka batch consumer straight into the C++ core (compute/native_ticks.py), ``python``
+is the confluent-kafka consumer + :class:`compute.tick_to_bar.BarBuilder`; ``auto`` (default)
+takes native when the extension is built.
 """
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Sequence
+from typing import Any
 
-from compute.bar_service import BarService, check_args, make_parser
+from compute.bar_service import BarProcessor, BarService, check_args, make_parser
+from compute.native_ticks import NativeConsumer, NativeTickProcessor, NativeUnavailable, load_native
 from compute.tick_to_bar import BarBuilder
 from core.service import run_service
+from core.stream import ConsumerLike
 from core.topics import TICKS
+
+ENGINES = ("auto", "native", "python")
 
 
 class BarBuilderService(BarService):
@@ -29,10 +40,27 @@ class BarBuilderService(BarService):
     state_tfs = ("1s",)
     batch_size = 10000
 
-    def build_core(self) -> BarBuilder:
+    def build_core(self) -> Any:
         if self.args.group:
             self.group_id = self.args.group
+        self.engine = resolve_engine(self.args.engine)
+        if self.engine == "native":
+            from compute.native_core import NativeBarBuilder
+
+            return NativeBarBuilder(grace_ms=self.args.grace_ms, wall_grace_ms=self.args.wall_grace_ms)
         return BarBuilder(grace_ms=self.args.grace_ms, wall_grace_ms=self.args.wall_grace_ms)
+
+    def build_processor(self) -> BarProcessor:
+        self.core = self.build_core()
+        kind = NativeTickProcessor if self.engine == "native" else BarProcessor
+        self.log.info("engine=%s", self.engine)
+        return kind(self.core, self.input_topic, self.build_gate(), self._restore_from_db)
+
+    def build_consumer(self, bootstrap: str) -> ConsumerLike:
+        if self.engine != "native":
+            return super().build_consumer(bootstrap)
+        return NativeConsumer(bootstrap, self.group_id, self.input_topics, on_revoke=self._on_revoke,
+                              on_assign=self._on_assign, on_lost=self._on_lost, **{"client.id": self.name})
 
     def restore(self, state: Sequence[tuple[str, int, int, int | None]], partitions: dict[int, int]) -> None:
         for _tf, token, last_ts, cum in state:
@@ -42,12 +70,33 @@ class BarBuilderService(BarService):
         return self.core.late_ticks, self.core.duplicate_ticks
 
 
+def resolve_engine(engine: str) -> str:
+    """``auto`` -> ``native`` when the extension loads, else ``python``."""
+    if engine != "auto":
+        return engine
+    try:
+        load_native()
+    except NativeUnavailable:
+        return "python"
+    return "native"
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point."""
     ap = make_parser("python -m compute.bar_builder_1s", __doc__.splitlines()[0], "BAR_GRACE_MS", 2000, 2000,
                      "BAR_WALL_GRACE_MS")
+    ap.add_argument("--engine", choices=ENGINES, default=os.environ.get("BAR_ENGINE") or "auto",
+                    help="tick path: native (librdkafka batches + C++ core), python, or auto = native when "
+                         "built (env BAR_ENGINE, default auto)")
     args = ap.parse_args(argv)
+    if args.engine not in ENGINES:
+        ap.error(f"--engine/BAR_ENGINE: {args.engine!r} is not one of {', '.join(ENGINES)}")
     check_args(ap, args)
+    if args.engine == "native":
+        try:
+            load_native()
+        except NativeUnavailable as exc:
+            ap.error(f"--engine native: {exc}")
     return run_service(lambda s, m: BarBuilderService(s, m, args), BarBuilderService.name)
 
 

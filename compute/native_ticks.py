@@ -195,16 +195,16 @@ class NativeTickProcessor(BarProcessor):
     """
 
     def process(self, msgs: Any, now_ms: int) -> Emission:
-        native = self.core.native
+        core = self.core  # compute.native_core.NativeBarBuilder
         rejects: list[tuple[Any, str]] = []
         parts: Iterable[int] = ()
         if len(msgs):
-            new, bad = native.stage(msgs, now_ms + MAX_FUTURE_MS)
+            new, bad = core.stage(msgs, now_ms + MAX_FUTURE_MS)
             if new and self.restorer is not None:
                 self.restorer(new)
-            native.feed()
+            core.feed()
             rejects = [(BatchMessage(msgs, i), reason) for i, reason in bad]
             if self.gate.silent_close_ms is not None:
                 parts = {p for _t, p in msgs.consumed()[0]}
-        bars = self.core.advance(self.gate.wall_now(now_ms, parts))
+        bars = core.advance(self.gate.wall_now(now_ms, parts))
         return Emission(messages=self.encode(bars), rows=bars, rejects=rejects)

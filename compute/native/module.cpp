@@ -2,6 +2,8 @@
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
+#include <memory>
+
 #include "raw_batch.hpp"
 
 namespace py = pybind11;
@@ -20,7 +22,8 @@ PYBIND11_MODULE(_native, m) {
             "from_items",
             [](const py::list& items) {
                 // A batch that owns copies of its payloads (tests, replays): (bytes|None, partition, offset).
-                RawBatch b;
+                auto owned = std::make_unique<RawBatch>();  // never moved or copied: msgs point into storage
+                RawBatch& b = *owned;
                 b.storage.reserve(items.size());
                 for (const auto& it : items) {
                     auto t = it.cast<py::tuple>();
@@ -35,7 +38,7 @@ PYBIND11_MODULE(_native, m) {
                         b.msgs[i].len = b.storage[i].size();
                     }
                 }
-                return b;
+                return owned;
             },
             py::arg("items"))
         .def("__len__", [](const RawBatch& b) { return b.msgs.size(); });

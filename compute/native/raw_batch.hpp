@@ -18,10 +18,17 @@ struct RawMessage {
 
 // Messages in consumption order. Whoever fills ``msgs`` keeps the bytes alive while the batch lives:
 // the Kafka consumer's subclass holds the librdkafka messages, ``from_items`` copies into ``storage``.
+// Move-only: ``msgs`` may point into ``storage``, which a copy would not carry along (a copied
+// batch read freed memory before this was explicit).
 struct RawBatch {
     std::vector<RawMessage> msgs;
     std::vector<std::string> storage;
     std::vector<bool> nulls;
+    RawBatch() = default;
+    RawBatch(RawBatch&&) = default;
+    RawBatch& operator=(RawBatch&&) = default;
+    RawBatch(const RawBatch&) = delete;
+    RawBatch& operator=(const RawBatch&) = delete;
     virtual ~RawBatch() = default;
 };
 

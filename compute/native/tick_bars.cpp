@@ -65,23 +65,41 @@ std::vector<Reject> stage_batch(PyTickBarCore& c, const RawBatch& batch, std::in
     return rejects;
 }
 
-// A RawBatch owning copies of ``[(bytes|None, partition, offset)]`` (built in place: RawBatch must not
-// be copied, its ``msgs`` point into its own ``storage``).
-void fill_batch(RawBatch& b, const py::list& items) {
-    b.storage.reserve(items.size());
-    b.msgs.reserve(items.size());
-    for (const auto& it : items) {
-        auto t = it.cast<py::tuple>();
-        bool is_null = t[0].is_none();
-        b.storage.emplace_back(is_null ? std::string() : std::string(t[0].cast<py::bytes>()));
-        b.msgs.push_back({nullptr, 0, t[1].cast<std::int32_t>(), t[2].cast<std::int64_t>()});
-        b.nulls.push_back(is_null);
-    }
-    for (std::size_t i = 0; i < b.msgs.size(); ++i) {
-        if (!b.nulls[i]) {
-            b.msgs[i].data = b.storage[i].data();
-            b.msgs[i].len = b.storage[i].size();
+// A RawBatch over ``[(bytes|None, partition, offset)]`` for stage_items/add_items: payloads of
+// ``bytes`` items are read in place (``keep`` holds references, so the bytes outlive the GIL-free
+// stage even if another thread mutates the list); anything else bytes-like is copied into
+// ``b.storage``. stage() copies what it keeps, so the batch may die right after it.
+void fill_batch(RawBatch& b, std::vector<py::object>& keep, const py::list& items) {
+    const std::size_t n = items.size();
+    b.msgs.reserve(n);
+    b.storage.reserve(n);
+    keep.reserve(n);
+    std::vector<std::pair<std::size_t, std::size_t>> copied;  // (message, storage index)
+    for (std::size_t i = 0; i < n; ++i) {
+        PyObject* it = PyList_GET_ITEM(items.ptr(), static_cast<Py_ssize_t>(i));
+        if (!PyTuple_Check(it) || PyTuple_GET_SIZE(it) != 3)
+            throw py::type_error("items must be (bytes|None, partition, offset) tuples");
+        PyObject* v = PyTuple_GET_ITEM(it, 0);
+        long long part = PyLong_AsLongLong(PyTuple_GET_ITEM(it, 1));
+        if (part == -1 && PyErr_Occurred()) throw py::error_already_set();
+        long long off = PyLong_AsLongLong(PyTuple_GET_ITEM(it, 2));
+        if (off == -1 && PyErr_Occurred()) throw py::error_already_set();
+        if (part < INT32_MIN || part > INT32_MAX) throw py::value_error("partition out of int32 range");
+        RawMessage msg{nullptr, 0, static_cast<std::int32_t>(part), static_cast<std::int64_t>(off)};
+        if (PyBytes_CheckExact(v)) {
+            keep.push_back(py::reinterpret_borrow<py::object>(v));
+            msg.data = PyBytes_AS_STRING(v);
+            msg.len = static_cast<std::size_t>(PyBytes_GET_SIZE(v));
+        } else if (v != Py_None) {
+            copied.emplace_back(i, b.storage.size());
+            b.storage.emplace_back(std::string(py::reinterpret_borrow<py::object>(v).cast<py::bytes>()));
         }
+        b.msgs.push_back(msg);
+        b.nulls.push_back(v == Py_None);
+    }
+    for (const auto& c : copied) {  // storage no longer grows: its strings stay put
+        b.msgs[c.first].data = b.storage[c.second].data();
+        b.msgs[c.first].len = b.storage[c.second].size();
     }
 }
 
@@ -123,7 +141,8 @@ void bind_tick_bars(py::module_& m) {
             [](PyTickBarCore& c, const py::list& items, std::int64_t max_ts) {
                 Busy busy(c);
                 RawBatch b;
-                fill_batch(b, items);
+                std::vector<py::object> keep;
+                fill_batch(b, keep, items);
                 std::vector<Reject> rejects = stage_batch(c, b, max_ts, nullptr);
                 {
                     py::gil_scoped_release nogil;
@@ -138,7 +157,8 @@ void bind_tick_bars(py::module_& m) {
             [](PyTickBarCore& c, const py::list& items, std::int64_t max_ts) {
                 Busy busy(c);
                 RawBatch b;
-                fill_batch(b, items);
+                std::vector<py::object> keep;
+                fill_batch(b, keep, items);
                 py::dict fresh;
                 std::vector<Reject> rejects = stage_batch(c, b, max_ts, &fresh);
                 return py::make_tuple(fresh, reject_list(rejects));
@@ -196,7 +216,8 @@ void bind_tick_bars(py::module_& m) {
             "partitions"_a, "BarBuilder.drop_partitions")
         .def(
             "is_tracked",
-            [](const PyTickBarCore& c, const py::object& token) {
+            [](PyTickBarCore& c, const py::object& token) {
+                Busy busy(c);  // the token map may be rehashing in another thread's feed()
                 // Python ``token in dict_of_int_keys``: ints and bools by value, floats when integral.
                 if (py::isinstance<py::float_>(token)) {
                     double d = token.cast<double>();

@@ -13,6 +13,11 @@ after a restart, where throughput matters: bars close by event time), and
 ``live`` passes each tick's arrival time (the wall clock runs with the data, so
 quiet-instrument bookkeeping runs too). Then the 1s->1m and 1m->multi rollups
 over the bars produced. Times are process CPU time (robust to a busy host).
+
+The native variant (``compute._native.TickBarCore``, same semantics, C++ JSON decode) runs on the
+same messages: ``stage_items`` per batch (copies the payloads out of the Python list, like the
+Python variant's list building) and, where ``RawBatch.from_items`` works, ``stage`` on batches
+built beforehand (as the librdkafka consumer hands them over: no per-message Python work).
 """
 
 from __future__ import annotations
@@ -104,6 +109,42 @@ def bench_builder(messages: list[Message], batch: int, clock: str, batched: bool
     return time.process_time() - t0, count, kept
 
 
+def native_core_class() -> Any | None:
+    """``compute._native.TickBarCore``, or None when the extension is not built."""
+    try:
+        from compute.native_core import native_module
+
+        return native_module().TickBarCore
+    except ImportError:
+        return None
+
+
+def bench_native(messages: list[Message], batch: int, clock: str, prebuilt: bool = False) -> tuple[float, int]:
+    """CPU seconds and bar count of the native core on the stream (decode + validate + bars)."""
+    from compute.native_core import native_module
+
+    mod = native_module()
+    core = mod.TickBarCore(2000)
+    batches = []
+    if prebuilt:
+        batches = [mod.RawBatch.from_items([(v, p, o) for v, p, o, _ in messages[lo:lo + batch]])
+                   for lo in range(0, len(messages), batch)]
+    count = 0
+    t0 = time.process_time()
+    for k, lo in enumerate(range(0, len(messages), batch)):
+        chunk = messages[lo:lo + batch]
+        if prebuilt:
+            core.stage(batches[k], 1 << 62)
+        else:
+            core.stage_items([(value, part, off) for value, part, off, _ in chunk], 1 << 62)
+        core.feed()
+        now = chunk[-1][3] if clock == "live" else int(time.time() * 1000)
+        count += len(core.advance(now))
+        core.committable_offsets()
+    count += len(core.close_all())
+    return time.process_time() - t0, count
+
+
 def bench_rollup(rollup: BarRollup, bars: list[Bar]) -> tuple[float, list[Bar]]:
     """CPU seconds to roll ``bars`` up (JSON round trip included), and the parents."""
     bodies = [orjson.dumps(bar.to_dict()) for bar in bars]
@@ -144,6 +185,16 @@ def main() -> None:
         how = "add_many" if batched else "add"
         print(f"bar_builder_1s [{how}, {clock} clock]: {len(messages) / best:,.0f} ticks/s "
               f"(orjson.loads included; {best:.3f} s CPU) -> {runs[0][1]:,} bars")
+    if native_core_class() is None:
+        print("native TickBarCore: extension not built (make native)")
+    else:
+        variants = [("stage_items", False), ("prebuilt RawBatch", True)]
+        for clock in ("replay", "live"):
+            for how, prebuilt in variants:
+                runs = [bench_native(messages, args.batch, clock, prebuilt) for _ in range(args.repeat)]
+                best = min(r[0] for r in runs)
+                print(f"native TickBarCore [{how}, {clock} clock]: {len(messages) / best:,.0f} ticks/s "
+                      f"(JSON decode included; {best:.3f} s CPU) -> {runs[0][1]:,} bars")
     bars = bench_builder(messages, args.batch, "replay", True, keep=True)[2]
     elapsed, bars_1m = bench_rollup(BarRollup("1s", ["1m"]), bars)
     print(f"rollup 1s->1m: {len(bars) / elapsed:,.0f} child bars/s ({len(bars):,} -> {len(bars_1m):,})")

@@ -55,10 +55,11 @@ def _assert_equal_to_reference(got: dict[str, list[tuple]], ref: dict[str, list[
             assert g == r, f"{tf}: row differs\n  got {g}\n  ref {r}"
 
 
-def test_pipeline_bars_equal_pandas_reference(broker, fresh_pg_dsn, service_env, tmp_path, stream):
+@pytest.mark.parametrize("engine", ["native", "python"])
+def test_pipeline_bars_equal_pandas_reference(broker, fresh_pg_dsn, service_env, tmp_path, stream, engine):
     ticks, ref = stream
     assert all(ref[tf] for tf in ALL_TFS), "the generated stream must produce bars of every timeframe"
-    env = _env(service_env, broker, fresh_pg_dsn, FAST)
+    env = _env(service_env, broker, fresh_pg_dsn, {**FAST, "BAR_ENGINE": engine})
     produce_ticks(broker, ticks)
     procs = {m: start_service(m, env, tmp_path) for m in BAR_SERVICES}
     try:
@@ -70,6 +71,7 @@ def test_pipeline_bars_equal_pandas_reference(broker, fresh_pg_dsn, service_env,
     _assert_equal_to_reference(got, ref)
     assert counts
     assert all(c == 0 for c in codes.values()), f"graceful stop exit codes: {codes}"
+    assert f"engine={engine}" in (tmp_path / "bar_builder_1s.log").read_text()
 
 
 def test_pipeline_survives_random_sigkills_with_identical_tables(broker, fresh_pg_dsn, service_env, tmp_path,

@@ -1,0 +1,126 @@
+"""The bar builder service on its native engine (librdkafka batches -> C++ core), as a real process.
+
+Poison ticks go to ``dlq`` with provenance headers while good ticks become bars; the service
+survives an empty restart of the embedded broker; the python engine gives the same rows.
+"""
+
+from __future__ import annotations
+
+import signal
+import time
+
+import orjson
+import pytest
+
+from core import bus
+from core.topics import TICKS, all_topics
+from tests.conftest import free_port, query, run_module, wait_tcp
+from tests.integration.test_stream_delivery import _drain
+
+pytestmark = pytest.mark.integration
+
+T0 = 1_710_215_100_000  # 2024-03-12 09:15 IST, whole second
+
+
+def _tick(token: int, ts: int, ltp: float, volume: int) -> bytes:
+    return orjson.dumps({"instrument_token": token, "exchange_ts": ts, "ltp": ltp, "volume": volume})
+
+
+def _wait_bars(dsn: str, n: int, timeout: float, proc) -> int:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    got = 0
+    while time.monotonic() < deadline:
+        got = int(query(dsn, "SELECT count(*) FROM bars_1s")[0][0])  # type: ignore[arg-type]
+        if got >= n:
+            return got
+        assert proc.poll() is None, "the builder died"
+        time.sleep(0.3)
+    return got
+
+
+def _env(service_env: dict[str, str], bootstrap: str, dsn: str, engine: str) -> dict[str, str]:
+    return {**service_env, "KAFKA_BOOTSTRAP_SERVERS": bootstrap, "POSTGRES_DSN": dsn, "BAR_ENGINE": engine,
+            "KAFKA_PARTITIONS": "1"}
+
+
+@pytest.mark.parametrize("engine", ["native", "python"])
+def test_poison_to_dlq_good_ticks_to_bars(broker, fresh_pg_dsn, service_env, tmp_path, engine):
+    bus.ensure_topics(broker, all_topics(1))
+    p = bus.Producer(broker)
+    good = [_tick(256265, T0 + i * 400, 100.0 + i, 1000 + 10 * i) for i in range(20)]  # buckets T0..T0+7s
+    poison = {
+        b"bad-json": b"{not json",
+        b"not-object": b"[1, 2]",
+        b"bad-type": orjson.dumps({"instrument_token": "x", "exchange_ts": T0, "ltp": 1.0}),
+        b"out-of-range": orjson.dumps({"instrument_token": 256265, "exchange_ts": 5, "ltp": 1.0}),
+        b"no-ltp": orjson.dumps({"instrument_token": 256265, "exchange_ts": T0 + 100}),
+    }
+    for i, v in enumerate(good):
+        p.produce(TICKS, v, b"256265")
+        if i == 5:
+            for k, bad in poison.items():
+                p.produce(TICKS, bad, k)
+    p.flush()
+    log = tmp_path / "builder.log"
+    proc = run_module("compute.bar_builder_1s", _env(service_env, broker, fresh_pg_dsn, engine), log_path=log)
+    try:
+        # Buckets T0..T0+7s; with no later tick the last ones close by wall time (2 s).
+        assert _wait_bars(fresh_pg_dsn, 8, 60, proc) == 8, log.read_text()[-2000:]
+        dlq = [m for m in _drain(broker, "dlq", len(poison), 30)
+               if dict(m.headers() or [])["source_topic"].decode() == TICKS]
+        assert sorted(m.key() for m in dlq) == sorted(poison)
+        for m in dlq:
+            h = {k: v.decode() for k, v in m.headers()}
+            assert m.value() == poison[m.key()]
+            assert h["source_partition"] == "0" and int(h["source_offset"]) in range(6, 11)
+        errors = {m.key(): dict(m.headers())["error"].decode() for m in dlq}
+        assert errors[b"bad-json"].startswith("invalid JSON")
+        assert errors[b"not-object"] == "message is not a JSON object"
+        assert errors[b"out-of-range"].startswith("schema:") and "out of range" in errors[b"out-of-range"]
+        assert errors[b"bad-type"].startswith("schema:") and errors[b"no-ltp"].startswith("schema:")
+        rows = query(fresh_pg_dsn, "SELECT extract(epoch from ts)::bigint * 1000, open, high, low, close, volume, "
+                                   "ticks FROM bars_1s ORDER BY ts")
+        assert rows[0] == (T0, 100.0, 102.0, 100.0, 102.0, 20, 3)  # first volume sets the baseline
+        assert sum(r[6] for r in rows) == 20
+        assert f"engine={engine}" in log.read_text()
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(30) == 0
+
+
+def test_native_builder_survives_broker_restart(fresh_pg_dsn, service_env, tmp_path):
+    from orchestrator.kafka_launcher import start_tansu
+
+    port = free_port()
+    broker = start_tansu(port)
+    wait_tcp(port)
+    bootstrap = f"127.0.0.1:{port}"
+    bus.ensure_topics(bootstrap, all_topics(1))
+    log = tmp_path / "builder.log"
+    proc = run_module("compute.bar_builder_1s", _env(service_env, bootstrap, fresh_pg_dsn, "native"), log_path=log)
+
+    def produce(start_ms: int) -> None:
+        p = bus.Producer(bootstrap)
+        for i in range(10):
+            p.produce(TICKS, _tick(408065, start_ms + i * 500, 50.0 + i, 10 * i), b"408065")
+        p.flush()
+
+    try:
+        produce(T0)
+        assert _wait_bars(fresh_pg_dsn, 5, 60, proc) == 5, log.read_text()[-2000:]
+        broker.terminate()
+        broker.wait(15)
+        time.sleep(2)
+        assert proc.poll() is None, "the builder must not die while the broker is down"
+        broker = start_tansu(port)  # in-memory: back with no topics and no offsets
+        wait_tcp(port)
+        bus.ensure_topics(bootstrap, all_topics(1))
+        produce(T0 + 60_000)
+        assert _wait_bars(fresh_pg_dsn, 10, 90, proc) == 10, log.read_text()[-3000:]
+        assert proc.poll() is None
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        code = proc.wait(30)
+        broker.terminate()
+        broker.wait(15)
+    assert code == 0
