@@ -124,3 +124,35 @@ def test_native_builder_survives_broker_restart(fresh_pg_dsn, service_env, tmp_p
         broker.terminate()
         broker.wait(15)
     assert code == 0
+
+
+def test_native_builder_rejoins_after_losing_its_partitions(broker, fresh_pg_dsn, service_env, tmp_path):
+    """Frozen past the session timeout (SIGSTOP), the member loses its partitions; on waking it drops
+    their state without committing, rejoins, and the bars still come out exactly once."""
+    bus.ensure_topics(broker, all_topics(1))
+    log = tmp_path / "builder.log"
+    proc = run_module("compute.bar_builder_1s", _env(service_env, broker, fresh_pg_dsn, "native"), log_path=log)
+    p = bus.Producer(broker)
+
+    def produce(start_ms: int) -> None:
+        for i in range(10):
+            p.produce(TICKS, _tick(5633, start_ms + i * 500, 10.0 + i, 100 * i), b"5633")
+        p.flush()
+
+    try:
+        produce(T0)
+        assert _wait_bars(fresh_pg_dsn, 5, 60, proc) == 5, log.read_text()[-2000:]
+        proc.send_signal(signal.SIGSTOP)
+        time.sleep(10)  # > session.timeout.ms (6 s)
+        proc.send_signal(signal.SIGCONT)
+        produce(T0 + 60_000)
+        assert _wait_bars(fresh_pg_dsn, 10, 60, proc) == 10, log.read_text()[-2000:]
+        time.sleep(3)
+        text = log.read_text()
+        assert "partitions lost" in text and text.count("partitions assigned") >= 2
+        rows = query(fresh_pg_dsn, "SELECT ticks, volume FROM bars_1s ORDER BY ts")
+        assert len(rows) == 10 and sum(r[0] for r in rows) == 20  # type: ignore[misc]
+    finally:
+        proc.send_signal(signal.SIGCONT)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(30) == 0
