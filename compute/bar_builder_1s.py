@@ -38,7 +38,10 @@ class BarBuilderService(BarService):
     group_id = "bar_builder_1s"
     input_topic = TICKS
     state_tfs = ("1s",)
-    batch_size = 10000
+    # Large batches amortise the per-batch flush, transaction and commit (bench: 10k -> 50k ticks per
+    # batch ~ +30% on a backlog). Live latency is unaffected: a poll returns as soon as anything arrives
+    # (native engine) or after poll_timeout (python engine), whichever the batch size.
+    batch_size = 50000
 
     def build_core(self) -> Any:
         if self.args.group:
