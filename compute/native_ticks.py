@@ -113,7 +113,7 @@ def _conf_str(value: Any) -> str:
     return str(value)
 
 
-class NativeConsumer:
+class NativeConsumer(bus.GroupMembership):
     """:class:`core.bus.Consumer`'s contract over the native batch consumer.
 
     ``poll_batch`` returns a :class:`compute._native.MessageBatch` (``len()``, ``consumed()``,
@@ -126,31 +126,12 @@ class NativeConsumer:
                  on_assign: Callable[[list[TopicPartitionKey]], None] | None = None,
                  on_lost: Callable[[list[TopicPartitionKey]], None] | None = None,
                  **overrides: Any) -> None:
+        super().__init__(on_revoke, on_assign, on_lost)
         native = load_native()
         conf = {k: _conf_str(v) for k, v in bus.consumer_config(bootstrap, group_id, **overrides).items()}
-        self._user_revoke, self._user_assign, self._user_lost = on_revoke, on_assign, on_lost
         self.topics = list(topics)
-        self.assigned: set[TopicPartitionKey] = set()
-        self._c = native.BatchConsumer(conf, self.topics, on_assign=self._assigned, on_revoke=self._revoked,
-                                       on_lost=self._lost)
-
-    def _assigned(self, keys: list[TopicPartitionKey]) -> None:
-        self.assigned.update(keys)
-        log.info("partitions assigned n=%d %s", len(keys), bus.format_parts(keys))
-        if self._user_assign:
-            self._user_assign(keys)
-
-    def _revoked(self, keys: list[TopicPartitionKey]) -> None:
-        log.info("partitions revoked n=%d %s", len(keys), bus.format_parts(keys))
-        if self._user_revoke:
-            self._user_revoke(keys)
-        self.assigned.difference_update(keys)
-
-    def _lost(self, keys: list[TopicPartitionKey]) -> None:
-        log.warning("partitions lost n=%d %s", len(keys), bus.format_parts(keys))
-        if self._user_lost:
-            self._user_lost(keys)
-        self.assigned.difference_update(keys)
+        self._c = native.BatchConsumer(conf, self.topics, on_assign=self.assigned_keys,
+                                       on_revoke=self.revoked_keys, on_lost=self.lost_keys)
 
     def poll_batch(self, max_messages: int = 1000, timeout: float = 0.5) -> Any:
         """A MessageBatch of up to ``max_messages`` data messages; transport errors are logged."""

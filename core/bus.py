@@ -182,44 +182,61 @@ class Producer:
         return self._p
 
 
-class Consumer:
-    """Manual-commit consumer with batch polling and commit-on-revoke."""
+class GroupMembership:
+    """The rebalance bookkeeping every consumer here shares: ``assigned``, logging, user callbacks.
 
-    def __init__(self, bootstrap: str, group_id: str, topics: Sequence[str],
-                 on_revoke: RevokeCallback | None = None,
-                 on_assign: Callable[[list[TopicPartitionKey]], None] | None = None,
-                 on_lost: RevokeCallback | None = None,
-                 **overrides: Any) -> None:
-        self._c = _Consumer(consumer_config(bootstrap, group_id, **overrides))
+    Revoke callbacks run before the partitions leave ``assigned`` (so a commit there may
+    still name them); lost partitions are never committed: another member may own them.
+    """
+
+    def __init__(self, on_revoke: RevokeCallback | None, on_assign: RevokeCallback | None,
+                 on_lost: RevokeCallback | None) -> None:
         self._user_revoke = on_revoke
         self._user_assign = on_assign
         self._user_lost = on_lost
-        self.topics = list(topics)
         self.assigned: set[TopicPartitionKey] = set()
-        self._c.subscribe(self.topics, on_assign=self._assigned, on_revoke=self._revoked,
-                          on_lost=self._lost)
 
-    def _assigned(self, _c: _Consumer, parts: list[TopicPartition]) -> None:
-        keys = [(p.topic, p.partition) for p in parts]
+    def assigned_keys(self, keys: list[TopicPartitionKey]) -> None:
         self.assigned.update(keys)
         log.info("partitions assigned n=%d %s", len(keys), format_parts(keys))
         if self._user_assign:
             self._user_assign(keys)
 
-    def _revoked(self, _c: _Consumer, parts: list[TopicPartition]) -> None:
-        keys = [(p.topic, p.partition) for p in parts]
+    def revoked_keys(self, keys: list[TopicPartitionKey]) -> None:
         log.info("partitions revoked n=%d %s", len(keys), format_parts(keys))
         if self._user_revoke:
             self._user_revoke(keys)
         self.assigned.difference_update(keys)
 
-    def _lost(self, _c: _Consumer, parts: list[TopicPartition]) -> None:
-        # Never commit on a lost partition: another member may own it already.
-        keys = [(p.topic, p.partition) for p in parts]
+    def lost_keys(self, keys: list[TopicPartitionKey]) -> None:
         log.warning("partitions lost n=%d %s", len(keys), format_parts(keys))
         if self._user_lost:
             self._user_lost(keys)
         self.assigned.difference_update(keys)
+
+
+class Consumer(GroupMembership):
+    """Manual-commit consumer with batch polling and commit-on-revoke."""
+
+    def __init__(self, bootstrap: str, group_id: str, topics: Sequence[str],
+                 on_revoke: RevokeCallback | None = None,
+                 on_assign: RevokeCallback | None = None,
+                 on_lost: RevokeCallback | None = None,
+                 **overrides: Any) -> None:
+        super().__init__(on_revoke, on_assign, on_lost)
+        self._c = _Consumer(consumer_config(bootstrap, group_id, **overrides))
+        self.topics = list(topics)
+        self._c.subscribe(self.topics, on_assign=self._assigned, on_revoke=self._revoked,
+                          on_lost=self._lost)
+
+    def _assigned(self, _c: _Consumer, parts: list[TopicPartition]) -> None:
+        self.assigned_keys([(p.topic, p.partition) for p in parts])
+
+    def _revoked(self, _c: _Consumer, parts: list[TopicPartition]) -> None:
+        self.revoked_keys([(p.topic, p.partition) for p in parts])
+
+    def _lost(self, _c: _Consumer, parts: list[TopicPartition]) -> None:
+        self.lost_keys([(p.topic, p.partition) for p in parts])
 
     def poll_batch(self, max_messages: int = 1000, timeout: float = 0.5) -> list[Message]:
         """Up to ``max_messages`` data messages; transport errors are logged, not raised."""
