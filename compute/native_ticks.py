@@ -29,6 +29,7 @@ from typing import Any
 from compute.bar_service import MAX_FUTURE_MS, BarProcessor
 from core import bus
 from core.bus import CommitError, TopicPartitionKey
+from core.errors import TransientError
 from core.stream import Emission
 
 log = logging.getLogger(__name__)
@@ -135,7 +136,12 @@ class NativeConsumer(bus.GroupMembership):
 
     def poll_batch(self, max_messages: int = 1000, timeout: float = 0.5) -> Any:
         """A MessageBatch of up to ``max_messages`` data messages; transport errors are logged."""
-        batch = self._c.poll(max_messages, timeout)
+        try:
+            batch = self._c.poll(max_messages, timeout)
+        except TransientError as exc:
+            # Raised by a rebalance callback after this poll moved the position on: retrying the step
+            # would skip the dropped batch, so this must restart the service instead.
+            raise RuntimeError(f"rebalance callback failed during poll: {exc}") from exc
         for err in batch.errors:
             log.warning("consumer error %s", err)
         return batch

@@ -240,7 +240,12 @@ class Consumer(GroupMembership):
 
     def poll_batch(self, max_messages: int = 1000, timeout: float = 0.5) -> list[Message]:
         """Up to ``max_messages`` data messages; transport errors are logged, not raised."""
-        msgs = self._c.consume(max_messages, timeout)
+        try:
+            msgs = self._c.consume(max_messages, timeout)
+        except TransientError as exc:
+            # Raised by a rebalance callback after consume moved the position on: retrying the step
+            # would skip the dropped messages, so this must restart the service instead.
+            raise RuntimeError(f"rebalance callback failed during poll: {exc}") from exc
         out: list[Message] = []
         for m in msgs:
             err = m.error()

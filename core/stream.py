@@ -238,10 +238,12 @@ class StreamService(Service, ABC):
             except TransientError as exc:
                 self._failed = True
                 self.log.warning("final flush failed, not committing: %s", exc)
-        if self.consumer is not None:
-            self.consumer.close()  # revoke callback commits what is safe
-        if self.pool is not None:
-            self.pool.close()
+        try:
+            if self.consumer is not None:
+                self.consumer.close()  # revoke callback commits what is safe
+        finally:
+            if self.pool is not None:
+                self.pool.close()
 
     def heartbeat_fields(self) -> dict[str, Any]:
         return {"consumed": sum(self._consumed.values()), "dlq": self.dlq.count if self.dlq else 0,

@@ -20,6 +20,7 @@
 #include <chrono>
 #include <cstring>
 #include <map>
+#include <set>
 #include <memory>
 #include <string>
 #include <unordered_set>
@@ -161,6 +162,7 @@ class BatchConsumer {
 
     std::unique_ptr<MessageBatch> poll(std::size_t max_messages, double timeout_s) {
         check_open();
+        last_rkt_ = nullptr;
         auto batch = std::make_unique<MessageBatch>(handle_);
         std::vector<rd_kafka_message_t*> buf(max_messages == 0 ? 1 : max_messages);
         ssize_t n = 0;
@@ -190,7 +192,11 @@ class BatchConsumer {
         for (ssize_t i = 0; i < n; ++i) {
             rd_kafka_message_t* m = buf[static_cast<std::size_t>(i)];
             if (m->err == RD_KAFKA_RESP_ERR_NO_ERROR) {
-                batch->add(m);
+                if (owned(m)) {
+                    batch->add(m);
+                } else {
+                    rd_kafka_message_destroy(m);  // fetched before its partition was revoked in this poll
+                }
                 continue;
             }
             if (m->err != RD_KAFKA_RESP_ERR__PARTITION_EOF) batch->errors.push_back(describe(m));
@@ -302,19 +308,35 @@ class BatchConsumer {
                 if (!pending_) pending_ = std::make_unique<py::error_already_set>(std::move(e));
             }
         }
+        last_rkt_ = nullptr;  // the ownership cache of owned()
         if (err == RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS) {
+            for (int i = 0; i < parts->cnt; ++i) assigned_.insert({parts->elems[i].topic, parts->elems[i].partition});
             if (cooperative) {
                 if (rd_kafka_error_t* e = rd_kafka_incremental_assign(rk, parts)) rd_kafka_error_destroy(e);
             } else {
                 rd_kafka_assign(rk, parts);
             }
-        } else {
+        } else if (err == RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS) {
+            for (int i = 0; i < parts->cnt; ++i) assigned_.erase({parts->elems[i].topic, parts->elems[i].partition});
             if (cooperative) {
                 if (rd_kafka_error_t* e = rd_kafka_incremental_unassign(rk, parts)) rd_kafka_error_destroy(e);
             } else {
+                assigned_.clear();
                 rd_kafka_assign(rk, nullptr);
             }
         }
+    }
+
+    // Is ``m``'s partition still ours? A poll can return messages fetched before a revoke that happened
+    // during the same poll; they must not be processed or tracked (another member owns them now).
+    // Messages come in runs per partition, so one cached answer serves almost every lookup.
+    bool owned(const rd_kafka_message_t* m) {
+        if (m->rkt != last_rkt_ || m->partition != last_part_) {
+            last_rkt_ = m->rkt;
+            last_part_ = m->partition;
+            last_owned_ = assigned_.count({rd_kafka_topic_name(m->rkt), m->partition}) > 0;
+        }
+        return last_owned_;
     }
 
     void rethrow_callback_error() {
@@ -345,6 +367,10 @@ class BatchConsumer {
     std::unique_ptr<py::error_already_set> pending_;
     bool closed_ = false;
     bool tearing_down_ = false;
+    std::set<TopicPart> assigned_;
+    const rd_kafka_topic_t* last_rkt_ = nullptr;
+    std::int32_t last_part_ = -1;
+    bool last_owned_ = false;
 };
 
 namespace {
