@@ -26,6 +26,14 @@ def _tick(token: int, ts: int, ltp: float, volume: int) -> bytes:
     return orjson.dumps({"instrument_token": token, "exchange_ts": ts, "ltp": ltp, "volume": volume})
 
 
+def _produce_run(bootstrap: str, token: int, start_ms: int, ltp0: float, vol_step: int) -> None:
+    """Ten ticks of one instrument, 500 ms apart (five 1 s buckets)."""
+    p = bus.Producer(bootstrap)
+    for i in range(10):
+        p.produce(TICKS, _tick(token, start_ms + i * 500, ltp0 + i, vol_step * i), str(token).encode())
+    p.flush()
+
+
 def _wait_bars(dsn: str, n: int, timeout: float, proc) -> int:  # type: ignore[no-untyped-def]
     deadline = time.monotonic() + timeout
     got = 0
@@ -100,10 +108,7 @@ def test_native_builder_survives_broker_restart(fresh_pg_dsn, service_env, tmp_p
     proc = run_module("compute.bar_builder_1s", _env(service_env, bootstrap, fresh_pg_dsn, "native"), log_path=log)
 
     def produce(start_ms: int) -> None:
-        p = bus.Producer(bootstrap)
-        for i in range(10):
-            p.produce(TICKS, _tick(408065, start_ms + i * 500, 50.0 + i, 10 * i), b"408065")
-        p.flush()
+        _produce_run(bootstrap, 408065, start_ms, 50.0, 10)
 
     try:
         produce(T0)
@@ -132,12 +137,9 @@ def test_native_builder_rejoins_after_losing_its_partitions(broker, fresh_pg_dsn
     bus.ensure_topics(broker, all_topics(1))
     log = tmp_path / "builder.log"
     proc = run_module("compute.bar_builder_1s", _env(service_env, broker, fresh_pg_dsn, "native"), log_path=log)
-    p = bus.Producer(broker)
 
     def produce(start_ms: int) -> None:
-        for i in range(10):
-            p.produce(TICKS, _tick(5633, start_ms + i * 500, 10.0 + i, 100 * i), b"5633")
-        p.flush()
+        _produce_run(broker, 5633, start_ms, 10.0, 100)
 
     try:
         produce(T0)
