@@ -1,4 +1,5 @@
-"""Micro-benchmark of the pure bar cores (not a test): ``python tests/bench/bench_bar_core.py``.
+"""Micro-benchmark of the pure bar cores: ``make bench`` (section ``bar_core``) or by hand
+(``python -m tests.bench.bench_bar_core --help``).
 
 Measures ticks/s through ``orjson.loads`` + :class:`compute.tick_to_bar.BarBuilder`
 the way the service loop drives it: per poll batch, decode each message, one
@@ -25,6 +26,7 @@ from __future__ import annotations
 import argparse
 import gc
 import random
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -37,6 +39,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from compute.bar_rollup import BarRollup  # noqa: E402
 from compute.bars import MULTI_MINUTE_TFS, Bar  # noqa: E402
 from compute.tick_to_bar import BarBuilder  # noqa: E402
+from tests.bench.harness import Section, fmt_rate, machine_notes  # noqa: E402
 
 START_MS = 1_710_215_100_000  # 2024-03-12 09:15 IST
 PARTITIONS = 3
@@ -158,6 +161,62 @@ def bench_rollup(rollup: BarRollup, bars: list[Bar]) -> tuple[float, list[Bar]]:
     return time.process_time() - t0, out
 
 
+def measure(ticks: int, instruments: int, rate_hz: float, jitter_ms: int, batch: int, depth: bool,
+            repeat: int, seed: int) -> tuple[str, list[tuple[str, float, list[float], int]]]:
+    """Every variant on one stream: (stream description, [(variant, median rate, all rates, outputs)])."""
+    messages = make_messages(ticks, instruments, depth, seed, jitter_ms, rate_hz)
+    avg_bytes = sum(len(m[0]) for m in messages) / len(messages)
+    # The input fixture is not part of the system under test: keep the cyclic GC from
+    # rescanning it on every full collection (it would not exist in the service).
+    gc.collect()
+    gc.freeze()
+    desc = (f"{len(messages):,} ticks, {instruments} instruments at {rate_hz:g}/s, {avg_bytes:.0f} B/tick, "
+            f"jitter {jitter_ms} ms, batch {batch}, median of {repeat}")
+    rows: list[tuple[str, float, list[float], int]] = []
+
+    def add(name: str, n: int, runs: list[tuple[float, int]]) -> None:
+        rates = [n / cpu for cpu, _ in runs]
+        rows.append((name, statistics.median(rates), rates, runs[0][1]))
+
+    for clock, batched in (("replay", True), ("live", True), ("replay", False)):
+        how = "add_many" if batched else "add"
+        add(f"Python BarBuilder + orjson [{how}, {clock} clock]", len(messages),
+            [bench_builder(messages, batch, clock, batched)[:2] for _ in range(repeat)])
+    if native_core_class() is not None:
+        for clock in ("replay", "live"):
+            for how, prebuilt in (("stage_items", False), ("prebuilt RawBatch", True)):
+                add(f"native TickBarCore [{how}, {clock} clock]", len(messages),
+                    [bench_native(messages, batch, clock, prebuilt) for _ in range(repeat)])
+    bars = bench_builder(messages, batch, "replay", True, keep=True)[2]
+    runs_1m = [bench_rollup(BarRollup("1s", ["1m"]), bars) for _ in range(repeat)]
+    add("rollup 1s -> 1m (child bars/s)", len(bars), [(cpu, len(out)) for cpu, out in runs_1m])
+    bars_1m = runs_1m[0][1]
+    runs_multi = [bench_rollup(BarRollup("1m", list(MULTI_MINUTE_TFS)), bars_1m) for _ in range(repeat)]
+    add("rollup 1m -> 3m..60m (child bars/s)", len(bars_1m), [(cpu, len(out)) for cpu, out in runs_multi])
+    gc.unfreeze()
+    return desc, rows
+
+
+def run(quick: bool = False) -> Section:
+    """The ``make bench`` section: pure cores, no broker or database."""
+    ticks = 100_000 if quick else 500_000
+    repeat = 3 if quick else 5
+    desc, rows = measure(ticks, 200, 10.0, 50, 500, False, repeat, 7)
+    sec = Section("bar_core", "Bar cores: pure Python and C++ cores, no I/O (process CPU time)")
+    sec.lines += [
+        f"Machine: {machine_notes()}.",
+        f"Stream: {desc}. Rates are inputs per CPU second (JSON decode included), "
+        "medians of the runs; the native core gets batches with `stage_items` (payloads copied out of a "
+        "Python list) or as prebuilt `RawBatch`es (as the librdkafka consumer hands them over).",
+        "",
+        "| variant | median rate | runs | outputs |",
+        "|---|---:|---|---:|",
+    ]
+    for name, med, rates, outputs in rows:
+        sec.lines.append(f"| {name} | {fmt_rate(med)} | {', '.join(fmt_rate(r) for r in rates)} | {outputs:,} |")
+    return sec
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--ticks", type=int, default=500_000)
@@ -170,36 +229,11 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--seed", type=int, default=7)
     args = parser.parse_args()
-
-    messages = make_messages(args.ticks, args.instruments, args.depth, args.seed, args.jitter_ms, args.rate_hz)
-    avg_bytes = sum(len(m[0]) for m in messages) / len(messages)
-    # The input fixture is not part of the system under test: keep the cyclic GC from
-    # rescanning it on every full collection (it would not exist in the service).
-    gc.collect()
-    gc.freeze()
-    print(f"stream: {len(messages):,} ticks, {args.instruments} instruments at {args.rate_hz:g}/s, "
-          f"{avg_bytes:.0f} B/tick, jitter {args.jitter_ms} ms, batch {args.batch}, best of {args.repeat}")
-    for clock, batched in (("replay", True), ("live", True), ("replay", False)):
-        runs = [bench_builder(messages, args.batch, clock, batched) for _ in range(args.repeat)]
-        best = min(r[0] for r in runs)
-        how = "add_many" if batched else "add"
-        print(f"bar_builder_1s [{how}, {clock} clock]: {len(messages) / best:,.0f} ticks/s "
-              f"(orjson.loads included; {best:.3f} s CPU) -> {runs[0][1]:,} bars")
-    if native_core_class() is None:
-        print("native TickBarCore: extension not built (make native)")
-    else:
-        variants = [("stage_items", False), ("prebuilt RawBatch", True)]
-        for clock in ("replay", "live"):
-            for how, prebuilt in variants:
-                runs = [bench_native(messages, args.batch, clock, prebuilt) for _ in range(args.repeat)]
-                best = min(r[0] for r in runs)
-                print(f"native TickBarCore [{how}, {clock} clock]: {len(messages) / best:,.0f} ticks/s "
-                      f"(JSON decode included; {best:.3f} s CPU) -> {runs[0][1]:,} bars")
-    bars = bench_builder(messages, args.batch, "replay", True, keep=True)[2]
-    elapsed, bars_1m = bench_rollup(BarRollup("1s", ["1m"]), bars)
-    print(f"rollup 1s->1m: {len(bars) / elapsed:,.0f} child bars/s ({len(bars):,} -> {len(bars_1m):,})")
-    elapsed, multi = bench_rollup(BarRollup("1m", list(MULTI_MINUTE_TFS)), bars_1m)
-    print(f"rollup 1m->3m..60m: {len(bars_1m) / elapsed:,.0f} child bars/s ({len(bars_1m):,} -> {len(multi):,})")
+    desc, rows = measure(args.ticks, args.instruments, args.rate_hz, args.jitter_ms, args.batch, args.depth,
+                         args.repeat, args.seed)
+    print(f"stream: {desc}")
+    for name, med, rates, outputs in rows:
+        print(f"{name}: {med:,.0f}/s (runs {', '.join(f'{r:,.0f}' for r in rates)}) -> {outputs:,}")
 
 
 if __name__ == "__main__":

@@ -16,6 +16,7 @@ BENCHES = {
     "bus": "tests.bench.bench_bus",
     "ingestion": "tests.bench.bench_ingestion",
     "bars": "tests.bench.bench_bars",
+    "bar_core": "tests.bench.bench_bar_core",
 }
 
 
