@@ -38,6 +38,7 @@ Counters count (child, target timeframe) pairs.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
+from math import isfinite
 from typing import Any
 
 from compute.bars import (
@@ -50,6 +51,7 @@ from compute.bars import (
     IdleSchedule,
 )
 from compute.sessions import Session, SessionCalendar
+from schemas.limits import MAX_CUM_VOLUME, MAX_TOKEN, MAX_TS_MS, MIN_TS_MS, max_bar_ticks, max_bar_volume
 
 _NEVER = 1 << 62
 _Child = tuple[int, float, float, float, float, int, int, "int | None"]
@@ -181,16 +183,38 @@ class BarRollup:
             raise BadBarInput("instrument_token, ts, volume, ticks (and cum_volume) must be integers")
         return token, tf, values
 
+    def _check(self, token: int, tf: Any, values: _Child) -> None:
+        """Range rules of a child bar (limits in :mod:`schemas.limits`); BadBarInput names the first broken one."""
+        if tf != self.source_tf:
+            raise BadBarInput(f"expected {self.source_tf} bars, got tf={tf!r}")
+        ts, o, h, lo, c, volume, ticks, cum = values
+        if not 0 < token < MAX_TOKEN:
+            raise BadBarInput(f"instrument_token out of range (0, 2**63): {token}")
+        if not MIN_TS_MS <= ts < MAX_TS_MS or ts % self._src:
+            raise BadBarInput(f"ts out of range or not aligned to {tf}: {ts}")
+        if not (isfinite(o) and isfinite(h) and isfinite(lo) and isfinite(c)):
+            raise BadBarInput("prices must be finite")
+        if not (lo <= o <= h and lo <= c <= h):
+            raise BadBarInput(f"prices inconsistent: need low <= open, close <= high (o={o} h={h} l={lo} c={c})")
+        if not 0 <= volume <= max_bar_volume(tf):
+            raise BadBarInput(f"volume out of range [0, {max_bar_volume(tf)}] for {tf}: {volume}")
+        if not 0 <= ticks <= max_bar_ticks(tf):
+            raise BadBarInput(f"ticks out of range [0, {max_bar_ticks(tf)}] for {tf}: {ticks}")
+        if cum is not None and not 0 <= cum < MAX_CUM_VOLUME:
+            raise BadBarInput(f"cum_volume out of range [0, 2**40): {cum}")
+
     # ----------------------------------------------------------------- input
     def add(self, child: Mapping[str, Any] | Bar, partition: int, offset: int) -> None:
         """Feed one child bar read from ``partition`` at ``offset``.
 
-        Raises :class:`BadBarInput` (state untouched) for a malformed child or
-        one of the wrong timeframe; the caller routes it to the DLQ.
+        Raises :class:`BadBarInput` (state untouched) for a malformed child, one
+        of the wrong timeframe, or one out of range (non-finite prices, high <
+        low, open/close outside [low, high], volume/ticks/cum_volume outside
+        the bounds of :mod:`schemas.limits`, ts unaligned); the caller routes
+        it to the DLQ.
         """
         token, tf, values = self._parse(child)
-        if tf != self.source_tf:
-            raise BadBarInput(f"expected {self.source_tf} bars, got tf={tf!r}")
+        self._check(token, tf, values)
         ts = values[0]
         c_end = ts + self._src
         self._wm.last[partition] = offset

@@ -197,6 +197,53 @@ def test_bad_children_are_rejected() -> None:
     assert rollup.committable_offsets() == {} and rollup.open_bars == 0
 
 
+_OUT_OF_RANGE = [
+    ("nan open", {"open": float("nan")}),
+    ("inf high", {"high": float("inf")}),
+    ("-inf low", {"low": float("-inf")}),
+    ("high < low", {"high": 9.0, "low": 10.0, "open": 9.0, "close": 9.0}),
+    ("open above high", {"open": 12.0}),
+    ("close below low", {"close": 8.0}),
+    ("volume 2**64-1", {"volume": 2**64 - 1}),
+    ("negative volume", {"volume": -1}),
+    ("ticks 2**40", {"ticks": 2**40}),
+    ("negative ticks", {"ticks": -1}),
+    ("cum_volume -5", {"cum_volume": -5}),
+    ("cum_volume 2**40", {"cum_volume": 2**40}),
+    ("bool volume", {"volume": True}),
+    ("token 0", {"instrument_token": 0}),
+    ("token 2**63", {"instrument_token": 2**63}),
+    ("ts before 2000", {"ts": 60_000}),
+    ("ts not aligned to 1m", {"ts": at("10:00") + 1}),
+]
+
+
+@pytest.mark.parametrize(("case", "change"), _OUT_OF_RANGE, ids=[c for c, _ in _OUT_OF_RANGE])
+def test_out_of_range_child_is_rejected_and_changes_nothing(case: str, change: dict[str, Any]) -> None:
+    rollup = BarRollup("1m", ["5m"])
+    good = child(at("10:00"), 10, 11, 9, 10.5, cum=100)
+    rollup.add(good, 0, 0)
+    before = (rollup.committable_offsets(), rollup.open_bars, rollup.accepted_bars, rollup.late_bars)
+    with pytest.raises(BadBarInput):
+        rollup.add({**good, "ts": at("10:01"), **change}, 0, 1)
+    assert (rollup.committable_offsets(), rollup.open_bars, rollup.accepted_bars, rollup.late_bars) == before
+    assert rollup._wm.last[0] == 0  # noqa: SLF001 - the rejected offset was not recorded
+    (bar,) = rollup.close_all()
+    assert bar.to_row() == (TOKEN, "5m", at("10:00"), 10.0, 11.0, 9.0, 10.5, 10, 2, 100)
+
+
+def test_children_at_the_caps_roll_up_into_a_parent_within_its_caps() -> None:
+    """Sixty 1m children at the 1m caps make a 60m parent that the 60m caps (and the columns) accept."""
+    from schemas.limits import max_bar_ticks, max_bar_volume
+    rollup = BarRollup("1m", ["60m"])
+    start = at("10:15")
+    feed(rollup, [child(start + i * 60_000, 1, 1, 1, 1, max_bar_volume("1m"), max_bar_ticks("1m"),
+                        cum=2**40 - 1) for i in range(60)])
+    (bar,) = rollup.close_all()
+    assert bar.volume == max_bar_volume("60m") < 2**63
+    assert bar.ticks == max_bar_ticks("60m") < 2**31
+
+
 def test_invalid_configuration_is_refused() -> None:
     with pytest.raises(ValueError):
         BarRollup("1m", ["1s"])
