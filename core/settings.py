@@ -11,6 +11,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
+from dotenv import dotenv_values
 from pydantic import Field, SecretStr, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -83,22 +84,18 @@ def get_settings() -> Settings:
 
 
 def env_file_values() -> dict[str, str]:
-    """Merged key/values of the env files in precedence order (for the supervisor's children)."""
+    """Merged key/values of the env files in precedence order (for the supervisor's children).
+
+    Parsed by python-dotenv exactly as pydantic-settings parses them for :class:`Settings`
+    (``# comments`` stripped, quotes and escapes, ``${VAR}`` expanded against the process
+    environment and the file's earlier keys), so a child sees the values the supervisor
+    validated. A bare ``KEY`` line (no ``=``) sets nothing.
+    """
     merged: dict[str, str] = {}
     for f in ENV_FILES:
-        if not f.is_file():
-            continue
-        for raw in f.read_text(encoding="utf-8").splitlines():
-            line = raw.strip()
-            if not line or line.startswith("#") or "=" not in line:
-                continue
-            if line.startswith("export "):
-                line = line[len("export "):]
-            k, v = line.split("=", 1)
-            v = v.strip()
-            if len(v) >= 2 and v[0] == v[-1] and v[0] in "'\"":
-                v = v[1:-1]
-            merged[k.strip()] = v
+        if f.is_file():
+            values = dotenv_values(f, encoding="utf-8", interpolate=True)
+            merged.update({k: v for k, v in values.items() if v is not None})
     return merged
 
 
