@@ -16,6 +16,7 @@ takes native when the extension is built.
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 from collections.abc import Sequence
@@ -74,12 +75,13 @@ class BarBuilderService(BarService):
 
 
 def resolve_engine(engine: str) -> str:
-    """``auto`` -> ``native`` when the extension loads, else ``python``."""
+    """``auto`` -> ``native`` when the extension loads with the wheel's librdkafka, else ``python`` (one log line)."""
     if engine != "auto":
         return engine
     try:
         load_native()
-    except NativeUnavailable:
+    except NativeUnavailable as exc:
+        logging.getLogger(__name__).warning("engine auto: native unavailable, using python: %s", exc)
         return "python"
     return "native"
 

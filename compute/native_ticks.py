@@ -11,15 +11,20 @@ payloads in place. Python sees only the batch, the few bars that close, and the 
 message (wrapped in :class:`BatchMessage` for the dead-letter topic).
 
 The extension links no librdkafka at build time: :func:`load_native` first loads the
-library bundled in the confluent-kafka wheel (or the system one confluent-kafka uses)
-with ``RTLD_GLOBAL`` so the extension's librdkafka symbols resolve to it.
+library bundled in the confluent-kafka wheel (by absolute path from its
+``confluent_kafka.libs`` directory, never a system copy) with ``RTLD_GLOBAL`` so the
+extension's librdkafka symbols resolve to it, after checking that the library's
+``rd_kafka_version()`` is the one confluent-kafka reports (``confluent_kafka.libversion()``)
+and is compatible with the vendored header the extension was compiled against
+(:data:`VENDORED_RDKAFKA_H_VERSION`). Anything else is :class:`NativeUnavailable`, and
+``--engine auto`` then runs the python engine.
 """
 
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import logging
+import os
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from functools import cache
 from pathlib import Path
@@ -39,28 +44,73 @@ class NativeUnavailable(ImportError):
     """The C++ extension is not built or librdkafka could not be loaded."""
 
 
-def _librdkafka_candidates() -> list[str]:
+# RD_KAFKA_VERSION of compute/native/include/librdkafka/rdkafka.h (0xMMmmrrpp; pp=0xff: a release).
+# librdkafka keeps its ABI backward compatible within a major version, so the extension runs on any
+# librdkafka of the same major that is at least this version (tests/unit/test_native_loader.py).
+VENDORED_RDKAFKA_H_VERSION = 0x020002FF
+
+# Test seam only: an absolute path to load instead of the wheel's library (it must still pass the checks).
+LIBRDKAFKA_ENV = "TRADESTACK_LIBRDKAFKA"
+
+
+def version_str(version: int) -> str:
+    """``0x020c01ff`` -> ``2.12.1``."""
+    return f"{version >> 24 & 0xFF}.{version >> 16 & 0xFF}.{version >> 8 & 0xFF}"
+
+
+def header_compatible(runtime: int, header: int = VENDORED_RDKAFKA_H_VERSION) -> bool:
+    """True when a librdkafka of version ``runtime`` can serve code compiled against ``header``."""
+    return runtime >> 24 == header >> 24 and runtime >= header
+
+
+def wheel_librdkafka() -> Path:
+    """The absolute path of the librdkafka bundled in the confluent-kafka wheel (``confluent_kafka.libs``)."""
     import confluent_kafka
 
     libs = Path(confluent_kafka.__file__).resolve().parent.parent / "confluent_kafka.libs"
-    found = sorted(str(p) for p in libs.glob("librdkafka*.so*"))
-    system = ctypes.util.find_library("rdkafka")
-    return found + ([system] if system else [])
+    found = sorted(libs.glob("librdkafka*.so*"))
+    if len(found) != 1:
+        raise NativeUnavailable(f"expected one librdkafka in {libs}, found {len(found)} "
+                                "(confluent-kafka not installed from its wheel?)")
+    return found[0]
+
+
+def check_librdkafka(path: Path) -> int:
+    """Load ``path`` privately and return its ``rd_kafka_version()`` if it is confluent-kafka's and fits the header.
+
+    The library is opened with ``RTLD_LOCAL`` first, so a wrong one never provides symbols to anything.
+    """
+    import confluent_kafka
+
+    if not path.is_absolute():
+        raise NativeUnavailable(f"librdkafka path must be absolute: {path}")
+    try:
+        lib = ctypes.CDLL(str(path), mode=ctypes.RTLD_LOCAL)
+        fn = lib.rd_kafka_version
+    except (OSError, AttributeError) as exc:
+        raise NativeUnavailable(f"cannot load librdkafka {path}: {exc}") from None
+    fn.restype, fn.argtypes = ctypes.c_int, []
+    loaded = int(fn()) & 0xFFFFFFFF
+    expected = int(confluent_kafka.libversion()[1])
+    if loaded != expected:
+        raise NativeUnavailable(f"librdkafka {path} is {version_str(loaded)} (0x{loaded:08x}), confluent-kafka "
+                                f"uses {version_str(expected)} (0x{expected:08x})")
+    if not header_compatible(loaded):
+        raise NativeUnavailable(f"librdkafka {version_str(loaded)} is not compatible with the vendored "
+                                f"rdkafka.h {version_str(VENDORED_RDKAFKA_H_VERSION)}")
+    return loaded
 
 
 @cache
 def load_native() -> ModuleType:
-    """Import ``compute._native`` with librdkafka loaded; :class:`NativeUnavailable` if impossible."""
-    errors = []
-    for path in _librdkafka_candidates():
-        try:
-            ctypes.CDLL(path, mode=ctypes.RTLD_GLOBAL)
-            break
-        except OSError as exc:
-            errors.append(f"{path}: {exc}")
-    else:
-        raise NativeUnavailable("librdkafka not found next to confluent_kafka nor on the system"
-                                + (f" ({'; '.join(errors)})" if errors else ""))
+    """Import ``compute._native`` with the wheel's librdkafka loaded; :class:`NativeUnavailable` if impossible."""
+    override = os.environ.get(LIBRDKAFKA_ENV, "").strip()
+    path = Path(override) if override else wheel_librdkafka()
+    check_librdkafka(path)
+    try:
+        ctypes.CDLL(str(path), mode=ctypes.RTLD_GLOBAL)  # same handle, now global for the extension
+    except OSError as exc:
+        raise NativeUnavailable(f"cannot load librdkafka {path}: {exc}") from None
     try:
         from compute import _native
     except ImportError as exc:
@@ -186,7 +236,10 @@ class NativeTickProcessor(BarProcessor):
         rejects: list[tuple[Any, str]] = []
         parts: Iterable[int] = ()
         if len(msgs):
-            new, bad = core.stage(msgs, now_ms + MAX_FUTURE_MS)
+            # Plausibility window, approximated: the C++ stage() takes one bound per batch, so the
+            # watermark here is the end of the newest bar emitted (any partition), not per partition.
+            wm = self.event_wm.get(-1, now_ms)
+            new, bad = core.stage(msgs, max(wm, now_ms) + min(self.max_ahead_ms, MAX_FUTURE_MS) + 1)
             if new and self.restorer is not None:
                 self.restorer(new)
             core.feed()
@@ -194,4 +247,8 @@ class NativeTickProcessor(BarProcessor):
             if self.gate.silent_close_ms is not None:
                 parts = {p for _t, p in msgs.consumed()[0]}
         bars = core.advance(self.gate.wall_now(now_ms, parts))
+        if bars:
+            end = max(b.ts for b in bars) + 1000
+            if end > self.event_wm.get(-1, 0):
+                self.event_wm[-1] = end
         return Emission(messages=self.encode(bars), rows=bars, rejects=rejects)
