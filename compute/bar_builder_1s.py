@@ -58,7 +58,7 @@ class BarBuilderService(BarService):
         self.core = self.build_core()
         kind = NativeTickProcessor if self.engine == "native" else BarProcessor
         self.log.info("engine=%s", self.engine)
-        return kind(self.core, self.input_topic, self.build_gate(), self._restore_from_db)
+        return kind(self.core, self.input_topic, self.build_gate(), self._restore_from_db, self.max_ahead_ms)
 
     def build_consumer(self, bootstrap: str) -> ConsumerLike:
         if self.engine != "native":

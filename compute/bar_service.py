@@ -30,6 +30,7 @@ from core.service import Backoff
 from core.settings import Settings
 from core.stream import TP, Emission, OutMessage, Sink, StreamService
 from core.topics import TICKS, bars_topic
+from schemas.limits import DEFAULT_MAX_AHEAD_MS, MAX_AHEAD_LIMIT_MS, MAX_TOKEN, MAX_TS_MS, MIN_TS_MS
 
 _dumps = orjson.dumps
 
@@ -108,11 +109,9 @@ class WallClockGate:
         return self._virtual if self._seen_input else None
 
 
-#: Sanity bounds on input: tokens fit the bigint columns (Kite's are 32-bit); event times are after
-#: 2000-01-01 and at most a day ahead of the wall clock (a far-future tick would pin the watermark).
-MAX_TOKEN = 2**63
-MIN_TS_MS = 946_684_800_000
-MAX_FUTURE_MS = 86_400_000
+#: Sanity bounds on input (see :mod:`schemas.limits`): tokens fit the bigint columns; event times
+#: in [2000, 2100). MAX_FUTURE_MS is the absolute ceiling of the plausibility window.
+MAX_FUTURE_MS = MAX_AHEAD_LIMIT_MS
 
 #: Called with ``{instrument_token: partition}`` for instruments the core does not track yet.
 Restorer = Callable[[dict[int, int]], None]
@@ -125,11 +124,23 @@ class BarProcessor:
     loads its resume point (last durable bar) from Postgres into the core before
     its messages are fed, so replayed input of already-emitted buckets is skipped.
     Revoked partitions' instruments are dropped and reloaded when seen again.
+
+    Plausibility window: an input whose event time is more than ``max_ahead_ms``
+    beyond max(its partition's event-time watermark, the wall clock) is
+    rejected (reason ``implausible: ...``, counted in ``implausible``) and
+    changes nothing: no core state, no watermark, no commit hold. The
+    partition watermark is the largest event time the core accepted from that
+    partition before the current poll batch, so accelerated paper (simulated
+    clock ahead of the wall) and replays (event times in the past) pass, and
+    an overnight gap passes by the wall clock.
     """
 
     def __init__(self, core: BarCore, input_topic: str, gate: WallClockGate | None = None,
-                 restorer: Restorer | None = None) -> None:
+                 restorer: Restorer | None = None, max_ahead_ms: int = DEFAULT_MAX_AHEAD_MS) -> None:
         self.core = core
+        self.max_ahead_ms = max_ahead_ms
+        self.event_wm: dict[int, int] = {}  # partition -> largest accepted event time
+        self.implausible = 0
         self.ts_field = "exchange_ts" if input_topic == TICKS else "ts"
         self.input_topic = input_topic
         self.gate = gate or WallClockGate(0, None)
@@ -145,7 +156,9 @@ class BarProcessor:
         tracked = self.core._inst  # noqa: SLF001 - token -> state of the pure core
         new: dict[int, int] = {}
         ts_field = self.ts_field
-        max_ts = now_ms + MAX_FUTURE_MS
+        wm = self.event_wm
+        ahead = self.max_ahead_ms
+        wall_limit = now_ms + ahead
         for m in msgs:
             part = m.partition()
             parts.add(part)
@@ -160,10 +173,17 @@ class BarProcessor:
             tok = obj.get("instrument_token")
             ts = obj.get(ts_field)
             if type(tok) is int and type(ts) is int:
-                if not (0 < tok < MAX_TOKEN and MIN_TS_MS <= ts < max_ts):
-                    # Out of range for the tables (bigint, timestamptz) or absurd: it would pin the
-                    # watermark (far future) or fail the upsert on every replay (far past).
+                if not (0 < tok < MAX_TOKEN and MIN_TS_MS <= ts < MAX_TS_MS):
+                    # Out of range for the tables (bigint, timestamptz): it would fail the upsert on every replay.
                     rejects.append((m, f"schema: instrument_token or {ts_field} out of range"))
+                    continue
+                pw = wm.get(part)
+                limit = wall_limit if pw is None or pw + ahead < wall_limit else pw + ahead
+                if ts > limit:
+                    # Far ahead of its stream (e.g. an IST time read as UTC): it would wedge the instrument.
+                    self.implausible += 1
+                    rejects.append((m, f"implausible: {ts_field}={ts} is more than {ahead} ms ahead of "
+                                       f"max(partition {part} watermark, wall clock)"))
                     continue
                 if tok not in tracked and tok not in new:
                     new[tok] = part
@@ -172,8 +192,14 @@ class BarProcessor:
         if new and self.restorer is not None:
             self.restorer(new)
         if items:
-            for index, err in self._add_many(items):
+            bad = self._add_many(items)
+            for index, err in bad:
                 rejects.append((kept[index], f"schema: {err}"))
+            skip = {index for index, _ in bad}
+            for index, (obj, part, _off) in enumerate(items):
+                ts = obj.get(ts_field)
+                if index not in skip and type(ts) is int and ts > wm.get(part, -1):
+                    wm[part] = ts
         bars = self.core.advance(self.gate.wall_now(now_ms, parts))
         return Emission(messages=self.encode(bars), rows=bars, rejects=rejects)
 
@@ -216,6 +242,8 @@ class BarProcessor:
         numbers = [p for _t, p in parts]
         self.core.drop_partitions(numbers)
         self.gate.revoked(numbers)
+        for p in numbers:
+            self.event_wm.pop(p, None)
 
 
 class BarService(StreamService):
@@ -236,6 +264,9 @@ class BarService(StreamService):
             "bar_emit_delay_seconds", "Wall time from bucket end to emission",
             buckets=(0.05, 0.1, 0.25, 0.5, 1, 2, 2.5, 3, 4, 5, 7.5, 10, 30, 60))
         self._counted = (0, 0)
+        self.m_implausible = metrics.counter(
+            "implausible_total", "Inputs dropped to the DLQ: event time beyond the plausibility window")
+        self._implausible = 0
 
     @abstractmethod
     def build_core(self) -> BarCore:
@@ -247,7 +278,13 @@ class BarService(StreamService):
 
     def build_processor(self) -> BarProcessor:
         self.core = self.build_core()
-        return BarProcessor(self.core, self.input_topic, self.build_gate(), self._restore_from_db)
+        return BarProcessor(self.core, self.input_topic, self.build_gate(), self._restore_from_db,
+                            self.max_ahead_ms)
+
+    @property
+    def max_ahead_ms(self) -> int:
+        """The plausibility window (``--max-ahead-ms`` / env ``BAR_MAX_AHEAD_MS``)."""
+        return int(getattr(self.args, "max_ahead_ms", DEFAULT_MAX_AHEAD_MS))
 
     def build_sink(self) -> Sink:
         return upsert_bars
@@ -292,6 +329,10 @@ class BarService(StreamService):
         if dups > pd:
             self.m_dups.inc(dups - pd)
         self._counted = (late, dups)
+        implausible = getattr(self.processor, "implausible", 0)
+        if implausible > self._implausible:
+            self.m_implausible.inc(implausible - self._implausible)
+            self._implausible = implausible
         self.m_open.set(getattr(self.core, "open_bars", 0))
 
     @abstractmethod
@@ -327,6 +368,9 @@ def make_parser(prog: str, doc: str, grace_env: str, grace_default: int,
                     help=f"close a quiet instrument's bars after this much wall time "
                          f"({'env ' + wall_env + ', ' if wall_env else ''}default {wall_default})")
     ap.add_argument("--group", default=None, help="consumer group id (default: the service name)")
+    ap.add_argument("--max-ahead-ms", type=int, default=env_int("BAR_MAX_AHEAD_MS", DEFAULT_MAX_AHEAD_MS),
+                    help="plausibility window: inputs further ahead of max(partition watermark, wall clock) go "
+                         f"to the DLQ (env BAR_MAX_AHEAD_MS, default {DEFAULT_MAX_AHEAD_MS})")
     return ap
 
 
@@ -334,6 +378,9 @@ def check_args(ap: argparse.ArgumentParser, args: argparse.Namespace) -> None:
     """Usage errors exit 2 with one line (argparse's convention)."""
     if args.grace_ms < 0 or (args.wall_grace_ms is not None and args.wall_grace_ms < 0):
         ap.error("--grace-ms and --wall-grace-ms must be >= 0")
+    if not 0 < args.max_ahead_ms <= MAX_AHEAD_LIMIT_MS:
+        ap.error(f"--max-ahead-ms (env BAR_MAX_AHEAD_MS) must be in (0, {MAX_AHEAD_LIMIT_MS}], "
+                 f"got {args.max_ahead_ms}")
 
 
 ServiceFactory = Callable[[Settings, Metrics], StreamService]

@@ -57,6 +57,8 @@ def reason_class(reason: str) -> str:
     """Full text for schema rejects (ours mirror Python's), the prefix for decode errors."""
     if reason.startswith("invalid JSON: "):
         return "invalid JSON"
+    if reason.startswith("implausible: "):  # the C++ stage() reports a tick beyond its bound as out of range
+        return "schema: instrument_token or exchange_ts out of range"
     return reason
 
 
@@ -74,7 +76,7 @@ class Pair:
         self.durable = durable  # token -> (last_ts, cum_volume): what the restorer "loads"
         self.universe = universe
         self.py_new: list[list[tuple[int, int]]] = []
-        self.proc = BarProcessor(self.py, "ticks", restorer=self._py_restore)
+        self.proc = BarProcessor(self.py, "ticks", restorer=self._py_restore, max_ahead_ms=MAX_FUTURE_MS)
         self.bars = 0
 
     def _py_restore(self, new: dict[int, int]) -> None:
