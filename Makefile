@@ -9,16 +9,31 @@ SVC ?=
 VAR := $(or $(TRADESTACK_VAR_DIR),var)
 PYTEST_ARGS ?=
 
-.PHONY: help setup native up up-smoke down status logs restart risk-v2 test test-fast bench check-config docker-env lint schemas clean-var
+.PHONY: help setup lock native up up-smoke down status logs restart risk-v2 test test-fast bench check-config docker-env lint schemas clean-var
 
 help: ## list targets
 	@grep -E '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
 
-$(VENV)/.installed: pyproject.toml
+# Installs the locked tree: constraints.txt pins every package (`make lock` regenerates it).
+$(VENV)/.installed: pyproject.toml constraints.txt
 	@test -x $(VPY) || $(PY) -m venv $(VENV)
 	$(VPY) -m pip install -q --upgrade "pip>=24" setuptools wheel
-	$(VPY) -m pip install -q -e '.[dev]'
+	$(VPY) -m pip install -q -c constraints.txt -e '.[dev]'
 	@touch $@
+
+# The [bench] extra (quixstreams), locked like the rest; installed without rebuilding the project.
+BENCH_REQS = $(shell $(PY) -c "import tomllib; print(' '.join(repr(r) for r in tomllib.load(open('pyproject.toml', 'rb'))['project']['optional-dependencies']['bench']))")
+$(VENV)/.bench-installed: $(VENV)/.installed constraints.txt
+	$(VPY) -m pip install -q -c constraints.txt $(BENCH_REQS)
+	@touch $@
+
+lock: $(VENV)/.installed ## regenerate constraints.txt: newest versions within pyproject.toml's ranges, installed and frozen
+	$(VPY) -m pip install -q --upgrade --upgrade-strategy eager -e '.[dev,bench]'
+	@{ echo "# The locked dependency tree \`make setup\` installs from (pip -c). Regenerate with \`make lock\` (README)."; \
+	  echo "# Frozen from a .venv installed with '.[dev,bench]' on $$(uname -s) $$(uname -m), $$($(VPY) -V)."; \
+	  $(VPY) -m pip freeze --exclude-editable | grep -v -E '^(pip|setuptools|wheel)=='; } > constraints.txt
+	@touch $(VENV)/.installed $(VENV)/.bench-installed
+	@echo "wrote constraints.txt ($$(grep -c '==' constraints.txt) pins); run make test, then commit it"
 
 NATIVE_SRC := $(wildcard compute/native/*.cpp compute/native/*.hpp) setup.py
 NATIVE_SO := compute/.native.built
@@ -68,7 +83,7 @@ test: setup ## the whole test suite (what .ci/run calls)
 test-fast: setup ## unit tests only
 	$(VPY) -m pytest -q tests/unit $(PYTEST_ARGS)
 
-bench: setup ## benchmarks; writes figures to docs/BENCHMARKS.md
+bench: setup $(VENV)/.bench-installed ## benchmarks (installs the [bench] extra); writes figures to docs/BENCHMARKS.md
 	$(VPY) -m tests.bench.run_all --write docs/BENCHMARKS.md
 
 check-config: setup ## validate every config file

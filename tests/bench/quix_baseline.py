@@ -12,12 +12,24 @@ which needs per-instrument state across windows. The work per tick is comparable
 
 from __future__ import annotations
 
+import importlib.util
 import logging
+import sys
 import tempfile
 import time
 import uuid
 
 _PATCHED = False
+
+MISSING = ("quixstreams is not installed: it is bench-only, in the [bench] extra "
+           "(`make bench` installs it; or pip install -c constraints.txt -e '.[bench]')")
+
+
+def require_quixstreams() -> None:
+    """Stop with one clear line (exit 2) when the bench-only quixstreams package is missing."""
+    if importlib.util.find_spec("quixstreams") is None:
+        print(f"bench: {MISSING}", file=sys.stderr)
+        raise SystemExit(2)
 
 
 def _patch_retention() -> None:
@@ -41,6 +53,7 @@ def _patch_retention() -> None:
 
 def quix_ohlcv_rate(bootstrap: str, topic: str, n: int) -> float:
     """Ticks/s of a quixstreams tumbling-window OHLCV app over ``n`` messages of ``topic``."""
+    require_quixstreams()
     _patch_retention()
     from quixstreams import Application
     from quixstreams.dataframe.windows import First, Last, Max, Min, Sum

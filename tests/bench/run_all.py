@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 from tests.bench.harness import write_sections
+from tests.bench.quix_baseline import require_quixstreams
 
 BENCHES = {
     "bus": "tests.bench.bench_bus",
@@ -30,6 +31,8 @@ def main(argv: list[str] | None = None) -> int:
     unknown = [n for n in names if n not in BENCHES]
     if unknown:
         ap.error(f"unknown benchmark(s): {', '.join(unknown)}")
+    if "bars" in names:
+        require_quixstreams()  # before minutes of other measurements, not after
     sections = []
     for name in names:
         print(f"== {name}", flush=True)
