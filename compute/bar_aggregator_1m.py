@@ -5,15 +5,21 @@ Rolls clock-aligned 1 s bars into 1 m bars with :class:`compute.bar_rollup.BarRo
 A parent closes when child event time passes its end + grace, or by wall time
 for a quiet instrument; replayed children are deduplicated by their ``ts``.
 
-    python -m compute.bar_aggregator_1m [--grace-ms 0] [--wall-grace-ms 6000] [--silent-close-ms 30000]
+    python -m compute.bar_aggregator_1m [--grace-ms 0] [--wall-grace-ms 20000] [--silent-close-ms 30000]
+
+The wall-clock defaults and the rule they obey are derived in :mod:`compute.holds`; a
+configuration that breaks the rule exits 2 with one line (``BAR_HOLD_RULE=warn`` only warns,
+for a stage fed directly by a test or a replay rather than by the upstream stage).
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 
+from compute import holds
 from compute.bar_rollup import BarRollup
 from compute.bar_service import BarService, WallClockGate, check_args, env_int, make_parser
 from core.service import run_service
@@ -25,8 +31,8 @@ class RollupService(BarService):
 
     source_tf = "1s"
     target_tfs: Sequence[str] = ("1m",)
-    #: 1 s bars arrive every second while the builder runs; its longest hold is grace + wall grace (~4 s).
-    wall_default = 6000
+    #: Must exceed what the builder can hold a 1 s bar back, its restarts included (compute.holds).
+    wall_default = holds.AGG_1M_WALL_GRACE_MS
 
     def build_core(self) -> BarRollup:
         if self.args.group:
@@ -46,14 +52,38 @@ class RollupService(BarService):
 
 
 #: Input silent longer than this means the upstream is paused: the gate's clock stops.
-LIVE_WINDOW_MS = 5000
+LIVE_WINDOW_MS = holds.LIVE_WINDOW_MS
 
 
 def add_silent_flag(ap: argparse.ArgumentParser) -> None:
     """``--silent-close-ms``: close quiet bars by wall time only after the whole input was silent this long."""
-    ap.add_argument("--silent-close-ms", type=int, default=env_int("AGG_SILENT_CLOSE_MS", 30000),
+    default = holds.AGG_SILENT_CLOSE_MS
+    ap.add_argument("--silent-close-ms", type=int, default=env_int("AGG_SILENT_CLOSE_MS", default),
                     help="when no input at all arrives (upstream restarting or session over), wait this long "
-                         "before closing bars by wall time (env AGG_SILENT_CLOSE_MS, default 30000)")
+                         f"before closing bars by wall time (env AGG_SILENT_CLOSE_MS, default {default})")
+
+
+def check_hold_rule(args: argparse.Namespace, stage: str) -> None:
+    """Exit 2 with one line when this stage's knobs break the hold rule (:func:`compute.holds.check_chain`).
+
+    The upstream stages' knobs come from the same environment the supervisor gives every bar
+    service; this stage's flags override its own. ``BAR_HOLD_RULE=warn`` prints the line and goes on.
+    """
+    wall = "agg_1m_wall_grace_ms" if stage == "1m" else "agg_multi_wall_grace_ms"
+    try:
+        knobs = holds.knobs_from_env(**{wall: args.wall_grace_ms, "agg_grace_ms": args.grace_ms,
+                                        "agg_silent_close_ms": args.silent_close_ms})
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+    problems = holds.check_chain(knobs, stage)
+    if not problems:
+        return
+    if os.environ.get("BAR_HOLD_RULE") == "warn":
+        print(f"warning: unsafe wall-clock knobs (BAR_HOLD_RULE=warn): {problems[0]}", file=sys.stderr)
+        return
+    print(f"error: unsafe wall-clock knobs: {problems[0]} (see compute/holds.py)", file=sys.stderr)
+    raise SystemExit(2)
 
 
 class BarAggregator1m(RollupService):
@@ -67,11 +97,12 @@ class BarAggregator1m(RollupService):
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point."""
-    ap = make_parser("python -m compute.bar_aggregator_1m", __doc__.splitlines()[0], "AGG_GRACE_MS", 0, 6000,
-                     "AGG_1M_WALL_GRACE_MS")
+    ap = make_parser("python -m compute.bar_aggregator_1m", __doc__.splitlines()[0], "AGG_GRACE_MS",
+                     holds.AGG_GRACE_MS, holds.AGG_1M_WALL_GRACE_MS, "AGG_1M_WALL_GRACE_MS")
     add_silent_flag(ap)
     args = ap.parse_args(argv)
     check_args(ap, args)
+    check_hold_rule(args, "1m")
     return run_service(lambda s, m: BarAggregator1m(s, m, args), BarAggregator1m.name)
 
 

@@ -19,7 +19,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from compute.bar_aggregator_1m import RollupService, add_silent_flag
+from compute import holds
+from compute.bar_aggregator_1m import RollupService, add_silent_flag, check_hold_rule
 from compute.bar_rollup import BarRollup
 from compute.bar_service import check_args, make_parser
 from compute.bars import MULTI_MINUTE_TFS
@@ -45,10 +46,10 @@ class BarAggregatorMulti(RollupService):
     source_tf = "1m"
     target_tfs = MULTI_MINUTE_TFS
     state_tfs = MULTI_MINUTE_TFS
-    #: Must exceed the 1m aggregator's longest hold of a quiet instrument's bar (its 6 s wall grace
-    #: plus up to its silent-close 30 s while an input partition stalls, plus the builder's ~4 s),
-    #: so a quiet instrument's last 1m bar is never late here.
-    wall_default = 45000
+    #: Must exceed the 1m aggregator's longest hold of a quiet instrument's bar (its wall grace, a stall
+    #: of up to its silent close, the builder's hold and restarts; derived in compute.holds), so a quiet
+    #: instrument's last 1m bar is never late here.
+    wall_default = holds.AGG_MULTI_WALL_GRACE_MS
 
     def __init__(self, settings: Settings, metrics: Metrics, args: argparse.Namespace,
                  verify: VendorCheckConfig | None = None) -> None:
@@ -72,13 +73,14 @@ class BarAggregatorMulti(RollupService):
 def main(argv: list[str] | None = None) -> int:
     """Entry point."""
     ap = make_parser("python -m compute.bar_aggregator_1m_to_multi", __doc__.splitlines()[0],
-                     "AGG_GRACE_MS", 0, 45000, "AGG_MULTI_WALL_GRACE_MS")
+                     "AGG_GRACE_MS", holds.AGG_GRACE_MS, holds.AGG_MULTI_WALL_GRACE_MS, "AGG_MULTI_WALL_GRACE_MS")
     ap.add_argument("--tfs", default=",".join(MULTI_MINUTE_TFS),
                     help="comma-separated target timeframes (default: all of 3m,5m,15m,30m,60m)")
     add_silent_flag(ap)
     add_vendor_flags(ap)
     args = ap.parse_args(argv)
     check_args(ap, args)
+    check_hold_rule(args, "multi")
     tfs = tuple(t.strip() for t in args.tfs.split(",") if t.strip())
     bad = [t for t in tfs if t not in MULTI_MINUTE_TFS]
     if bad or not tfs:

@@ -22,6 +22,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
+from compute import holds
 from compute.bar_service import BarProcessor, BarService, check_args, make_parser
 from compute.native_ticks import NativeConsumer, NativeTickProcessor, NativeUnavailable, load_native
 from compute.tick_to_bar import BarBuilder
@@ -88,8 +89,8 @@ def resolve_engine(engine: str) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point."""
-    ap = make_parser("python -m compute.bar_builder_1s", __doc__.splitlines()[0], "BAR_GRACE_MS", 2000, 2000,
-                     "BAR_WALL_GRACE_MS")
+    ap = make_parser("python -m compute.bar_builder_1s", __doc__.splitlines()[0], "BAR_GRACE_MS",
+                     holds.BAR_GRACE_MS, holds.BAR_WALL_GRACE_MS, "BAR_WALL_GRACE_MS")
     ap.add_argument("--engine", choices=ENGINES, default=os.environ.get("BAR_ENGINE") or "auto",
                     help="tick path: native (librdkafka batches + C++ core), python, or auto = native when "
                          "built (env BAR_ENGINE, default auto)")
