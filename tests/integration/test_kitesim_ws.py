@@ -143,6 +143,27 @@ def test_stats_count_what_was_sent_per_instrument(session: dict[str, Any], sim: 
     assert [e["volume"] for e in log] == [t["volume_traded"] for t in _by(session, RELIANCE, "quote")]
 
 
+def test_round_trip_when_decoded_by_kiteticker_then_exact_values_kitesim_sent(
+        session: dict[str, Any], sim: RunningSimulator) -> None:
+    # The probe's connection: the one that subscribed the session's six tokens.
+    conn = next(c["id"] for c in session["stats"]["ws_connections"] if c["subscribed"] == 6)
+    tokens = (RELIANCE, INFY, NIFTY, USDINR_CDS, USDINR_BCD, NIFTY_FUT)
+    for token in tokens:
+        got = [t for t in session["ticks"] if t["instrument_token"] == token]
+        sent = control(sim.http_url, f"/_sim/ticks?token={token}&conn={conn}")["ticks"]
+        assert got, token
+        # every packet, in order, with the price kitesim sent (integer units / the segment's divisor)
+        assert [t["last_price"] for t in got] == [e["last_price"] for e in sent], token
+        assert [t["mode"] for t in got] == [e["mode"] for e in sent], token
+        traded = [(t.get("volume_traded"), t.get("last_traded_quantity")) for t in got if "volume_traded" in t]
+        # quote and full packets of tradable instruments carry volume and last quantity (index packets do not)
+        sent_traded = [(e["volume"], e["last_qty"]) for e in sent if e["mode"] != "ltp" and got[0]["tradable"]]
+        assert traded == sent_traded, token
+    fut = _by(session, NIFTY_FUT, "full")
+    assert [t["oi"] for t in fut] == [e["oi"] for e in control(
+        sim.http_url, f"/_sim/ticks?token={NIFTY_FUT}&conn={conn}")["ticks"] if e["mode"] == "full"]
+
+
 def test_bad_token_is_refused_with_403(sim: RunningSimulator) -> None:
     out = run_probe(sim.ws_url, 5.0, "--access-token", "bad", "--stop-on-close", "--quote", str(RELIANCE))
 
