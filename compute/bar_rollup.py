@@ -24,10 +24,11 @@ Semantics follow :mod:`compute.bars`, with child bars in place of ticks:
   may emit the last child of ``[S, E)`` as late as about ``E`` + its worst
   emission delay, so ``wall_grace_ms`` must exceed that plus transport time,
   else a quiet instrument's parent can close before its last child arrives
-  (the child is then late). The builder's worst delay is about
-  ``2 * grace_ms + wall_grace_ms`` (6 s with its defaults), so the 1s->1m
-  rollup defaults to 8 s; a 1m->multi rollup fed by it should use about 20 s
-  (the 1m rollup's own worst delay is about 6 s + 8 s).
+  (the child is then late). The builder's steady worst delay is
+  ``2 * grace_ms + wall_grace_ms`` (6 s with its defaults); with its restarts
+  and the services' wall-clock gate the minimum wall graces are derived in
+  :mod:`compute.holds` (services' defaults: 1s->1m 20 s, 1m->multi 90 s). The
+  core's own ``wall_grace_ms`` default (8 s) is for direct use of the class.
 * Late: a child whose parent is already closed (``S`` below the frontier, or
   ``E + grace_ms <= H`` before the child) is counted in ``late_bars`` (or
   ``skipped_bars`` when the parent was emitted before a restart) and dropped.
