@@ -5,13 +5,14 @@
 decode and validation of :meth:`compute.bar_service.BarProcessor.process`, so raw Kafka
 payloads go straight into bars without a Python object per tick. Per poll batch::
 
-    new, rejects = builder.stage(batch, now_ms + MAX_FUTURE_MS)  # RawBatch: (bytes|None, partition, offset)
+    builder.set_window(now_ms, max_ahead_ms)                      # plausibility window (BarProcessor's rule)
+    new, rejects = builder.stage(batch, MAX_TS_MS)                # RawBatch: (bytes|None, partition, offset)
     restorer(new)                                                 # restore() instruments not tracked yet
     builder.feed()
     bars = builder.advance(now_ms)
 
 ``rejects`` are ``[(index_in_batch, reason)]`` with BarProcessor's reasons (``"invalid JSON: ..."``,
-``"message is not a JSON object"``, ``"schema: ..."``) in its order (decode rejects, then
+``"message is not a JSON object"``, ``"implausible: ..."``, ``"schema: ..."``) in its order (decode rejects, then
 add_many's). :class:`NativeBarBuilder` converts the core's bar tuples to :class:`Bar` objects and
 offers ``add``/``add_many`` for decoded ticks (re-encoded with orjson: slow, for tests and tools).
 
@@ -71,6 +72,10 @@ class NativeBarBuilder:
     def stage(self, batch: Any, max_ts: int) -> tuple[dict[int, int], list[tuple[int, str]]]:
         """Decode and validate a :class:`compute._native.RawBatch`; returns ``(new_tokens, rejects)``."""
         return self.core.stage(batch, max_ts)  # type: ignore[no-any-return]
+
+    def set_window(self, now_ms: int, ahead_ms: int) -> None:
+        """Plausibility window of the next :meth:`stage` calls (BarProcessor's rule; ``ahead_ms < 0``: off)."""
+        self.core.set_window(now_ms, ahead_ms)
 
     def feed(self) -> None:
         """Feed the staged ticks (after restoring the new instruments)."""

@@ -31,11 +31,12 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from compute.bar_service import MAX_FUTURE_MS, BarProcessor
+from compute.bar_service import BarProcessor
 from core import bus
 from core.bus import CommitError, TopicPartitionKey
 from core.errors import TransientError
 from core.stream import Emission
+from schemas.limits import MAX_TS_MS
 
 log = logging.getLogger(__name__)
 
@@ -236,10 +237,9 @@ class NativeTickProcessor(BarProcessor):
         rejects: list[tuple[Any, str]] = []
         parts: Iterable[int] = ()
         if len(msgs):
-            # Plausibility window, approximated: the C++ stage() takes one bound per batch, so the
-            # watermark here is the end of the newest bar emitted (any partition), not per partition.
-            wm = self.event_wm.get(-1, now_ms)
-            new, bad = core.stage(msgs, max(wm, now_ms) + min(self.max_ahead_ms, MAX_FUTURE_MS) + 1)
+            core.set_window(now_ms, self.max_ahead_ms)  # BarProcessor's plausibility window, in the C++ stage()
+            new, bad = core.stage(msgs, MAX_TS_MS)
+            self.implausible += sum(1 for _i, reason in bad if reason.startswith("implausible"))
             if new and self.restorer is not None:
                 self.restorer(new)
             core.feed()
@@ -247,8 +247,4 @@ class NativeTickProcessor(BarProcessor):
             if self.gate.silent_close_ms is not None:
                 parts = {p for _t, p in msgs.consumed()[0]}
         bars = core.advance(self.gate.wall_now(now_ms, parts))
-        if bars:
-            end = max(b.ts for b in bars) + 1000
-            if end > self.event_wm.get(-1, 0):
-                self.event_wm[-1] = end
         return Emission(messages=self.encode(bars), rows=bars, rejects=rejects)

@@ -129,6 +129,16 @@ void bind_tick_bars(py::module_& m) {
             "Returns ({token: partition} of valid ticks of untracked instruments, [(index, reason)] rejects).\n"
             "Keeps no reference to the batch; a second stage() before feed() replaces the staged ticks.")
         .def(
+            "set_window",
+            [](PyTickBarCore& c, std::int64_t now_ms, std::int64_t ahead_ms) {
+                Busy busy(c);
+                c.set_window(now_ms, ahead_ms);
+            },
+            "now_ms"_a, "ahead_ms"_a,
+            "Plausibility window of the next stage() calls (BarProcessor's rule): a tick more than ahead_ms\n"
+            "beyond max(its partition's watermark before the batch, now_ms) is rejected 'implausible: ...'.\n"
+            "ahead_ms < 0 disables it (the default).")
+        .def(
             "feed",
             [](PyTickBarCore& c) {
                 Busy busy(c);

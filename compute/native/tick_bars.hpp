@@ -175,6 +175,18 @@ class TickBarCore {
                     rejects.push_back({i, "schema: instrument_token or exchange_ts out of range"});
                     continue;
                 }
+                if (win_ahead_ >= 0) {  // BarProcessor's plausibility window (partition watermark at batch start)
+                    const std::int64_t tsv = as_i64(ts.pay);
+                    std::int64_t lim = win_now_ + win_ahead_;
+                    for (const auto& pw : pwm_)
+                        if (pw.first == m.partition && pw.second + win_ahead_ > lim) lim = pw.second + win_ahead_;
+                    if (tsv > lim) {
+                        rejects.push_back({i, "implausible: exchange_ts=" + std::to_string(tsv) + " is more than " +
+                                                  std::to_string(win_ahead_) + " ms ahead of max(partition " +
+                                                  std::to_string(m.partition) + " watermark, wall clock)"});
+                        continue;
+                    }
+                }
                 std::int64_t token = as_i64(tok.pay);
                 if (find_inst(token) == tb::NONE) {  // ``tok not in tracked and tok not in new``
                     auto it = std::lower_bound(new_set_.begin(), new_set_.end(), token);
@@ -232,6 +244,23 @@ class TickBarCore {
         }
         new_set_.clear();
         for (auto& s : schema) rejects.push_back(std::move(s));
+        if (win_ahead_ >= 0) {  // the partitions' watermarks move with the accepted (staged) ticks
+            for (const StagedTick& t : staged_) {
+                bool found = false;
+                for (auto& pw : pwm_)
+                    if (pw.first == t.partition) {
+                        found = true;
+                        if (t.rec.ts > pw.second) pw.second = t.rec.ts;
+                    }
+                if (!found) pwm_.emplace_back(t.partition, t.rec.ts);
+            }
+        }
+    }
+
+    // The plausibility window for the next stage(): wall clock and window (ms); ahead < 0 disables it.
+    void set_window(std::int64_t now_ms, std::int64_t ahead_ms) {
+        win_now_ = now_ms;
+        win_ahead_ = ahead_ms;
     }
 
     // --------------------------------------------------------------------- phase 2: the bar math
@@ -310,6 +339,8 @@ class TickBarCore {
     void drop_partitions(const std::vector<std::int32_t>& gone) {
         if (gone.empty()) return;
         auto in_gone = [&](std::int32_t p) { return std::find(gone.begin(), gone.end(), p) != gone.end(); };
+        pwm_.erase(std::remove_if(pwm_.begin(), pwm_.end(), [&](const auto& pw) { return in_gone(pw.first); }),
+                   pwm_.end());
         bool any = false;
         for (std::uint32_t si : order_) {
             Instrument& st = insts_[si];
@@ -382,6 +413,8 @@ class TickBarCore {
     const std::int64_t lag_;
     tickjson::TickParser parser_;
     std::vector<StagedTick> staged_;
+    std::int64_t win_now_ = 0, win_ahead_ = -1;                  // set_window()
+    std::vector<std::pair<std::int32_t, std::int64_t>> pwm_;     // partition -> largest accepted exchange_ts
     std::string stage_arena_;
     std::vector<std::int64_t> new_set_;  // sorted: the tokens in new_tokens
 

@@ -24,6 +24,7 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 from compute.bar_service import MAX_FUTURE_MS, MAX_TOKEN, MIN_TS_MS, BarProcessor
 from compute.bars import Bar
 from compute.tick_to_bar import BarBuilder
+from schemas.limits import MAX_TS_MS
 
 try:
     from compute.native_core import NativeBarBuilder, native_module
@@ -34,6 +35,7 @@ except ImportError as exc:  # compute.native_ticks.NativeUnavailable: extension 
 
 T0 = 1_710_215_100_000  # 2024-03-12 09:15:00 IST
 TOKENS = (101, 202, 303, 2**31 + 5)
+AHEAD_MS = 300_000  # the plausibility window both engines apply in the differential runs
 PRICES = (100, 100.0, 100.05, 99.95, 100.1, 0.1 + 0.2, 101, 1e-7, 2500.5, 0.0, -0.0, 0)
 
 
@@ -57,8 +59,6 @@ def reason_class(reason: str) -> str:
     """Full text for schema rejects (ours mirror Python's), the prefix for decode errors."""
     if reason.startswith("invalid JSON: "):
         return "invalid JSON"
-    if reason.startswith("implausible: "):  # the C++ stage() reports a tick beyond its bound as out of range
-        return "schema: instrument_token or exchange_ts out of range"
     return reason
 
 
@@ -76,7 +76,7 @@ class Pair:
         self.durable = durable  # token -> (last_ts, cum_volume): what the restorer "loads"
         self.universe = universe
         self.py_new: list[list[tuple[int, int]]] = []
-        self.proc = BarProcessor(self.py, "ticks", restorer=self._py_restore, max_ahead_ms=MAX_FUTURE_MS)
+        self.proc = BarProcessor(self.py, "ticks", restorer=self._py_restore, max_ahead_ms=AHEAD_MS)
         self.bars = 0
 
     def _py_restore(self, new: dict[int, int]) -> None:
@@ -91,7 +91,8 @@ class Pair:
         py_rejects = [(m.index, reason_class(r)) for m, r in em.rejects]
         py_bars = [b.to_row() for b in em.rows]
 
-        new, rejects = self.nat.stage_items(items, now_ms + MAX_FUTURE_MS)  # stage() on a RawBatch of copies
+        self.nat.set_window(now_ms, AHEAD_MS)
+        new, rejects = self.nat.stage_items(items, MAX_TS_MS)  # stage() on a RawBatch of copies
         nat_new = [list(new.items())] if new else []
         for tok, part in new.items():
             if tok in self.durable:
@@ -118,7 +119,7 @@ class Pair:
         self.check()
 
     def drop(self, partitions: list[int]) -> None:
-        self.py.drop_partitions(partitions)
+        self.proc.on_revoke([("ticks", p) for p in partitions])  # the core's drop_partitions + watermarks
         self.nat.drop_partitions(partitions)
         self.check()
 
@@ -246,8 +247,9 @@ class Stream:
     """Seeded generator of tick payloads with disorder, duplicates, resets, repartitioning and poison."""
 
     def __init__(self, rng: random.Random, disorder: int, second_res: bool, partitions: int,
-                 tokens: tuple[int, ...] = TOKENS[:3]) -> None:
+                 tokens: tuple[int, ...] = TOKENS[:3], future: bool = False) -> None:
         self.rng, self.disorder, self.second_res, self.partitions = rng, disorder, second_res, partitions
+        self.future = future  # sometimes future-dated ticks (the plausibility window)
         self.tokens = tokens
         self.clock = 0  # ms after T0
         self.cum = {t: rng.randint(0, 1000) for t in tokens}
@@ -261,6 +263,8 @@ class Stream:
         ts = T0 + self.clock
         if rng.random() < 0.3:
             ts -= rng.randint(0, self.disorder)
+        if self.future and rng.random() < 0.04:  # future-dated: at, just past and far past the plausibility window
+            ts += rng.choice((AHEAD_MS - 2000, AHEAD_MS + 4000, AHEAD_MS + 5000, int(5.5 * 3_600_000)))
         if self.second_res:
             ts -= ts % 1000
         t: dict[str, Any] = {"instrument_token": tok, "exchange_ts": ts, "recv_ts": T0 + self.clock,
@@ -326,12 +330,13 @@ def run_scenario(seed: int, grace: int, wall_grace: int | None, disorder: int, s
     durable = {tok: (T0 + rng.randint(-3, 8) * 1000 + rng.choice((0, 0, 0, 250)), rng.choice((None, 0, 500, 10**6)))
                for tok in TOKENS if rng.random() < 0.4}
     pair = Pair(grace, wall_grace, durable)
-    stream = Stream(rng, disorder, second_res, partitions)
+    stream = Stream(rng, disorder, second_res, partitions, future=True)
     for _ in range(steps):
         r = rng.random()
         if r < 0.7:
             items = [stream.message() for _ in range(rng.randint(1, 30))]
-            pair.batch(items, T0 + stream.clock + rng.randint(-2000, 4000))
+            lag = rng.choice((0, 0, 0, 10 * 60_000))  # sometimes the stream leads the wall clock (accelerated)
+            pair.batch(items, T0 + stream.clock + rng.randint(-2000, 4000) - lag)
         elif r < 0.85:
             pair.advance(None if rng.random() < 0.2 else T0 + stream.clock + rng.randint(-3000, 8000))
         elif r < 0.9:
