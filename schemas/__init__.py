@@ -1,5 +1,6 @@
-"""Event contracts (pydantic models) and their generated JSON Schemas."""
+"""Event contracts (pydantic models), their generated JSON Schemas, and the codec to use them on the bus."""
 
+from schemas.codec import decode, encode
 from schemas.models import (
     CONTRACTS,
     AllowedOrder,
@@ -11,4 +12,5 @@ from schemas.models import (
     Tick,
 )
 
-__all__ = ["CONTRACTS", "AllowedOrder", "Bar", "Fill", "Order", "OrderUpdate", "SizedOrder", "Tick"]
+__all__ = ["CONTRACTS", "AllowedOrder", "Bar", "Fill", "Order", "OrderUpdate", "SizedOrder", "Tick", "decode",
+           "encode"]
