@@ -9,7 +9,7 @@ SVC ?=
 VAR := $(or $(TRADESTACK_VAR_DIR),var)
 PYTEST_ARGS ?=
 
-.PHONY: help setup lock native up up-smoke down status logs restart risk-v2 test test-fast bench check-config docker-env lint schemas clean-var
+.PHONY: help setup lock native up up-smoke down status logs restart broker-reset risk-v2 test test-fast bench check-config docker-env lint schemas clean-var
 
 help: ## list targets
 	@grep -E '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -73,6 +73,9 @@ logs: ## tail logs (SVC=name for one service)
 restart: ## restart one service or group: make restart SVC=name
 	@test -n "$(SVC)" || { echo "usage: make restart SVC=name|group" >&2; exit 2; }
 	@$(VPY) -m orchestrator.ctl restart $(SVC)
+
+broker-reset: ## start the day with an empty embedded broker (refuses if a consumer is behind)
+	@$(VPY) -m orchestrator.ctl reset-broker
 
 risk-v2: ## restart only the risk services (group 'risk')
 	@$(VPY) -m orchestrator.ctl restart risk

@@ -8,6 +8,12 @@ line and reads one JSON object back::
     {"cmd": "restart", "target": T}   -> {"ok": true, "restarted": ["risk_manager_v2", ...]}
     {"cmd": "stop"}                   -> {"ok": true, "pid": 123}   (the supervisor then shuts down)
     {"cmd": "stop", "target": T}      -> {"ok": true, "stopped": [...]}  (those services only)
+    {"cmd": "reset-broker", "drain_timeout": S}
+                                      -> {"ok": true, "reset": "kafka", "restarted": [...], "rss_before": N}
+
+``status`` also carries ``"broker"``: the embedded broker's memory
+(``pid``, ``rss_bytes``, ``total_bytes``, ``fraction``, ``warn_fraction``,
+``warning``), or null with an external broker.
 
 Errors come back as ``{"ok": false, "error": "one line"}``.
 """

@@ -7,6 +7,15 @@ Usage::
     python -m orchestrator.ctl stop [NAME|GROUP] [--timeout S]   # no target: the whole supervisor
     python -m orchestrator.ctl wait-ready [--timeout S]          # used by `make up`
     python -m orchestrator.ctl ping                              # exit 0 if a supervisor answers
+    python -m orchestrator.ctl reset-broker [--drain-timeout S]  # start the day with an empty broker
+
+``status`` ends with the embedded broker's memory and, past
+``BROKER_RSS_WARN_FRACTION`` of the machine's, a WARNING line saying what to do.
+``reset-broker`` asks the supervisor to restart the embedded broker empty (see
+:meth:`orchestrator.process_supervisor.Supervisor.reset_broker`): it refuses,
+changing nothing, if a consumer group has not processed everything the broker
+holds within ``--drain-timeout`` (default 180 s) once the sources are stopped;
+on success it waits until every service is ready again.
 
 Exit codes: 0 success; 1 supervisor unreachable, a service failed, or a
 timeout; 2 usage. ``stop`` with no supervisor running is a success (idempotent
@@ -60,7 +69,21 @@ def format_status_table(reply: dict[str, Any]) -> str:
     ready = sum(1 for s in enabled if s["ready"])
     lines.append(f"mode={reply.get('mode')} supervisor_pid={reply.get('pid')} ready={ready}/{len(enabled)}"
                  + (" (stopping)" if reply.get("stopping") else ""))
+    lines.extend(format_broker_lines(reply.get("broker")))
     return "\n".join(line.rstrip() for line in lines)
+
+
+def format_broker_lines(broker: dict[str, Any] | None) -> list[str]:
+    """The broker memory line of ``status``, and the warning line past the threshold."""
+    if not broker:
+        return []
+    gib = 2**30
+    lines = [f"broker: {broker['service']} pid {broker['pid']} rss={broker['rss_bytes'] / gib:.2f}GiB "
+             f"({broker['fraction']:.1%} of {broker['total_bytes'] / gib:.1f}GiB, "
+             f"warn at {broker['warn_fraction']:.0%})"]
+    if broker.get("warning"):
+        lines.append(str(broker["warning"]))
+    return lines
 
 
 def readiness_verdict(reply: dict[str, Any]) -> tuple[str, list[str]]:
@@ -91,6 +114,15 @@ def _cmd_restart(paths: RunPaths, args: argparse.Namespace) -> int:
     reply = request(paths.socket, {"cmd": "restart", "target": args.target}, timeout=args.timeout or 300.0)
     print("restarted: " + ", ".join(reply["restarted"]))
     return EXIT_OK
+
+
+def _cmd_reset_broker(paths: RunPaths, args: argparse.Namespace) -> int:
+    drain = args.drain_timeout
+    reply = request(paths.socket, {"cmd": "reset-broker", "drain_timeout": drain}, timeout=drain + 180.0)
+    before = reply.get("rss_before")
+    held = f" (it held {before / 2**20:,.0f} MiB)" if isinstance(before, int) else ""
+    print(f"broker reset{held}; restarted: " + ", ".join(reply["restarted"]))
+    return _cmd_wait_ready(paths, args)
 
 
 def _wait_gone(pid: int, timeout: float) -> bool:
@@ -179,6 +211,16 @@ def _cmd_wait_ready(paths: RunPaths, args: argparse.Namespace) -> int:
     return EXIT_UNEXPECTED
 
 
+def _positive(raw: str) -> float:
+    try:
+        value = float(raw)
+    except ValueError:
+        value = 0.0
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be a positive number of seconds (got {raw!r})")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The command-line interface."""
     p = argparse.ArgumentParser(prog="python -m orchestrator.ctl",
@@ -196,7 +238,10 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("target", nargs="?", metavar="NAME|GROUP")
     wr = sub.add_parser("wait-ready", help="block until every enabled service is ready (1 if one failed)")
     pg = sub.add_parser("ping", help="exit 0 if a supervisor answers on the socket")
-    for sp_ in (st, rs, sp, wr, pg):
+    rb = sub.add_parser("reset-broker", help="restart the embedded broker empty (refuses if data would be lost)")
+    rb.add_argument("--drain-timeout", type=_positive, default=180.0,
+                    help="seconds the consumers get to catch up once the sources stop (default 180)")
+    for sp_ in (st, rs, sp, wr, pg, rb):
         sp_.add_argument("--timeout", type=float, default=None, help="seconds to wait")
     return p
 
@@ -207,7 +252,7 @@ def main(argv: list[str] | None = None) -> int:
     var_dir = args.var_dir or default_var_dir(os.environ)
     paths = RunPaths(var_dir, args.socket)
     handlers = {"status": _cmd_status, "restart": _cmd_restart, "stop": _cmd_stop,
-                "wait-ready": _cmd_wait_ready, "ping": _cmd_ping}
+                "wait-ready": _cmd_wait_ready, "ping": _cmd_ping, "reset-broker": _cmd_reset_broker}
     try:
         return handlers[args.command](paths, args)
     except ControlError as exc:

@@ -20,6 +20,15 @@ ConfigError/FatalError) is marked ``failed`` and not restarted, so an expired
 token cannot hot-loop; ``ctl restart NAME`` retries it. Control channel:
 ``var/run/supervisor.sock`` (see :mod:`orchestrator.control`,
 :mod:`orchestrator.ctl`); pid file ``var/run/supervisor.pid``.
+
+The embedded broker keeps every message in memory: every
+``BROKER_SAMPLE_S`` the supervisor samples its RSS (``status`` reply, metrics)
+and logs one warning line when it passes ``BROKER_RSS_WARN_FRACTION`` of the
+machine's memory (default 0.25; again every ``BROKER_WARN_REPEAT_S`` while
+above). ``reset-broker`` starts the broker empty: it stops the tick sources
+(group ``ingestion``), waits until every consumer group has processed all the
+broker holds (else it refuses, restarts the sources and changes nothing),
+then stops the broker's dependents, restarts the broker and starts them again.
 Exit codes: 0 after a clean stop, 2 bad config (one line on stderr).
 """
 
@@ -42,18 +51,35 @@ from core.logs import kv, setup_logging
 from core.settings import PROJECT_ROOT, child_environment
 from orchestrator.config import Service, StackPlan, load_supervisor_config
 from orchestrator.control import MAX_LINE, RunPaths, is_listening
+from orchestrator.kafka_launcher import (
+    BROKER_SERVICE,
+    DEFAULT_WARN_FRACTION,
+    WARN_FRACTION_ENV,
+    BrokerMemory,
+    broker_memory,
+    parse_warn_fraction,
+    wait_drained,
+)
+from orchestrator.lifecycle import ServiceState
 from orchestrator.procgroup import kill_orphans, record_children
 from orchestrator.runner import ServiceRunner
 
 log = logging.getLogger("supervisor")
 DEFAULT_CONFIG = PROJECT_ROOT / "configs" / "process_supervisor.yaml"
+BROKER_SAMPLE_S = 10.0
+BROKER_WARN_REPEAT_S = 1800.0
+SOURCE_GROUP = "ingestion"  # what reset-broker stops first: the services that bring data in
+DEFAULT_DRAIN_TIMEOUT_S = 180.0
 
 
 class Supervisor:
     """Owns the runners, the control socket and the shutdown sequence."""
 
-    def __init__(self, plan: StackPlan, metrics_port: int = 0) -> None:
+    def __init__(self, plan: StackPlan, metrics_port: int = 0,
+                 warn_fraction: float = DEFAULT_WARN_FRACTION) -> None:
         self.plan = plan
+        self.warn_fraction = warn_fraction
+        self._warned_at: float | None = None  # monotonic time of the last broker memory warning
         self.paths = RunPaths(plan.var_dir)
         self.metrics_port = metrics_port
         self._changed = asyncio.Event()
@@ -85,8 +111,45 @@ class Supervisor:
 
     def status(self) -> dict[str, Any]:
         """The reply to ``status``: mode, pid and one row per service in start order."""
+        mem = self.broker_memory()
         return {"ok": True, "mode": self.plan.mode, "pid": os.getpid(), "config": str(self.plan.path),
-                "stopping": self._stopping, "services": [r.snapshot() for r in self.runners.values()]}
+                "stopping": self._stopping, "services": [r.snapshot() for r in self.runners.values()],
+                "broker": mem.as_dict() if mem else None}
+
+    # ----- the embedded broker's memory --------------------------------------------------------
+
+    def broker_memory(self) -> BrokerMemory | None:
+        """The embedded broker's memory now; None if there is none (external Kafka) or it is down."""
+        runner = self.runners.get(BROKER_SERVICE)
+        pid = runner.pid if runner is not None else None
+        return broker_memory(pid, self.warn_fraction) if pid is not None else None
+
+    def check_broker_memory(self, now: float) -> BrokerMemory | None:
+        """Sample, update the gauges, and log the warning on crossing (and every repeat period above)."""
+        mem = self.broker_memory()
+        if self._metrics is not None:
+            self._metrics.update_broker(mem)
+        if mem is None or not mem.over:
+            if self._warned_at is not None and mem is not None:
+                log.info("broker memory back under the threshold %s", kv(detail=mem.describe()))
+            self._warned_at = None if mem is not None else self._warned_at
+            return mem
+        if self._warned_at is None or now - self._warned_at >= BROKER_WARN_REPEAT_S:
+            self._warned_at = now
+            log.warning("%s %s", mem.warning(), kv(pid=mem.pid, rss_bytes=mem.rss_bytes,
+                                                    fraction=round(mem.fraction, 4),
+                                                    warn_fraction=mem.warn_fraction))
+        return mem
+
+    async def _watch_broker(self) -> None:
+        if BROKER_SERVICE not in self.runners or not self.plan.services[BROKER_SERVICE].enabled:
+            return
+        while True:
+            try:
+                self.check_broker_memory(time.monotonic())
+            except Exception:  # a sampling bug must not stop the watch
+                log.exception("broker memory sample failed")
+            await asyncio.sleep(BROKER_SAMPLE_S)
 
     # ----- operations --------------------------------------------------------------------------
 
@@ -124,6 +187,61 @@ class Supervisor:
             await self.stop_services(names, "stopped by ctl")
         return names
 
+    def _dependents(self, name: str) -> list[str]:
+        """Enabled services that depend on ``name``, directly or not, in start order."""
+        found: set[str] = set()
+        for n, svc in self.plan.services.items():  # start order: a dependency comes before its dependents
+            if any(d == name or d in found for d in svc.spec.depends_on):
+                found.add(n)
+        return [n for n in self.plan.services if n in found and self.plan.services[n].enabled]
+
+    async def reset_broker(self, drain_timeout: float) -> dict[str, Any]:
+        """Restart the embedded broker empty, refusing if any consumer group has unprocessed records.
+
+        Order: stop the sources (group ``ingestion``); wait until every consumer
+        group has committed past all the broker holds; stop the broker's other
+        dependents (reverse dependency order); restart the broker; start the
+        dependents again (each once its dependencies are ready). On a refusal the
+        sources are started again and nothing else changes.
+        """
+        kafka = self.plan.services.get(BROKER_SERVICE)
+        if kafka is None or not kafka.enabled:
+            raise ValueError("no embedded broker in this stack (external KAFKA_BOOTSTRAP_SERVERS?): "
+                             "nothing to reset")
+        async with self._ops:
+            broker = self.runners[BROKER_SERVICE]
+            if broker.state is not ServiceState.READY:
+                raise ValueError(f"refused: the broker is {broker.state}, not ready")
+            dependents = self._dependents(BROKER_SERVICE)
+            sources = [n for n in dependents if self.plan.services[n].group == SOURCE_GROUP]
+            before = self.broker_memory()
+            bootstrap = kafka.env.get("KAFKA_BOOTSTRAP_SERVERS", "")
+            log.info("broker reset: stopping the sources, then waiting for the consumers to catch up %s",
+                     kv(sources=",".join(sources) or "-", drain_timeout_s=drain_timeout))
+            await self.stop_services(sources, "broker reset: draining")
+            try:
+                pending = await asyncio.to_thread(wait_drained, bootstrap, drain_timeout)
+            except Exception as exc:  # the broker did not answer: same as not drained
+                pending = [f"broker did not answer: {type(exc).__name__}: {exc}"]
+            if pending:
+                for n in sources:
+                    self.runners[n].start(manual=True)
+                msg = (f"refused: {pending[0]}" + (f" (+{len(pending) - 1} more)" if len(pending) > 1 else "")
+                       + f" after {drain_timeout:g}s; broker not reset, sources restarted (open bars hold "
+                       f"their input until their bucket ends: reset before the session or allow a longer "
+                       f"--drain-timeout)")
+                log.warning("broker reset %s", kv(result=msg))
+                raise ValueError(msg)
+            others = [n for n in dependents if n not in sources]
+            await self.stop_services(others, "broker reset")
+            await broker.stop("broker reset")
+            for n in (BROKER_SERVICE, *dependents):
+                self.runners[n].start(manual=True)
+            log.info("broker reset: broker restarted empty, dependents starting %s",
+                     kv(rss_before=before.rss_bytes if before else None, dependents=",".join(dependents)))
+        return {"ok": True, "reset": BROKER_SERVICE, "restarted": [BROKER_SERVICE, *dependents],
+                "rss_before": before.rss_bytes if before else None}
+
     def request_shutdown(self, signame: str = "ctl stop") -> None:
         """Begin the orderly shutdown; a second request kills every child group at once."""
         if self._shutdown.is_set():
@@ -146,12 +264,17 @@ class Supervisor:
         target = req.get("target")
         if cmd == "restart" and isinstance(target, str):
             return {"ok": True, "restarted": await self.restart(target)}
+        if cmd == "reset-broker":
+            timeout = req.get("drain_timeout", DEFAULT_DRAIN_TIMEOUT_S)
+            if not isinstance(timeout, int | float) or timeout <= 0:
+                raise ValueError("drain_timeout must be a positive number of seconds")
+            return await self.reset_broker(float(timeout))
         if cmd == "stop" and isinstance(target, str) and target:
             return {"ok": True, "stopped": await self.stop_target(target)}
         if cmd == "stop":
             self.request_shutdown()
             return {"ok": True, "pid": os.getpid()}
-        return {"ok": False, "error": f"unknown command {cmd!r} (status, restart TARGET, stop [TARGET])"}
+        return {"ok": False, "error": f"unknown command {cmd!r} (status, restart TARGET, stop [TARGET], reset-broker)"}
 
     async def _handle_client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
@@ -212,6 +335,7 @@ class Supervisor:
         os.chmod(self.paths.socket, 0o600)
         self._write_pid()
         self._start_metrics()
+        watch = loop.create_task(self._watch_broker(), name="broker-memory")
         log.info("supervisor up %s", kv(pid=os.getpid(), mode=self.plan.mode, config=self.plan.path,
                                          socket=self.paths.socket,
                                          services=",".join(s.name for s in self.plan.enabled())))
@@ -221,6 +345,7 @@ class Supervisor:
             await self._shutdown.wait()
         finally:
             self._stopping = True
+            watch.cancel()
             t0 = time.monotonic()
             async with self._ops:  # let a restart in progress finish first, then nothing starts again
                 await self.stop_services(list(self.runners), "supervisor stopping")
@@ -282,17 +407,25 @@ def _env_metrics_port() -> int:
     return int(raw)
 
 
+def _env_warn_fraction() -> float:
+    try:
+        return parse_warn_fraction(child_environment().get(WARN_FRACTION_ENV))
+    except ValueError as exc:
+        raise ConfigError(f"environment: {exc}") from None
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point; returns the process exit code."""
     args = build_parser().parse_args(argv)
     setup_logging("supervisor")
     try:
         plan = load_supervisor_config(args.config, mode=args.mode, var_dir=args.var_dir)
+        warn = _env_warn_fraction()
         if args.check:
             print(format_plan(plan))
             return EXIT_OK
         port = args.metrics_port if args.metrics_port is not None else _env_metrics_port()
-        return asyncio.run(Supervisor(plan, metrics_port=port).run())
+        return asyncio.run(Supervisor(plan, metrics_port=port, warn_fraction=warn).run())
     except ConfigError as exc:
         print(str(exc), file=sys.stderr)
         return EXIT_CONFIG
