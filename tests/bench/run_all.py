@@ -18,6 +18,7 @@ BENCHES = {
     "ingestion": "tests.bench.bench_ingestion",
     "bars": "tests.bench.bench_bars",
     "bar_core": "tests.bench.bench_bar_core",
+    "broker_memory": "tests.bench.bench_broker_memory",  # the whole stack on make up's ports, ~7 min
 }
 
 
