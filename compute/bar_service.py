@@ -11,8 +11,6 @@ whenever partitions are assigned.
 from __future__ import annotations
 
 import argparse
-import os
-import sys
 import time
 from abc import abstractmethod
 from collections.abc import Callable, Iterable, Sequence
@@ -24,6 +22,7 @@ from confluent_kafka import Message
 from compute.bar_store import load_state, upsert_bars
 from compute.bars import BadBarInput, Bar
 from core import db
+from core.cli import env_int, env_or_none
 from core.errors import Interrupted
 from core.metrics import Metrics
 from core.service import Backoff
@@ -338,24 +337,6 @@ class BarService(StreamService):
     @abstractmethod
     def late_and_dups(self) -> tuple[int, int]:
         """The core's (late, duplicate) input counters."""
-
-
-def env_int(name: str, default: int) -> int:
-    """An integer from the environment (for supervisor-set defaults of CLI flags); bad value: exit 2."""
-    value = env_or_none(name)
-    return default if value is None else value
-
-
-def env_or_none(name: str) -> int | None:
-    """An optional integer from the environment; a bad value is a one-line usage error (exit 2)."""
-    raw = os.environ.get(name)
-    if raw in (None, ""):
-        return None
-    try:
-        return int(raw)  # type: ignore[arg-type]
-    except ValueError:
-        print(f"error: environment: {name}: not an integer (got {raw!r})", file=sys.stderr)
-        raise SystemExit(2) from None
 
 
 def make_parser(prog: str, doc: str, grace_env: str, grace_default: int,

@@ -39,7 +39,6 @@ import psycopg
 from kiteconnect import KiteConnect, exceptions as kite_ex
 from psycopg.types.json import Jsonb
 
-from compute.bar_service import env_int
 from compute.sessions import DAY_MS, SessionCalendar
 from compute.vendor_verify import (
     KITE_INTERVALS,
@@ -50,6 +49,7 @@ from compute.vendor_verify import (
     verify_bars,
 )
 from core import db
+from core.cli import env_int
 from core.clock import IST
 from core.errors import ConfigError, FatalError, TransientError
 from core.metrics import Metrics

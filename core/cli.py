@@ -1,4 +1,4 @@
-"""Helpers every command-line tool shares: exit codes for expected errors, argparse types.
+"""Helpers every command-line tool shares: exit codes for expected errors, argparse types, env defaults.
 
 Expected conditions reach the operator as one line, never a traceback:
 ``ConfigError`` exits 2, ``FatalError`` 3, ``TransientError`` or a database
@@ -8,6 +8,7 @@ error 1 (retry later).
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Callable
 
@@ -45,3 +46,21 @@ def positive(kind: type[int] | type[float]) -> Callable[[str], int | float]:
         return value
 
     return parse
+
+
+def env_int(name: str, default: int) -> int:
+    """An integer from the environment (for supervisor-set defaults of CLI flags); bad value: exit 2."""
+    value = env_or_none(name)
+    return default if value is None else value
+
+
+def env_or_none(name: str) -> int | None:
+    """An optional integer from the environment; a bad value is a one-line usage error (exit 2)."""
+    raw = os.environ.get(name)
+    if not raw:
+        return None
+    try:
+        return int(raw)
+    except ValueError:
+        print(f"error: environment: {name}: not an integer (got {raw!r})", file=sys.stderr)
+        raise SystemExit(2) from None

@@ -12,7 +12,7 @@ from __future__ import annotations
 import shlex
 import signal
 import sys
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -400,3 +400,9 @@ def _build_plan(path: Path, cfg: SupervisorFile, mode: str, var_dir: Path, env: 
             enabled=spec.enabled and mode in spec.modes, url=_default_url(spec),
             log=cfg.defaults.log, level=levels[name])
     return StackPlan(path=path, mode=mode, var_dir=var_dir, services=services)
+
+
+#: This layer's config files for ``make check-config`` (registered in pyproject.toml, see core.check_config).
+CONFIG_CHECKS: list[tuple[str, Callable[[Path], object]]] = [
+    ("process_supervisor.yaml", lambda p: load_supervisor_config(p)),
+]
