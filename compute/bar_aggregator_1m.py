@@ -33,6 +33,8 @@ class RollupService(BarService):
     target_tfs: Sequence[str] = ("1m",)
     #: Must exceed what the builder can hold a 1 s bar back, its restarts included (compute.holds).
     wall_default = holds.AGG_1M_WALL_GRACE_MS
+    #: Input quiet longer than this is a stall (1 s bars arrive every second while the builder runs).
+    live_window_ms = holds.LIVE_WINDOW_MS
 
     def build_core(self) -> BarRollup:
         if self.args.group:
@@ -41,7 +43,7 @@ class RollupService(BarService):
         return BarRollup(self.source_tf, self.target_tfs, grace_ms=self.args.grace_ms, wall_grace_ms=wall)
 
     def build_gate(self) -> WallClockGate:
-        return WallClockGate(LIVE_WINDOW_MS, self.args.silent_close_ms)
+        return WallClockGate(self.live_window_ms, self.args.silent_close_ms)
 
     def restore(self, state: Sequence[tuple[str, int, int, int | None]], partitions: dict[int, int]) -> None:
         for tf, token, last_ts, _cum in state:
@@ -51,16 +53,12 @@ class RollupService(BarService):
         return self.core.late_bars, self.core.duplicate_bars
 
 
-#: Input silent longer than this means the upstream is paused: the gate's clock stops.
-LIVE_WINDOW_MS = holds.LIVE_WINDOW_MS
-
-
-def add_silent_flag(ap: argparse.ArgumentParser) -> None:
+def add_silent_flag(ap: argparse.ArgumentParser, env: str = "AGG_SILENT_CLOSE_MS",
+                    default: int = holds.AGG_SILENT_CLOSE_MS) -> None:
     """``--silent-close-ms``: close quiet bars by wall time only after the whole input was silent this long."""
-    default = holds.AGG_SILENT_CLOSE_MS
-    ap.add_argument("--silent-close-ms", type=int, default=env_int("AGG_SILENT_CLOSE_MS", default),
+    ap.add_argument("--silent-close-ms", type=int, default=env_int(env, default),
                     help="when no input at all arrives (upstream restarting or session over), wait this long "
-                         f"before closing bars by wall time (env AGG_SILENT_CLOSE_MS, default {default})")
+                         f"before closing bars by wall time (env {env}, default {default})")
 
 
 def check_hold_rule(args: argparse.Namespace, stage: str) -> None:
@@ -69,10 +67,11 @@ def check_hold_rule(args: argparse.Namespace, stage: str) -> None:
     The upstream stages' knobs come from the same environment the supervisor gives every bar
     service; this stage's flags override its own. ``BAR_HOLD_RULE=warn`` prints the line and goes on.
     """
-    wall = "agg_1m_wall_grace_ms" if stage == "1m" else "agg_multi_wall_grace_ms"
+    wall, silent = (("agg_1m_wall_grace_ms", "agg_silent_close_ms") if stage == "1m"
+                    else ("agg_multi_wall_grace_ms", "agg_multi_silent_close_ms"))
     try:
         knobs = holds.knobs_from_env(**{wall: args.wall_grace_ms, "agg_grace_ms": args.grace_ms,
-                                        "agg_silent_close_ms": args.silent_close_ms})
+                                        silent: args.silent_close_ms})
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         raise SystemExit(2) from None

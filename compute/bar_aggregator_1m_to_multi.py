@@ -50,6 +50,9 @@ class BarAggregatorMulti(RollupService):
     #: of up to its silent close, the builder's hold and restarts; derived in compute.holds), so a quiet
     #: instrument's last 1m bar is never late here.
     wall_default = holds.AGG_MULTI_WALL_GRACE_MS
+    #: 1 m bars come once a minute per instrument (all at about the same time): a shorter window would
+    #: stop the gate's clock between every two minutes and leave it ever further behind.
+    live_window_ms = holds.LIVE_WINDOW_MULTI_MS
 
     def __init__(self, settings: Settings, metrics: Metrics, args: argparse.Namespace,
                  verify: VendorCheckConfig | None = None) -> None:
@@ -76,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
                      "AGG_GRACE_MS", holds.AGG_GRACE_MS, holds.AGG_MULTI_WALL_GRACE_MS, "AGG_MULTI_WALL_GRACE_MS")
     ap.add_argument("--tfs", default=",".join(MULTI_MINUTE_TFS),
                     help="comma-separated target timeframes (default: all of 3m,5m,15m,30m,60m)")
-    add_silent_flag(ap)
+    add_silent_flag(ap, "AGG_MULTI_SILENT_CLOSE_MS", holds.AGG_MULTI_SILENT_CLOSE_MS)
     add_vendor_flags(ap)
     args = ap.parse_args(argv)
     check_args(ap, args)

@@ -14,14 +14,17 @@ What an input can hold back (``input_hold``), for a stage fed by ``up``:
   aggregator: its own input hold + ``max(grace, wall_grace)`` + the longest
   time its clock can stand still in one stall, ``silent_close - live_window``);
 * ``live_window``: when the upstream dies, this stage's clock keeps running
-  until its input has been quiet for its live window;
+  until its input has been quiet for its live window (which must exceed the
+  input's own cadence, else the clock stops between normal messages and falls
+  behind for good: 5 s for 1 s bars, 65 s for 1 m bars);
 * ``up.restart_hold``: a restarted upstream replays its input and re-emits a
   held bar within ``grace + wall_grace`` of reading it again.
 
 So ``min_wall_grace = up.hold + live_window + up.restart_hold + TRANSPORT_MS``.
 A restart longer than ``silent_close`` lets the clock run again (the session
 may be over), so ``silent_close`` must exceed the live window and the
-upstream's restart time (process start + consumer-group join, a few seconds).
+upstream's restart time (process start + consumer-group join, a few seconds):
+the defaults give it 25 s over the live window.
 
 The shipped defaults are computed here, each with :data:`SAFETY_MARGIN_MS`
 above its minimum (rounded up to whole 5 s), and :func:`check_chain` rejects
@@ -38,14 +41,17 @@ from dataclasses import dataclass
 TRANSPORT_MS = 1000
 #: Added on top of each derived minimum for the shipped defaults.
 SAFETY_MARGIN_MS = 4000
-#: An aggregator's input partition quiet longer than this counts as stalled (its clock stops).
+#: An aggregator's input partition quiet longer than this counts as stalled (its clock stops): the
+#: input's cadence plus room (1 s bars: 1 s; 1 m bars: 60 s, all instruments' at about the same time).
 LIVE_WINDOW_MS = 5000
+LIVE_WINDOW_MULTI_MS = 65000
 #: Builder defaults (event-time grace; wall grace for quiet instruments).
 BAR_GRACE_MS = 2000
 BAR_WALL_GRACE_MS = 2000
-#: Aggregators: event-time grace (children arrive in ``ts`` order) and the silent close.
+#: Aggregators: event-time grace (children arrive in ``ts`` order) and the silent closes.
 AGG_GRACE_MS = 0
-AGG_SILENT_CLOSE_MS = 30000
+AGG_SILENT_CLOSE_MS = LIVE_WINDOW_MS + 25000
+AGG_MULTI_SILENT_CLOSE_MS = LIVE_WINDOW_MULTI_MS + 25000
 
 #: Environment names of the knobs (the supervisor gives every bar service the same env).
 ENV = {
@@ -55,6 +61,7 @@ ENV = {
     "agg_1m_wall_grace_ms": "AGG_1M_WALL_GRACE_MS",
     "agg_multi_wall_grace_ms": "AGG_MULTI_WALL_GRACE_MS",
     "agg_silent_close_ms": "AGG_SILENT_CLOSE_MS",
+    "agg_multi_silent_close_ms": "AGG_MULTI_SILENT_CLOSE_MS",
 }
 
 
@@ -100,10 +107,10 @@ def default_wall_graces(grace_ms: int = BAR_GRACE_MS, wall_grace_ms: int = BAR_W
     builder = builder_hold(grace_ms, wall_grace_ms)
     one_m = _round_up(min_wall_grace(builder) + SAFETY_MARGIN_MS)
     agg_1m = rollup_hold(builder, agg_grace_ms, one_m, silent_close_ms)
-    return one_m, _round_up(min_wall_grace(agg_1m) + SAFETY_MARGIN_MS)
+    return one_m, _round_up(min_wall_grace(agg_1m, LIVE_WINDOW_MULTI_MS) + SAFETY_MARGIN_MS)
 
 
-#: The shipped defaults (20000 and 90000 with the builder's 2000/2000 and a 30 s silent close).
+#: The shipped defaults (20000 and 150000 with the builder's 2000/2000 and a 30 s silent close).
 AGG_1M_WALL_GRACE_MS, AGG_MULTI_WALL_GRACE_MS = default_wall_graces()
 
 
@@ -117,6 +124,7 @@ class Knobs:
     agg_1m_wall_grace_ms: int = AGG_1M_WALL_GRACE_MS
     agg_multi_wall_grace_ms: int = AGG_MULTI_WALL_GRACE_MS
     agg_silent_close_ms: int = AGG_SILENT_CLOSE_MS
+    agg_multi_silent_close_ms: int = AGG_MULTI_SILENT_CLOSE_MS
 
 
 def check_chain(k: Knobs, stage: str = "all") -> list[str]:
@@ -130,9 +138,12 @@ def check_chain(k: Knobs, stage: str = "all") -> list[str]:
             problems.append(f"{ENV[name]}={getattr(k, name)} must be >= 0")
     if problems:
         return problems
-    if k.agg_silent_close_ms <= LIVE_WINDOW_MS:
+    if stage in ("1m", "all") and k.agg_silent_close_ms <= LIVE_WINDOW_MS:
         problems.append(f"AGG_SILENT_CLOSE_MS={k.agg_silent_close_ms} must exceed the live window "
                         f"{LIVE_WINDOW_MS} ms (and an upstream restart)")
+    if stage in ("multi", "all") and k.agg_multi_silent_close_ms <= LIVE_WINDOW_MULTI_MS:
+        problems.append(f"AGG_MULTI_SILENT_CLOSE_MS={k.agg_multi_silent_close_ms} must exceed the live window "
+                        f"{LIVE_WINDOW_MULTI_MS} ms (and an upstream restart)")
     builder = builder_hold(k.bar_grace_ms, k.bar_wall_grace_ms)
     need_1m = min_wall_grace(builder)
     if stage in ("1m", "all") and k.agg_1m_wall_grace_ms < need_1m:
@@ -140,11 +151,12 @@ def check_chain(k: Knobs, stage: str = "all") -> list[str]:
                         f"(BAR_GRACE_MS={k.bar_grace_ms}, BAR_WALL_GRACE_MS={k.bar_wall_grace_ms}) can hold a "
                         f"1s bar back {input_hold(builder)} ms, restarts included")
     agg_1m = rollup_hold(builder, k.agg_grace_ms, k.agg_1m_wall_grace_ms, k.agg_silent_close_ms)
-    need_multi = min_wall_grace(agg_1m)
+    need_multi = min_wall_grace(agg_1m, LIVE_WINDOW_MULTI_MS)
     if stage in ("multi", "all") and k.agg_multi_wall_grace_ms < need_multi:
         problems.append(f"AGG_MULTI_WALL_GRACE_MS={k.agg_multi_wall_grace_ms} is below {need_multi}: the 1m "
                         f"aggregator (AGG_1M_WALL_GRACE_MS={k.agg_1m_wall_grace_ms}, AGG_SILENT_CLOSE_MS="
-                        f"{k.agg_silent_close_ms}) can hold a 1m bar back {input_hold(agg_1m)} ms")
+                        f"{k.agg_silent_close_ms}) can hold a 1m bar back "
+                        f"{input_hold(agg_1m, LIVE_WINDOW_MULTI_MS)} ms")
     return problems
 
 
@@ -159,7 +171,7 @@ def knobs_from_env(env: Mapping[str, str] | None = None, **overrides: int | None
         raw = env.get(var)
         if raw not in (None, ""):
             try:
-                values[field] = int(raw)  # type: ignore[arg-type]
+                values[field] = int(raw)
             except ValueError:
                 raise ValueError(f"environment: {var}: not an integer (got {raw!r})") from None
     values.update({f: v for f, v in overrides.items() if v is not None})

@@ -143,7 +143,7 @@ def test_service_when_bar_differs_from_vendor_then_counted_and_only_corrected_wi
     env = dict(os.environ, PYTHONPATH=str(ROOT), PYTHONUNBUFFERED="1", KAFKA_PARTITIONS="3",
                KAFKA_BOOTSTRAP_SERVERS=broker, POSTGRES_DSN=fresh_pg_dsn, METRICS_PORT=str(port),
                KITE_ROOT=sim.rest_root, KITE_API_KEY="sim", KITE_ACCESS_TOKEN="sim-token",
-               AGG_MULTI_WALL_GRACE_MS="1500", AGG_SILENT_CLOSE_MS="1000", BAR_HOLD_RULE="warn")
+               AGG_MULTI_WALL_GRACE_MS="1500", AGG_MULTI_SILENT_CLOSE_MS="1000", BAR_HOLD_RULE="warn")
     every_bar = 2 * sum(PER_DAY.values())
 
     # Act 1: count only.

@@ -11,6 +11,7 @@ import pytest
 from compute import holds
 from compute.bar_aggregator_1m import BarAggregator1m, check_hold_rule
 from compute.bar_aggregator_1m_to_multi import BarAggregatorMulti
+from compute.bar_service import WallClockGate
 from compute.holds import Knobs, builder_hold, check_chain, knobs_from_env, min_wall_grace, rollup_hold
 from tests.conftest import ROOT
 
@@ -30,17 +31,34 @@ def test_rollup_hold_when_1m_defaults_then_input_hold_plus_wall_plus_one_stall()
 
 
 def test_shipped_defaults_when_derived_then_margin_over_each_minimum():
-    assert (holds.AGG_1M_WALL_GRACE_MS, holds.AGG_MULTI_WALL_GRACE_MS) == (20000, 90000)
+    assert (holds.AGG_1M_WALL_GRACE_MS, holds.AGG_MULTI_WALL_GRACE_MS) == (20000, 150000)
     builder = builder_hold(holds.BAR_GRACE_MS, holds.BAR_WALL_GRACE_MS)
     one_m = rollup_hold(builder, holds.AGG_GRACE_MS, holds.AGG_1M_WALL_GRACE_MS, holds.AGG_SILENT_CLOSE_MS)
     assert holds.AGG_1M_WALL_GRACE_MS - min_wall_grace(builder) >= holds.SAFETY_MARGIN_MS
-    assert holds.AGG_MULTI_WALL_GRACE_MS - min_wall_grace(one_m) >= holds.SAFETY_MARGIN_MS
+    # the multi stage's live window covers the 1 m bars' one-a-minute cadence
+    assert min_wall_grace(one_m, holds.LIVE_WINDOW_MULTI_MS) == 60000 + 65000 + 20000 + 1000
+    assert holds.AGG_MULTI_WALL_GRACE_MS - min_wall_grace(one_m, holds.LIVE_WINDOW_MULTI_MS) >= holds.SAFETY_MARGIN_MS
+    assert (holds.AGG_SILENT_CLOSE_MS, holds.AGG_MULTI_SILENT_CLOSE_MS) == (30000, 90000)
     assert check_chain(Knobs()) == []
 
 
 def test_services_when_no_flags_then_use_the_derived_defaults():
-    assert BarAggregator1m.wall_default == holds.AGG_1M_WALL_GRACE_MS
-    assert BarAggregatorMulti.wall_default == holds.AGG_MULTI_WALL_GRACE_MS
+    assert (BarAggregator1m.wall_default, BarAggregator1m.live_window_ms) == (20000, 5000)
+    assert (BarAggregatorMulti.wall_default, BarAggregatorMulti.live_window_ms) == (150000, 65000)
+
+
+def test_gate_when_live_window_below_the_input_cadence_then_clock_falls_behind_for_good():
+    # Why the multi stage's live window is 65 s: 1 m bars arrive once a minute (here all at :01).
+    def lag_after_an_hour(live_window_ms: int) -> int:
+        gate = WallClockGate(live_window_ms, live_window_ms + 25000)
+        gate.assigned([0, 1, 2], 0)
+        virtual = 0
+        for t in range(0, 3_600_000, 1000):
+            virtual = gate.wall_now(t, [0, 1, 2] if t % 60_000 == 1000 else [])
+        return 3_599_000 - virtual
+
+    assert lag_after_an_hour(holds.LIVE_WINDOW_MS) > 1_000_000  # 5 s: ~24 of every 60 s lost
+    assert lag_after_an_hour(holds.LIVE_WINDOW_MULTI_MS) <= 1000
 
 
 def test_check_chain_when_old_1m_default_then_rejected_naming_the_key():
@@ -52,13 +70,16 @@ def test_check_chain_when_old_1m_default_then_rejected_naming_the_key():
 def test_check_chain_when_stage_given_then_only_that_stage_checked():
     k = Knobs(agg_1m_wall_grace_ms=6000)
     assert [p.split("=")[0] for p in check_chain(k, "1m")] == ["AGG_1M_WALL_GRACE_MS"]
-    # the multi stage's minimum follows the 1m stage's configured (smaller) hold: 90 s still covers it
+    # the multi stage's minimum follows the 1m stage's configured (smaller) hold: 150 s still covers it
     assert check_chain(k, "multi") == []
 
 
 def test_check_chain_when_silent_close_within_live_window_then_rejected():
     problems = check_chain(Knobs(agg_silent_close_ms=5000), "1m")
     assert problems == ["AGG_SILENT_CLOSE_MS=5000 must exceed the live window 5000 ms (and an upstream restart)"]
+    problems = check_chain(Knobs(agg_multi_silent_close_ms=30000), "multi")
+    assert problems == ["AGG_MULTI_SILENT_CLOSE_MS=30000 must exceed the live window 65000 ms "
+                        "(and an upstream restart)"]
 
 
 def test_check_chain_when_bigger_builder_grace_then_1m_minimum_follows():
@@ -89,7 +110,8 @@ def _run(module: str, env: dict[str, str], *args: str) -> subprocess.CompletedPr
     ("compute.bar_aggregator_1m", {"AGG_1M_WALL_GRACE_MS": "6000"}, (), "AGG_1M_WALL_GRACE_MS=6000"),
     ("compute.bar_aggregator_1m", {}, ("--wall-grace-ms", "15000"), "AGG_1M_WALL_GRACE_MS=15000"),
     ("compute.bar_aggregator_1m_to_multi", {"AGG_MULTI_WALL_GRACE_MS": "45000"}, (), "AGG_MULTI_WALL_GRACE_MS=45000"),
-    ("compute.bar_aggregator_1m_to_multi", {"BAR_WALL_GRACE_MS": "9000"}, (), "AGG_MULTI_WALL_GRACE_MS=90000"),
+    ("compute.bar_aggregator_1m_to_multi", {"BAR_WALL_GRACE_MS": "9000"}, (), "AGG_MULTI_WALL_GRACE_MS=150000"),
+    ("compute.bar_aggregator_1m_to_multi", {}, ("--wall-grace-ms", "90000"), "AGG_MULTI_WALL_GRACE_MS=90000"),
 ])
 def test_aggregator_cli_when_knobs_break_the_rule_then_one_line_and_exit_2(module, env, args, key):
     proc = _run(module, env, *args)
@@ -110,5 +132,5 @@ def test_check_hold_rule_when_rule_set_to_warn_then_one_warning_line_and_no_exit
 def test_check_hold_rule_when_defaults_then_silent(monkeypatch, capsys):
     for var in holds.ENV.values():
         monkeypatch.delenv(var, raising=False)
-    check_hold_rule(argparse.Namespace(wall_grace_ms=None, grace_ms=0, silent_close_ms=30000), "multi")
+    check_hold_rule(argparse.Namespace(wall_grace_ms=None, grace_ms=0, silent_close_ms=90000), "multi")
     assert capsys.readouterr().err == ""
