@@ -11,7 +11,8 @@ from typing import Any
 
 from compute import holds
 from compute.bar_store import fetch_bars
-from compute.bars import ALL_TFS
+from compute.bars import ALL_TFS, bucket_bounds
+from compute.sessions import NSE
 from core import bus, codec
 from core.db import connect
 from core.topics import TICKS, all_topics
@@ -19,8 +20,9 @@ from tests.conftest import run_module
 
 BAR_SERVICES = ("compute.bar_builder_1s", "compute.bar_aggregator_1m", "compute.bar_aggregator_1m_to_multi")
 
-#: A sentinel second tick this long after the first closes the first one's 1 m bar by event time.
-_SECOND_SENTINEL_MS = 61_000
+#: Sentinel ticks, per instrument, this long after the cut: the first lies in the 1 m bucket that
+#: starts at the cut and its 1 s bar ends that bucket; the second closes that 1 s bar by event time.
+SENTINEL_OFFSETS_MS = (59_000, 62_000)
 
 
 def service_env_without_wall_knobs(service_env: Mapping[str, str], **extra: str) -> dict[str, str]:
@@ -30,52 +32,65 @@ def service_env_without_wall_knobs(service_env: Mapping[str, str], **extra: str)
     return env
 
 
-def with_sentinels(ticks: Sequence[Mapping[str, Any]], cut_ms: int) -> list[dict[str, Any]]:
-    """Two closing ticks per instrument, at ``cut_ms`` and 61 s later, appended after ``ticks``.
+def with_sentinels(ticks: Sequence[Mapping[str, Any]], cut_ms: int) -> tuple[list[dict[str, Any]], int]:
+    """``ticks`` plus two closing ticks per instrument (:data:`SENTINEL_OFFSETS_MS` after ``cut_ms``).
 
-    ``cut_ms`` must be at or after the end of every bucket (of every timeframe) holding a tick, and
-    a bucket start of every timeframe. Then the first sentinel closes every earlier bucket of its
-    instrument by event time at each stage (1 s and 1 m by its bar, 3 m..60 m by its 1 m bar, which
-    the second sentinel's 1 s bar closes), so the test needs no short wall-clock knobs to finish;
-    bars at or after ``cut_ms`` are the sentinels' own. The sentinels arrive after the last tick.
+    ``cut_ms`` must be a whole minute after every tick. Every stage then closes, by event time, each
+    bucket of the instrument that ends by ``settle = cut_ms + 60 s``: the builder on the second
+    sentinel, the 1 m aggregator on the first sentinel's 1 s bar (its 1 m bucket is the one starting
+    at the cut), the multi aggregator on that 1 m bar. So a test waits seconds, not the wall-clock
+    defaults, for those buckets. The sentinels arrive 300 ms after the last tick, and take part in
+    the reference like any tick. Returns ``(ticks, settle)``.
     """
+    if cut_ms % 60_000:
+        raise ValueError("the cut must be a whole minute")
     last: dict[int, Mapping[str, Any]] = {}
     for t in ticks:
         if t["exchange_ts"] >= cut_ms:
             raise ValueError(f"tick at {t['exchange_ts']} is not before the cut {cut_ms}")
         last[t["instrument_token"]] = t
-    arrival = max(t.get("_arrival_ms", t["exchange_ts"]) for t in ticks) + 500
+    arrival = max(t.get("_arrival_ms", t["exchange_ts"]) for t in ticks) + 300
     out = [dict(t) for t in ticks]
-    for offset in (0, _SECOND_SENTINEL_MS):
+    for offset in SENTINEL_OFFSETS_MS:
         for _token, t in sorted(last.items()):
             out.append({**t, "exchange_ts": cut_ms + offset, "recv_ts": cut_ms + offset + 5,
                         "_arrival_ms": arrival, "_sentinel": True})
-    return out
+    return out, cut_ms + 60_000
 
 
-def sentinel_rows(ticks: Sequence[Mapping[str, Any]], cut_ms: int) -> dict[str, int]:
-    """Rows the sentinels themselves produce soon after they arrive: two 1 s bars and one 1 m bar each."""
-    n = len({t["instrument_token"] for t in ticks if t["exchange_ts"] < cut_ms})
-    return {tf: {"1s": 2 * n, "1m": n}.get(tf, 0) for tf in ALL_TFS}
+def bucket_end(row: tuple[Any, ...]) -> int:
+    """End (epoch ms) of a bar row's bucket (``(token, tf, ts, ...)``), NSE-anchored for 3 m..60 m."""
+    return bucket_bounds(row[2], row[1], NSE)[1]
 
 
-def split_at(rows: Mapping[str, list[tuple[Any, ...]]], cut_ms: int) -> tuple[dict[str, list[tuple[Any, ...]]],
-                                                                              dict[str, list[tuple[Any, ...]]]]:
-    """``(before, at_or_after)`` the cut, by bar ``ts`` (row field 2)."""
-    before = {tf: [r for r in rs if r[2] < cut_ms] for tf, rs in rows.items()}
-    after = {tf: [r for r in rs if r[2] >= cut_ms] for tf, rs in rows.items()}
-    return before, after
+def closed_by(rows: Mapping[str, list[tuple[Any, ...]]], settle_ms: int) -> dict[str, list[tuple[Any, ...]]]:
+    """The rows whose bucket ends by ``settle_ms``."""
+    return {tf: [r for r in rs if bucket_end(r) <= settle_ms] for tf, rs in rows.items()}
 
 
-def live_feed(bootstrap: str, ticks: Sequence[Mapping[str, Any]], done: threading.Event,
-              speed: float = 1.0) -> threading.Thread:
-    """Produce ``ticks`` paced by their ``_arrival_ms`` (1 s of stream per second at ``speed`` 1) in a thread."""
+def shift_to_live(ticks: Sequence[Mapping[str, Any]], cut_ms: int, lead_s: float = 8.0,
+                  now_ms: int | None = None) -> tuple[list[dict[str, Any]], int]:
+    """The stream moved by whole minutes so its cut is the first minute boundary after it can be fed.
+
+    The first tick then arrives ``lead_s`` to ``lead_s`` + 60 s from now (so the services are up), and
+    every tick's event time is its real send time less its arrival jitter: live, with bucket ends in
+    the present, as the wall-clock rules see them in production. Returns ``(ticks, new cut)``.
+    """
+    now = int(time.time() * 1000) if now_ms is None else now_ms
+    span = cut_ms - min(t["_arrival_ms"] for t in ticks)
+    live_cut = -(-(now + int(lead_s * 1000) + span) // 60_000) * 60_000
+    delta = live_cut - cut_ms
+    shifted = [{**t, "exchange_ts": t["exchange_ts"] + delta, "recv_ts": t["recv_ts"] + delta,
+                "_arrival_ms": t["_arrival_ms"] + delta} for t in ticks]
+    return shifted, live_cut
+
+
+def live_feed(bootstrap: str, ticks: Sequence[Mapping[str, Any]], done: threading.Event) -> threading.Thread:
+    """Produce ``ticks`` in a thread, each at its ``_arrival_ms`` by the wall clock (live pace)."""
     def run() -> None:
         producer = bus.Producer(bootstrap)
-        t0 = ticks[0]["_arrival_ms"]
-        start = time.monotonic()
         for t in ticks:
-            wait = (t["_arrival_ms"] - t0) / 1000 / speed - (time.monotonic() - start)
+            wait = t["_arrival_ms"] / 1000 - time.time()
             if wait > 0:
                 producer.flush(10)
                 time.sleep(wait)

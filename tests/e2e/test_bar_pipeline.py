@@ -5,17 +5,18 @@ quiet instruments and a cumulative-volume reset go through
 bar_builder_1s -> bar_aggregator_1m -> bar_aggregator_1m_to_multi; every row
 and field of bars_1s ... bars_60m must equal an independent pandas reference.
 
-Crash safety: a stream produced at live pace (one second of event time per
-second) while the three services are SIGKILLed at random moments and
-restarted; the final tables must equal the reference, for both builder engines.
+Crash safety: a live stream (event times are the real send times, one second
+of stream per second) while the three services are SIGKILLed and restarted;
+the builder is killed right after sparse instruments' last ticks before a
+minute ends, so their 1 s bars are held across the restart and the 1 m
+aggregator's wall grace is what keeps their 1 m bars whole. The final tables
+must equal the reference, for both builder engines.
 
 No test sets a wall-clock knob (compute.holds derives the defaults): every
 stream ends with two sentinel ticks per instrument (tests.e2e.pipeline.with_sentinels)
-that close the last buckets by event time, so a test waits seconds, not the
-defaults' minutes, for its last bars. The streams' event times are on a past
-day, so a quiet instrument's bar closes by wall time at ``seen + wall grace``,
-never later than it would live (``max(bucket end, seen) + wall grace``): the
-holds are tested at least as hard as live.
+that close, by event time, every bucket ending by a minute after the cut, so a
+test waits seconds, not the defaults' minutes. Buckets still open then (in the
+live test, multi-minute ones around the cut) must not be in the tables.
 """
 
 from __future__ import annotations
@@ -31,46 +32,70 @@ from compute import holds
 from compute.bars import ALL_TFS
 from tests.e2e.pipeline import (
     BAR_SERVICES,
+    bucket_end,
+    closed_by,
     db_rows,
     live_feed,
     produce_ticks,
-    sentinel_rows,
     service_env_without_wall_knobs,
-    split_at,
+    shift_to_live,
     start_service,
     stop_all,
     wait_for_rows,
     with_sentinels,
 )
 from tests.reference.bars_pandas import frame_rows, reference_bars
-from tests.reference.tickgen import TickGenConfig, generate_ticks, ist_ms
+from tests.reference.tickgen import INDEX_TOKEN, QUIET_TOKEN, TickGenConfig, generate_ticks, ist_ms
 
 pytestmark = [pytest.mark.e2e, pytest.mark.integration]
 
 Stream = tuple[list[dict], dict[str, list[tuple]], int]
+BUILDER = "compute.bar_builder_1s"
 
 
-def _stream(cfg: TickGenConfig, cut_hhmm: str) -> Stream:
-    ticks = generate_ticks(cfg)
-    ref = {tf: frame_rows(df) for tf, df in reference_bars(ticks).items()}
-    assert all(ref[tf] for tf in ALL_TFS), "the generated stream must produce bars of every timeframe"
-    cut = ist_ms(cfg.day, cut_hhmm)
-    return with_sentinels(ticks, cut), ref, cut
+def _reference(ticks: list[dict]) -> dict[str, list[tuple]]:
+    return {tf: frame_rows(df) for tf, df in reference_bars(ticks).items()}
 
 
 @pytest.fixture(scope="module")
 def stream() -> Stream:
-    # 08:55-15:50 IST; the last post-close 60 m bucket is 15:30-16:30.
-    return _stream(TickGenConfig(seed=11, dense_instruments=5), "16:30")
+    # 2024-03-12 08:55-15:50 IST, fed as a backlog; the last post-close 60 m bucket is 15:30-16:30.
+    cfg = TickGenConfig(seed=11, dense_instruments=5)
+    ticks = generate_ticks(cfg)
+    assert all(_reference(ticks)[tf] for tf in ALL_TFS), "the stream must produce bars of every timeframe"
+    ticks, settle = with_sentinels(ticks, ist_ms(cfg.day, "16:30"))
+    return ticks, _reference(ticks), settle
 
 
-@pytest.fixture(scope="module")
-def live_stream() -> Stream:
-    # 100 s of event time ending at 11:15 IST (a bucket edge of every timeframe), with a quiet
-    # instrument whose gaps (8-30 s) straddle the 1 m stage's 20 s wall grace.
-    cfg = TickGenConfig(seed=5, dense_instruments=3, windows=[("11:13:20", "11:15:00")],
-                        span=("11:13:20", "11:15:00"), quiet_every_s=(8, 30), index_every_s=(1, 20))
-    return _stream(cfg, "11:15")
+def _live_stream() -> Stream:
+    """90-150 s of live ticks ending at the first minute boundary ``cut`` at least 98 s from now.
+
+    Six dense instruments (one or more on each of the 3 partitions, so the 1 m aggregator's clock
+    runs), a quiet and an index instrument, each of the two sparse ones with an extra tick 0.7 s
+    before every minute boundary (the bar the builder kill holds back). The first tick goes out
+    about 8 s from now (the services start meanwhile).
+    """
+    lead_ms, min_span_ms = 8000, 90_000
+    now = int(time.time() * 1000)
+    live_cut = -(-(now + lead_ms + min_span_ms) // 60_000) * 60_000
+    span_s = (live_cut - now - lead_ms) // 1000
+    gen_cut = ist_ms("2024-03-12", "11:15")
+    start_ms = gen_cut - span_s * 1000
+    start = time.strftime("%H:%M:%S", time.gmtime((start_ms + 19_800_000) / 1000))
+    cfg = TickGenConfig(seed=5, dense_instruments=6, windows=[(start, "11:15:00")], span=(start, "11:15:00"),
+                        quiet_every_s=(8, 30), index_every_s=(1, 20))
+    ticks, cut = shift_to_live(generate_ticks(cfg), gen_cut, lead_s=lead_ms / 1000 - 1, now_ms=now)
+    assert cut == live_cut
+    first = ticks[0]["_arrival_ms"]
+    extra = []
+    for boundary in range(cut - 60_000 * ((cut - first) // 60_000), cut + 1, 60_000):
+        for tok in (QUIET_TOKEN, INDEX_TOKEN):
+            before = [t for t in ticks if t["instrument_token"] == tok and t["exchange_ts"] < boundary - 700]
+            if before:
+                ts = boundary - 700
+                extra.append({**before[-1], "exchange_ts": ts, "recv_ts": ts + 10, "_arrival_ms": ts + 100})
+    ticks, settle = with_sentinels(sorted(ticks + extra, key=lambda t: t["_arrival_ms"]), cut)
+    return ticks, _reference(ticks), settle
 
 
 def _env(service_env: dict[str, str], bootstrap: str, dsn: str, engine: str) -> dict[str, str]:
@@ -80,75 +105,87 @@ def _env(service_env: dict[str, str], bootstrap: str, dsn: str, engine: str) -> 
     return env
 
 
-def _expected_counts(ticks: list[dict], ref: dict[str, list[tuple]], cut: int) -> dict[str, int]:
-    extra = sentinel_rows(ticks, cut)
-    return {tf: len(ref[tf]) + extra[tf] for tf in ALL_TFS}
+def _expected_counts(ref: dict[str, list[tuple]], settle: int) -> dict[str, int]:
+    """Rows that must be in the tables soon: the reference's buckets that end by ``settle``."""
+    return {tf: len(rows) for tf, rows in closed_by(ref, settle).items()}
 
 
-def _assert_equal_to_reference(got: dict[str, list[tuple]], ref: dict[str, list[tuple]], ticks: list[dict],
-                               cut: int) -> None:
-    before, after = split_at(got, cut)
+def _assert_equal_to_reference(got: dict[str, list[tuple]], ref: dict[str, list[tuple]], settle: int) -> None:
+    closed_got, closed_ref = closed_by(got, settle), closed_by(ref, settle)
     for tf in ALL_TFS:
-        assert len(before[tf]) == len(ref[tf]), f"{tf}: {len(before[tf])} rows, reference {len(ref[tf])}"
-        for g, r in zip(before[tf], ref[tf], strict=True):
+        assert len(closed_got[tf]) == len(closed_ref[tf]), \
+            f"{tf}: {len(closed_got[tf])} rows, reference {len(closed_ref[tf])}"
+        for g, r in zip(closed_got[tf], closed_ref[tf], strict=True):
             assert g == r, f"{tf}: row differs\n  got {g}\n  ref {r}"
-    # At or after the cut: only the sentinels' own bars (1 s at cut and cut + 61 s, 1 m at cut).
-    tokens = {t["instrument_token"] for t in ticks}
-    allowed = {"1s": {cut, cut + 61_000}, "1m": {cut}}
-    for tf in ALL_TFS:
-        stray = [r for r in after[tf] if r[0] not in tokens or r[2] not in allowed.get(tf, set())]
-        assert not stray, f"{tf}: rows that are not the sentinels' own: {stray[:3]}"
+        # A bucket still open at settle time was not closed early; after it, at most the last sentinel's
+        # 1 s bar (it closes by wall time 2 s after its end, 1 min after the feed).
+        early = [r for r in got[tf] if bucket_end(r) > settle and (tf, r[2]) != ("1s", settle + 2000)]
+        assert not early, f"{tf}: bars of buckets still open at {settle}: {early[:3]}"
 
 
 @pytest.mark.parametrize("engine", ["native", "python"])
 def test_pipeline_bars_equal_pandas_reference(broker, fresh_pg_dsn, service_env, tmp_path, stream, engine):
-    ticks, ref, cut = stream
+    ticks, ref, settle = stream
     env = _env(service_env, broker, fresh_pg_dsn, engine)
     produce_ticks(broker, ticks)
     procs = {m: start_service(m, env, tmp_path) for m in BAR_SERVICES}
-    expected = _expected_counts(ticks, ref, cut)
+    expected = _expected_counts(ref, settle)
+    # every bar but, per instrument (8), the one holding the last sentinel (its bucket is still open)
+    assert expected == {tf: len(ref[tf]) - 8 for tf in ALL_TFS}
     try:
         wait_for_rows(fresh_pg_dsn, expected, 120, procs)
         time.sleep(1.0)  # anything beyond the reference would show up now
         got = db_rows(fresh_pg_dsn)
     finally:
         codes = stop_all(procs)
-    assert {tf: len(rows) for tf, rows in got.items()} == expected
-    _assert_equal_to_reference(got, ref, ticks, cut)
+    assert {tf: len(rows) for tf, rows in closed_by(got, settle).items()} == expected
+    _assert_equal_to_reference(got, ref, settle)
     assert all(c == 0 for c in codes.values()), f"graceful stop exit codes: {codes}"
     assert f"engine={engine}" in (tmp_path / "bar_builder_1s.log").read_text()
 
 
+def _kill_plan(ticks: list[dict], cut: int, rng: random.Random) -> list[tuple[float, str]]:
+    """``(wall time s, service)``: the builder 0.3 s after each minute boundary (sparse bars held), the
+    aggregators and more builder kills in between; at least 5 s apart, so one restart at a time."""
+    first = ticks[0]["_arrival_ms"]
+    plan = [((b + 300) / 1000, BUILDER) for b in range(first - first % 60_000 + 60_000, cut + 1, 60_000)]
+    t = first / 1000 + 6
+    others = ["compute.bar_aggregator_1m", "compute.bar_aggregator_1m_to_multi", BUILDER]
+    while t < cut / 1000 - 3:
+        if all(abs(t - p) >= 5 for p, _ in plan):
+            plan.append((t, others[len(plan) % 3]))
+        t += rng.uniform(7.0, 11.0)
+    return sorted(plan)
+
+
 @pytest.mark.parametrize("engine", ["native", "python"])
-def test_pipeline_when_live_feed_and_random_sigkills_on_default_knobs_then_tables_equal_reference(
-        broker, fresh_pg_dsn, service_env, tmp_path, live_stream, engine):
-    ticks, ref, cut = live_stream
+def test_pipeline_when_live_feed_and_sigkills_on_default_knobs_then_tables_equal_reference(
+        broker, fresh_pg_dsn, service_env, tmp_path, engine):
+    ticks, ref, settle = _live_stream()
     env = _env(service_env, broker, fresh_pg_dsn, engine)
-    rng = random.Random(2026)
+    plan = _kill_plan(ticks, settle - 60_000, random.Random(2026))
     procs = {m: start_service(m, env, tmp_path) for m in BAR_SERVICES}
-    expected = _expected_counts(ticks, ref, cut)
+    expected = _expected_counts(ref, settle)
     kills: list[str] = []
     try:
         done = threading.Event()
         feeder = live_feed(broker, ticks, done)
-        victim = ""
-        while not done.is_set() or len(kills) < 8:
-            time.sleep(rng.uniform(4.0, 9.0))
-            # never the same service twice in a row: one restart at a time stays within the silent close
-            victim = rng.choice([m for m in BAR_SERVICES if m != victim])
+        for at, victim in plan:
+            time.sleep(max(0.0, at - time.time()))
             assert procs[victim].poll() is None, f"{victim} exited by itself with {procs[victim].returncode}"
             procs[victim].send_signal(signal.SIGKILL)
             procs[victim].wait(10)
             kills.append(victim)
             procs[victim] = start_service(victim, env, tmp_path)
         feeder.join(30)
-        wait_for_rows(fresh_pg_dsn, expected, 150, procs)
+        assert done.is_set()
+        wait_for_rows(fresh_pg_dsn, expected, 120, procs)
         time.sleep(1.0)
         got = db_rows(fresh_pg_dsn)
     finally:
         stop_all(procs)
     assert len(kills) >= 8 and set(kills) == set(BAR_SERVICES), kills
-    assert {tf: len(rows) for tf, rows in got.items()} == expected
-    _assert_equal_to_reference(got, ref, ticks, cut)
+    assert {tf: len(rows) for tf, rows in closed_by(got, settle).items()} == expected
+    _assert_equal_to_reference(got, ref, settle)
     log = (tmp_path / "bar_builder_1s.log").read_text()
-    assert log.count(f"engine={engine}") == 1 + kills.count("compute.bar_builder_1s")
+    assert log.count(f"engine={engine}") == 1 + kills.count(BUILDER)
