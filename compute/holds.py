@@ -26,6 +26,12 @@ may be over), so ``silent_close`` must exceed the live window and the
 upstream's restart time (process start + consumer-group join, a few seconds):
 the defaults give it 25 s over the live window.
 
+Known limit: ``up.hold`` of an aggregator counts one stall. The gate's clock
+never catches up after a stall, so each further upstream restart on the same
+day adds its stall (up to ``silent_close - live_window``) to what that stage
+holds back for the next; many restarts in one session can outgrow the next
+stage's margin.
+
 The shipped defaults are computed here, each with :data:`SAFETY_MARGIN_MS`
 above its minimum (rounded up to whole 5 s), and :func:`check_chain` rejects
 a configuration that breaks the rule.
