@@ -45,8 +45,15 @@ def _docker_stack(path: Path) -> object:
     return load_config(path, DockerStack)
 
 
+def _sessions(path: Path) -> object:
+    from core.sessions import parse_calendar
+
+    return parse_calendar(path)
+
+
 CORE_CHECKS: list[ConfigCheck] = [
     ("tokens.csv", _universe),
+    ("sessions.yaml", _sessions),
     ("docker_stack.json", _docker_stack),
 ]
 
