@@ -41,7 +41,7 @@ NATIVE_SO := compute/.native.built
 # The C++ tick path (compute._native). pip builds it on install; this rebuilds it in place when a source changes.
 $(NATIVE_SO): $(VENV)/.installed $(NATIVE_SRC)
 	$(VPY) setup.py -q build_ext --inplace --build-temp build/native 2>&1 | grep -E -v '^(\s|!!|$$)|Warning|warn|corresp' || true
-	@$(VPY) -c "from compute.native_ticks import load_native; load_native()"
+	@$(VPY) -c "from compute.native_tick_stream import load_native; load_native()"
 	@touch $@
 
 native: $(NATIVE_SO) ## build the C++ extension in place (make setup does it too)

@@ -1,7 +1,7 @@
 """Build the native extension ``compute._native`` (pybind11): the tick fast path of the 1 s bar builder.
 
 Everything else about the distribution lives in pyproject.toml. The extension links no
-librdkafka at build time: ``compute.native_ticks`` loads the copy bundled in the
+librdkafka at build time: ``compute.native_tick_stream`` loads the copy bundled in the
 confluent-kafka wheel with RTLD_GLOBAL before importing it (see that module).
 """
 

@@ -20,10 +20,10 @@ import argparse
 import sys
 
 from compute import holds
-from compute.bar_aggregator_1m import RollupService, add_silent_flag, check_hold_rule
 from compute.bar_rollup import BarRollup
 from compute.bar_service import check_args, make_parser
 from compute.bars import MULTI_MINUTE_TFS
+from compute.rollup_service import RollupService, add_silent_flag, check_hold_rule
 from compute.vendor_check import (
     VendorCheckConfig,
     VendorCheckThread,

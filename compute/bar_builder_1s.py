@@ -1,7 +1,7 @@
 """1-second bar builder: ``ticks`` -> ``bars.1s`` + ``bars_1s``.
 
 Exact, order-independent bar semantics live in :mod:`compute.bars` and
-:class:`compute.tick_to_bar.BarBuilder`. Bars close on event time (bucket end +
+:class:`compute.bar_builder_core.BarBuilder`. Bars close on event time (bucket end +
 grace) and, for quiet instruments, on wall time. The commit watermark never
 passes a tick whose bar is not yet emitted, so ``kill -9`` at any moment loses
 no bar and duplicates none (replays upsert identical rows).
@@ -9,8 +9,8 @@ no bar and duplicates none (replays upsert identical rows).
     python -m compute.bar_builder_1s [--grace-ms 2000] [--wall-grace-ms 2000] [--engine auto|native|python]
 
 Engines (same bars, proven equal by differential tests): ``native`` reads ticks with a
-librdkafka batch consumer straight into the C++ core (compute/native_ticks.py), ``python``
-is the confluent-kafka consumer + :class:`compute.tick_to_bar.BarBuilder`; ``auto`` (default)
+librdkafka batch consumer straight into the C++ core (compute/native_tick_stream.py), ``python``
+is the confluent-kafka consumer + :class:`compute.bar_builder_core.BarBuilder`; ``auto`` (default)
 takes native when the extension is built.
 """
 
@@ -23,9 +23,9 @@ from collections.abc import Sequence
 from typing import Any
 
 from compute import holds
+from compute.bar_builder_core import BarBuilder
 from compute.bar_service import BarProcessor, BarService, check_args, make_parser
-from compute.native_ticks import NativeConsumer, NativeTickProcessor, NativeUnavailable, load_native
-from compute.tick_to_bar import BarBuilder
+from compute.native_tick_stream import NativeConsumer, NativeTickProcessor, NativeUnavailable, load_native
 from core.service import run_service
 from core.stream import ConsumerLike
 from core.topics import TICKS
@@ -50,7 +50,7 @@ class BarBuilderService(BarService):
             self.group_id = self.args.group
         self.engine = resolve_engine(self.args.engine)
         if self.engine == "native":
-            from compute.native_core import NativeBarBuilder
+            from compute.bar_builder_native import NativeBarBuilder
 
             return NativeBarBuilder(grace_ms=self.args.grace_ms, wall_grace_ms=self.args.wall_grace_ms)
         return BarBuilder(grace_ms=self.args.grace_ms, wall_grace_ms=self.args.wall_grace_ms)

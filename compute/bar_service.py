@@ -1,6 +1,6 @@
 """Stream wiring shared by the bar builder and the aggregators.
 
-The pure cores (:class:`compute.tick_to_bar.BarBuilder`,
+The pure cores (:class:`compute.bar_builder_core.BarBuilder`,
 :class:`compute.bar_rollup.BarRollup`) do the bar math and track the commit
 watermark; this module adapts them to :class:`core.stream.StreamService`:
 JSON decode (orjson), poison input to the DLQ, bars to ``bars.<tf>`` and to
@@ -100,7 +100,9 @@ class WallClockGate:
             self._last_real = self._virtual = now_ms
         dt = max(0, now_ms - self._last_real)
         self._last_real = now_ms
-        if self._seen_input and self.flowing(now_ms):
+        if not self._seen_input:
+            self._virtual = now_ms  # nothing open yet, nothing to hold back: the real clock (else it lags for good)
+        elif self.flowing(now_ms):
             self._virtual += dt
         for p in partitions_with_input:
             self.last_input[p] = now_ms

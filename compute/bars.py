@@ -1,7 +1,7 @@
 """Bars: the shared data structure, timeframes, bucket math and commit watermark.
 
 This module docstring is the written definition of bar semantics. The bar
-builder (:mod:`compute.tick_to_bar`), the rollup (:mod:`compute.bar_rollup`)
+builder (:mod:`compute.bar_builder_core`), the rollup (:mod:`compute.bar_rollup`)
 and the independent pandas reference (``tests/reference/bars_pandas.py``) all
 implement it.
 

@@ -8,7 +8,7 @@
 // checked), rebalance callbacks into Python (assign / revoke / lost, eager or cooperative protocol),
 // data messages only in a batch (partition EOF skipped, other errors reported to the caller).
 //
-// librdkafka is the copy bundled in the confluent-kafka wheel: compute/native_ticks.py loads it with
+// librdkafka is the copy bundled in the confluent-kafka wheel: compute/native_tick_stream.py loads it with
 // RTLD_GLOBAL before importing this module, so nothing is linked at build time. The header in
 // include/librdkafka is librdkafka 2.0.2's (BSD-2-Clause); only long-stable C API calls are used.
 #include <pybind11/pybind11.h>

@@ -1,4 +1,4 @@
-// compute._native: the native tick path of the 1 s bar builder (see compute/native_ticks.py).
+// compute._native: the native tick path of the 1 s bar builder (see compute/native_tick_stream.py).
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 

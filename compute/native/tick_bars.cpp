@@ -1,5 +1,5 @@
 // Python binding of the native 1 s bar core (compute._native.TickBarCore); the core itself is in
-// tick_bars.hpp, the JSON decoding in tick_json.hpp. compute/native_core.py adapts it to the
+// tick_bars.hpp, the JSON decoding in tick_json.hpp. compute/bar_builder_native.py adapts it to the
 // BarBuilder interface.
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
@@ -107,7 +107,7 @@ void fill_batch(RawBatch& b, std::vector<py::object>& keep, const py::list& item
 
 void bind_tick_bars(py::module_& m) {
     py::class_<PyTickBarCore>(m, "TickBarCore",
-                              "The 1 s bar core of compute.tick_to_bar.BarBuilder in C++, fed with raw tick JSON.\n\n"
+                              "The 1 s bar core of compute.bar_builder_core.BarBuilder in C++, fed with raw tick JSON.\n\n"
                               "Per poll batch: ``new, rejects = core.stage(batch, max_ts)``; restore() the new\n"
                               "instruments; ``core.feed()``; ``core.advance(now_ms)``. Not thread-safe.")
         .def(py::init([](std::int64_t grace_ms, std::optional<std::int64_t> wall_grace_ms) {

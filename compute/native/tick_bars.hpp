@@ -1,4 +1,4 @@
-// The native 1 s bar core: a C++ port of compute/tick_to_bar.py (BarBuilder) with the per-message
+// The native 1 s bar core: a C++ port of compute/bar_builder_core.py (BarBuilder) with the per-message
 // decode/validation of compute/bar_service.py (BarProcessor.process) in front of it. The Python code
 // is the specification; this file mirrors it statement by statement (comments name the Python
 // counterpart), so any change there must be made here too (tests/unit/test_native_tick_core.py
@@ -59,7 +59,7 @@ inline std::int64_t floor_mod(std::int64_t a, std::int64_t m) {
 }
 }  // namespace tb
 
-// A tick's duplicate identity (tick_to_bar._dedup_key): exchange_ts and volume are known ints
+// A tick's duplicate identity (bar_builder_core._dedup_key): exchange_ts and volume are known ints
 // (volume -1 = None); ltp and the six other fields keep their decoded kind so that == is Python's.
 // Slot 0 is ltp, then last_qty, oi, bid, ask, bid_qty, ask_qty. K_CANON payloads point into an arena.
 struct DedupRec {
@@ -78,7 +78,7 @@ struct StagedTick {
     DedupRec rec;
 };
 
-struct OpenBar {  // tick_to_bar._OpenBar
+struct OpenBar {  // bar_builder_core._OpenBar
     std::int64_t b = 0;
     double open = 0, high = 0, low = 0, close = 0;
     std::int64_t ots = 0, ov = 0, cts = 0, cv = 0;
@@ -93,7 +93,7 @@ struct OpenBar {  // tick_to_bar._OpenBar
     std::vector<std::int32_t> extra;   // further partitions holding offsets (_extra_parts)
 };
 
-struct Instrument {  // tick_to_bar._Instrument
+struct Instrument {  // bar_builder_core._Instrument
     std::int64_t token = 0;
     std::int32_t part = -1;
     std::int64_t horizon = -tb::NEVER, closed_upto = -tb::NEVER, frontier = -tb::NEVER, restored = -tb::NEVER;
@@ -604,7 +604,7 @@ class TickBarCore {
             if (!tickjson::val_eq(a.kind[k], a.pay[k], arena_a, b.kind[k], b.pay[k], arena_b)) return false;
         return true;
     }
-    // tick_to_bar._seen_before: is it a duplicate of an accepted tick of the bar? (Records it if not.)
+    // bar_builder_core._seen_before: is it a duplicate of an accepted tick of the bar? (Records it if not.)
     bool seen_before(OpenBar& bar, const DedupRec& r) {
         if (bar.index.empty() && bar.recs.size() > 16) index_build(bar);
         if (bar.index.empty()) {

@@ -17,7 +17,7 @@
 // Values of the fields the core looks at become a ``Val`` (kind + 64-bit payload). Strings, arrays
 // and objects in duplicate-detection fields are reduced to a canonical text (see ``canon_value``)
 // whose byte equality is Python ``==`` on the decoded values, so duplicate detection compares
-// exactly what ``tick_to_bar._dedup_key`` tuples compare.
+// exactly what ``bar_builder_core._dedup_key`` tuples compare.
 #pragma once
 
 #include <algorithm>

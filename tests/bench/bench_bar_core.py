@@ -1,7 +1,7 @@
 """Micro-benchmark of the pure bar cores: ``make bench`` (section ``bar_core``) or by hand
 (``python -m tests.bench.bench_bar_core --help``).
 
-Measures ticks/s through ``orjson.loads`` + :class:`compute.tick_to_bar.BarBuilder`
+Measures ticks/s through ``orjson.loads`` + :class:`compute.bar_builder_core.BarBuilder`
 the way the service loop drives it: per poll batch, decode each message, one
 ``add_many``, then ``advance(now)`` and ``committable_offsets()`` (and, for
 comparison, ``add`` per tick). The synthetic stream: ``--ticks`` (500k) over
@@ -36,9 +36,9 @@ import orjson
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
+from compute.bar_builder_core import BarBuilder  # noqa: E402
 from compute.bar_rollup import BarRollup  # noqa: E402
 from compute.bars import MULTI_MINUTE_TFS, Bar  # noqa: E402
-from compute.tick_to_bar import BarBuilder  # noqa: E402
 from tests.bench.harness import Section, fmt_rate, machine_notes  # noqa: E402
 
 START_MS = 1_710_215_100_000  # 2024-03-12 09:15 IST
@@ -115,7 +115,7 @@ def bench_builder(messages: list[Message], batch: int, clock: str, batched: bool
 def native_core_class() -> Any | None:
     """``compute._native.TickBarCore``, or None when the extension is not built."""
     try:
-        from compute.native_core import native_module
+        from compute.bar_builder_native import native_module
 
         return native_module().TickBarCore
     except ImportError:
@@ -124,7 +124,7 @@ def native_core_class() -> Any | None:
 
 def bench_native(messages: list[Message], batch: int, clock: str, prebuilt: bool = False) -> tuple[float, int]:
     """CPU seconds and bar count of the native core on the stream (decode + validate + bars)."""
-    from compute.native_core import native_module
+    from compute.bar_builder_native import native_module
 
     mod = native_module()
     core = mod.TickBarCore(2000)

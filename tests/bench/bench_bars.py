@@ -73,8 +73,8 @@ def consume_rate(bootstrap: str, topic: str, n: int, decode) -> float:  # type: 
 
 
 def native_consume_rate(bootstrap: str, topic: str, n: int) -> float:
-    """Msgs/s of the native librdkafka batch consumer (compute.native_ticks), no decode: its ceiling."""
-    from compute.native_ticks import NativeConsumer
+    """Msgs/s of the native librdkafka batch consumer (compute.native_tick_stream), no decode: its ceiling."""
+    from compute.native_tick_stream import NativeConsumer
 
     c = NativeConsumer(bootstrap, f"rawn-{uuid.uuid4().hex[:8]}", [topic])
     got = len(c.poll_batch(1, 30.0))
@@ -88,8 +88,8 @@ def native_consume_rate(bootstrap: str, topic: str, n: int) -> float:
 
 def native_decode_rate(bootstrap: str, topic: str, n: int) -> float:
     """Msgs/s of the native consumer + the C++ core's decode/validation only (``stage``, no bars)."""
-    from compute.native_core import NativeBarBuilder
-    from compute.native_ticks import NativeConsumer
+    from compute.bar_builder_native import NativeBarBuilder
+    from compute.native_tick_stream import NativeConsumer
 
     core = NativeBarBuilder()
     c = NativeConsumer(bootstrap, f"decn-{uuid.uuid4().hex[:8]}", [topic])
@@ -263,7 +263,7 @@ def run(quick: bool = False) -> Section:
         "A builder figure is the whole service loop in one process: consume, decode, "
         "build, produce the bars, flush, COPY-upsert them to Postgres, commit. The native engine "
         "(default) reads librdkafka batches straight into the C++ core; the python engine is "
-        "confluent-kafka + orjson + compute.tick_to_bar.BarBuilder. Both produce the same bars (checked here "
+        "confluent-kafka + orjson + compute.bar_builder_core.BarBuilder. Both produce the same bars (checked here "
         "by count, in tests row by row).",
         "",
         f"Emission latency (live-paced smoke producer over configs/tokens.csv, {nbars:,} bars, default engine): "

@@ -1,4 +1,4 @@
-"""The native librdkafka batch consumer (compute.native_ticks.NativeConsumer) against the embedded broker.
+"""The native librdkafka batch consumer (compute.native_tick_stream.NativeConsumer) against the embedded broker.
 
 Same contract as core.bus.Consumer: every message once in partition order, manual sync commits
 that a new group member resumes from, assign/revoke callbacks (incl. commit inside revoke on
@@ -12,7 +12,7 @@ import uuid
 
 import pytest
 
-from compute.native_ticks import BatchMessage, NativeConsumer, load_native
+from compute.native_tick_stream import BatchMessage, NativeConsumer, load_native
 from core import bus
 
 pytestmark = pytest.mark.integration

@@ -12,9 +12,9 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from compute.bar_builder_core import BarBuilder
 from compute.bar_rollup import BarRollup
 from compute.bars import MULTI_MINUTE_TFS, Bar
-from compute.tick_to_bar import BarBuilder
 
 
 @dataclass

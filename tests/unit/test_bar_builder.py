@@ -9,8 +9,8 @@ import orjson
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
+from compute.bar_builder_core import BarBuilder
 from compute.bars import DEDUP_FIELDS, BadBarInput, Bar
-from compute.tick_to_bar import BarBuilder
 from tests.reference.bars_pandas import DUP_COLUMNS, frame_rows, reference_bars
 from tests.reference.tickgen import TickGenConfig, generate_ticks
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import orjson
 
+from compute.bar_builder_core import BarBuilder
 from compute.bar_service import BarProcessor, WallClockGate
-from compute.tick_to_bar import BarBuilder
 
 
 class Msg:

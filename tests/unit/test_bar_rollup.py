@@ -9,10 +9,10 @@ import orjson
 import pytest
 from hypothesis import given, settings, strategies as st
 
+from compute.bar_builder_core import BarBuilder
 from compute.bar_rollup import BarRollup
 from compute.bars import MULTI_MINUTE_TFS, BadBarInput, Bar, bucket_bounds
 from compute.sessions import DEFAULT_SESSIONS, NSE, Session, SessionCalendar
-from compute.tick_to_bar import BarBuilder
 from tests.reference.bars_pandas import ALL_TFS, frame_rows, reference_bars
 from tests.reference.chain import run_chain
 from tests.reference.tickgen import TickGenConfig, generate_ticks, ist_ms

@@ -3,7 +3,7 @@
 Decoders under test, each fed the same message bytes:
 
 - Python tick path: :class:`compute.bar_service.BarProcessor` (orjson, object check, token /
-  event-time range) around :class:`compute.tick_to_bar.BarBuilder` (its type and volume checks);
+  event-time range) around :class:`compute.bar_builder_core.BarBuilder` (its type and volume checks);
 - C++ tick path: :class:`compute._native.TickBarCore` (``stage_items`` + ``feed``), as
   ``tests/unit/test_native_tick_core.py`` drives it;
 - bar rollup: ``BarProcessor`` around :class:`compute.bar_rollup.BarRollup` for the 1 m
@@ -44,9 +44,9 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings, strategies as st
 from pydantic import ValidationError
 
+from compute.bar_builder_core import BarBuilder
 from compute.bar_rollup import BarRollup
 from compute.bar_service import BarProcessor
-from compute.tick_to_bar import BarBuilder
 from core.errors import PoisonMessage
 from schemas import Bar, Tick, decode
 from schemas.limits import (
@@ -61,10 +61,10 @@ from schemas.limits import (
 )
 
 try:
-    from compute.native_core import native_module
+    from compute.bar_builder_native import native_module
 
     native: Any = native_module()
-except ImportError:  # compute.native_ticks.NativeUnavailable: the C++ path is then not compared
+except ImportError:  # compute.native_tick_stream.NativeUnavailable: the C++ path is then not compared
     native = None
 
 WALL_MS = MAX_TS_MS  # the wall clock: every valid event time is in the past

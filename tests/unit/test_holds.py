@@ -9,10 +9,11 @@ import sys
 import pytest
 
 from compute import holds
-from compute.bar_aggregator_1m import BarAggregator1m, check_hold_rule
+from compute.bar_aggregator_1m import BarAggregator1m
 from compute.bar_aggregator_1m_to_multi import BarAggregatorMulti
 from compute.bar_service import WallClockGate
 from compute.holds import Knobs, builder_hold, check_chain, knobs_from_env, min_wall_grace, rollup_hold
+from compute.rollup_service import check_hold_rule
 from tests.conftest import ROOT
 
 
@@ -134,3 +135,16 @@ def test_check_hold_rule_when_defaults_then_silent(monkeypatch, capsys):
         monkeypatch.delenv(var, raising=False)
     check_hold_rule(argparse.Namespace(wall_grace_ms=None, grace_ms=0, silent_close_ms=90000), "multi")
     assert capsys.readouterr().err == ""
+
+
+def test_gate_when_started_long_before_the_first_input_then_no_lag_once_input_flows():
+    # An aggregator started at 08:30 whose first 1 s bar comes at 09:15 must not run 45 min behind all day.
+    gate = WallClockGate(holds.LIVE_WINDOW_MS, holds.AGG_SILENT_CLOSE_MS)
+    gate.assigned([0, 1, 2], 0)
+    assert gate.wall_now(0, []) is None
+    assert gate.wall_now(1_800_000, []) is None
+    start = 2_700_000
+    assert gate.wall_now(start, [0, 1, 2]) == start
+    for s in range(1, 60):
+        clock = gate.wall_now(start + s * 1000, [0, 1, 2])
+    assert clock == start + 59_000

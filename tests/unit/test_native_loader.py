@@ -1,4 +1,4 @@
-"""compute.native_ticks.load_native: only the confluent-kafka wheel's librdkafka, checked; else the python engine.
+"""compute.native_tick_stream.load_native: only the confluent-kafka wheel's librdkafka, checked; else the python engine.
 
 The mismatch path runs for real in a child process: a tiny shared library whose
 ``rd_kafka_version()`` reports another version is compiled here and selected with the
@@ -19,8 +19,8 @@ from pathlib import Path
 import confluent_kafka
 import pytest
 
-from compute import native_ticks
-from compute.native_ticks import VENDORED_RDKAFKA_H_VERSION, NativeUnavailable, check_librdkafka
+from compute import native_tick_stream
+from compute.native_tick_stream import VENDORED_RDKAFKA_H_VERSION, NativeUnavailable, check_librdkafka
 
 ROOT = Path(__file__).resolve().parents[2]
 HEADER = ROOT / "compute" / "native" / "include" / "librdkafka" / "rdkafka.h"
@@ -33,18 +33,18 @@ def test_vendored_header_version_is_the_recorded_constant():
 
 
 def test_wheel_librdkafka_matches_confluent_kafka_and_the_header():
-    path = native_ticks.wheel_librdkafka()
+    path = native_tick_stream.wheel_librdkafka()
     assert path.is_absolute() and path.parent.name == "confluent_kafka.libs"
     assert check_librdkafka(path) == confluent_kafka.libversion()[1]
-    assert native_ticks.header_compatible(confluent_kafka.libversion()[1])
+    assert native_tick_stream.header_compatible(confluent_kafka.libversion()[1])
 
 
 def test_header_compatibility_rule():
-    assert native_ticks.header_compatible(VENDORED_RDKAFKA_H_VERSION)
-    assert native_ticks.header_compatible(0x020C01FF)
-    assert not native_ticks.header_compatible(0x020001FF)  # older than the header
-    assert not native_ticks.header_compatible(0x030000FF)  # another major
-    assert native_ticks.version_str(0x020C01FF) == "2.12.1"
+    assert native_tick_stream.header_compatible(VENDORED_RDKAFKA_H_VERSION)
+    assert native_tick_stream.header_compatible(0x020C01FF)
+    assert not native_tick_stream.header_compatible(0x020001FF)  # older than the header
+    assert not native_tick_stream.header_compatible(0x030000FF)  # another major
+    assert native_tick_stream.version_str(0x020C01FF) == "2.12.1"
 
 
 def test_relative_or_missing_library_is_refused(tmp_path):
@@ -70,7 +70,7 @@ def fake_librdkafka(tmp_path_factory) -> Path:
 
 
 def _child(code: str, lib: Path) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, native_ticks.LIBRDKAFKA_ENV: str(lib)}
+    env = {**os.environ, native_tick_stream.LIBRDKAFKA_ENV: str(lib)}
     return subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True,
                           timeout=60)
 
@@ -84,7 +84,7 @@ def test_mismatch_makes_auto_run_the_python_engine_with_one_log_line(fake_librdk
     r = _child("import logging, sys; logging.basicConfig(stream=sys.stderr)\n"
                "from compute.bar_builder_1s import resolve_engine\n"
                "print(resolve_engine('auto'))\n"
-               "import compute.native_ticks as n\n"
+               "import compute.native_tick_stream as n\n"
                "print(n.native_available())", fake_librdkafka)
     assert r.returncode == 0, r.stderr
     assert r.stdout.split() == ["python", "False"]

@@ -1,7 +1,7 @@
 """compute._native.TickBarCore vs its specification, the Python tick path: differential tests.
 
 The reference is the real Python code: :class:`compute.bar_service.BarProcessor` (orjson decode,
-the sanity checks, the restorer hook) around :class:`compute.tick_to_bar.BarBuilder`. The native
+the sanity checks, the restorer hook) around :class:`compute.bar_builder_core.BarBuilder`. The native
 core is driven in lockstep through ``stage`` / ``restore`` / ``feed`` / ``advance`` on the same
 payload bytes, and after every step everything observable must be equal: reject indices and
 reasons, the instruments handed to the restorer, bars (all fields, same order), commit offsets,
@@ -21,16 +21,16 @@ import orjson
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
+from compute.bar_builder_core import BarBuilder
 from compute.bar_service import MAX_FUTURE_MS, MAX_TOKEN, MIN_TS_MS, BarProcessor
 from compute.bars import Bar
-from compute.tick_to_bar import BarBuilder
 from schemas.limits import MAX_TS_MS
 
 try:
-    from compute.native_core import NativeBarBuilder, native_module
+    from compute.bar_builder_native import NativeBarBuilder, native_module
 
     native = native_module()
-except ImportError as exc:  # compute.native_ticks.NativeUnavailable: extension not built
+except ImportError as exc:  # compute.native_tick_stream.NativeUnavailable: extension not built
     pytest.skip(f"native extension unavailable: {exc}", allow_module_level=True)
 
 T0 = 1_710_215_100_000  # 2024-03-12 09:15:00 IST

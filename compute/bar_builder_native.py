@@ -1,6 +1,6 @@
-"""The C++ 1s bar core behind the :class:`compute.tick_to_bar.BarBuilder` interface.
+"""The C++ 1s bar core behind the :class:`compute.bar_builder_core.BarBuilder` interface.
 
-:class:`compute._native.TickBarCore` is a port of :class:`~compute.tick_to_bar.BarBuilder`
+:class:`compute._native.TickBarCore` is a port of :class:`~compute.bar_builder_core.BarBuilder`
 (the specification; semantics in :mod:`compute.bars`) that also does the per-message
 decode and validation of :meth:`compute.bar_service.BarProcessor.process`, so raw Kafka
 payloads go straight into bars without a Python object per tick. Per poll batch::
@@ -36,8 +36,8 @@ NO_MAX_TS = 1 << 62
 
 
 def native_module() -> ModuleType:
-    """``compute._native`` with librdkafka loaded (see :func:`compute.native_ticks.load_native`)."""
-    from compute.native_ticks import load_native
+    """``compute._native`` with librdkafka loaded (see :func:`compute.native_tick_stream.load_native`)."""
+    from compute.native_tick_stream import load_native
 
     return load_native()
 
@@ -60,7 +60,7 @@ class _Tracked:
 
 
 class NativeBarBuilder:
-    """:class:`compute.tick_to_bar.BarBuilder` semantics on raw tick JSON, in C++."""
+    """:class:`compute.bar_builder_core.BarBuilder` semantics on raw tick JSON, in C++."""
 
     tf = "1s"
 

@@ -6,7 +6,7 @@ and the whole Python builder loop at ~120k ticks/s; librdkafka alone reads the s
 stream at ~1.8M msgs/s (docs/BENCHMARKS.md). Here a poll returns one
 :class:`compute._native.MessageBatch` holding the librdkafka messages, and the C++ core
 (:class:`compute._native.TickBarCore`, the same semantics as
-:class:`compute.tick_to_bar.BarBuilder`, proven equal by differential tests) decodes the
+:class:`compute.bar_builder_core.BarBuilder`, proven equal by differential tests) decodes the
 payloads in place. Python sees only the batch, the few bars that close, and the rare poison
 message (wrapped in :class:`BatchMessage` for the dead-letter topic).
 
@@ -233,7 +233,7 @@ class NativeTickProcessor(BarProcessor):
     """
 
     def process(self, msgs: Any, now_ms: int) -> Emission:
-        core = self.core  # compute.native_core.NativeBarBuilder
+        core = self.core  # compute.bar_builder_native.NativeBarBuilder
         rejects: list[tuple[Any, str]] = []
         parts: Iterable[int] = ()
         if len(msgs):
