@@ -19,6 +19,9 @@ local midnight):
 * **post-close** ``t >= close``: anchored to the close:
   ``start = close + floor((t - close) / tf) * tf``, ``end = min(start + tf, next midnight)``.
 
+The hours come from the exchange calendar (:mod:`core.sessions`, ``configs/sessions.yaml``):
+:func:`default_sessions` takes each exchange's regular open and close from it.
+
 Session boundaries must fall on whole minutes so that 1m bars always nest
 inside multi-minute buckets. 1s and 1m buckets are clock aligned and do not
 use sessions at all (see :func:`compute.bars.bucket_bounds`).
@@ -26,23 +29,20 @@ use sessions at all (see :func:`compute.bars.bucket_bounds`).
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-MINUTE_MS = 60_000
-DAY_MS = 86_400_000
-IST_OFFSET_MS = 330 * MINUTE_MS  # UTC+05:30, no DST
+from core.sessions import DAY_MS, IST_OFFSET_MS, MINUTE_MS, ExchangeCalendar, hhmm_minutes, load_calendar
+
+__all__ = ["DAY_MS", "IST_OFFSET_MS", "MINUTE_MS", "Session", "SessionCalendar", "default_sessions",
+           "sessions_from_calendar"]
+
 
 
 def _parse_hhmm(text: str) -> int:
     """``"09:15"`` -> milliseconds after local midnight; ``ValueError`` on bad input."""
-    parts = text.split(":")
-    if len(parts) != 2 or not all(p.isdigit() for p in parts):
-        raise ValueError(f"time must be HH:MM, got {text!r}")
-    hours, minutes = int(parts[0]), int(parts[1])
-    if not (0 <= hours <= 24 and 0 <= minutes < 60) or (hours == 24 and minutes):
-        raise ValueError(f"time out of range: {text!r}")
-    return (hours * 60 + minutes) * MINUTE_MS
+    return hhmm_minutes(text) * MINUTE_MS
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,9 +65,9 @@ class Session:
             raise ValueError(f"{self.exchange}: open, close and UTC offset must be whole minutes")
 
     @classmethod
-    def from_hhmm(cls, exchange: str, open_hhmm: str = "09:15", close_hhmm: str = "15:30",
+    def from_hhmm(cls, exchange: str, open_hhmm: str, close_hhmm: str,
                   utc_offset_minutes: int = 330) -> Session:
-        """Build a session from local ``HH:MM`` strings (IST by default)."""
+        """Build a session from local ``HH:MM`` strings (UTC offset: IST unless given)."""
         return cls(exchange, _parse_hhmm(open_hhmm), _parse_hhmm(close_hhmm), utc_offset_minutes * MINUTE_MS)
 
     def anchored_bucket(self, ts_ms: int, tf_ms: int) -> tuple[int, int]:
@@ -94,19 +94,28 @@ class Session:
         return base + start, base + end
 
 
-NSE = Session.from_hhmm("NSE", "09:15", "15:30")
+def sessions_from_calendar(calendar: ExchangeCalendar) -> dict[str, Session]:
+    """Anchoring sessions (regular open/close) of every exchange in a :mod:`core.sessions` calendar."""
+    out = {}
+    for ex in calendar.exchanges:
+        hours = calendar.regular_hours(ex)
+        out[ex] = Session(ex, hours.open_min * MINUTE_MS, hours.close_min * MINUTE_MS)
+    return out
 
-#: Default sessions by Kite exchange code (equity and F&O 09:15-15:30, currency
-#: 09:00-17:00, commodities 09:00-23:30). Override per deployment as needed.
-DEFAULT_SESSIONS: dict[str, Session] = {
-    "NSE": NSE,
-    "BSE": Session.from_hhmm("BSE", "09:15", "15:30"),
-    "NFO": Session.from_hhmm("NFO", "09:15", "15:30"),
-    "BFO": Session.from_hhmm("BFO", "09:15", "15:30"),
-    "CDS": Session.from_hhmm("CDS", "09:00", "17:00"),
-    "BCD": Session.from_hhmm("BCD", "09:00", "17:00"),
-    "MCX": Session.from_hhmm("MCX", "09:00", "23:30"),
-}
+
+@functools.cache
+def default_sessions() -> dict[str, Session]:
+    """Sessions by Kite exchange code from ``configs/sessions.yaml`` (read once, on first use)."""
+    return sessions_from_calendar(load_calendar())
+
+
+def __getattr__(name: str) -> object:
+    # ``NSE`` and ``DEFAULT_SESSIONS`` are read from the calendar file lazily, not at import.
+    if name == "DEFAULT_SESSIONS":
+        return default_sessions()
+    if name == "NSE":
+        return default_sessions()["NSE"]
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 @dataclass(frozen=True)
@@ -118,7 +127,7 @@ class SessionCalendar:
     cached per token, so the per-bar cost is one dict hit.
     """
 
-    sessions: Mapping[str, Session] = field(default_factory=lambda: dict(DEFAULT_SESSIONS))
+    sessions: Mapping[str, Session] = field(default_factory=lambda: dict(default_sessions()))
     exchange_of: Mapping[int, str] = field(default_factory=dict)
     default_exchange: str = "NSE"
     _cache: dict[int, Session] = field(default_factory=dict, init=False, repr=False, compare=False)
