@@ -8,7 +8,7 @@ never waits for it) runs a pass every ``--verify-every-s``:
    point verified so far (``vendor_verify_state``), and per instrument the window of
    buckets that closed at least ``--verify-lag-s`` ago (:func:`compute.vendor_verify.pending_window`);
 2. our ``bars_{tf}`` in the window and the vendor's candles of the same interval
-   (``KiteConnect.historical_data``, rate limited, retried: :class:`ingestion.merge_hist_daily.KiteSource`);
+   (``KiteConnect.historical_data``, rate limited, retried: :class:`ingestion.kite_history.KiteSource`);
 3. the comparison (:func:`compute.vendor_verify.verify_bars`); mismatches are counted
    (``vendor_mismatches_total{tf,field}``) and logged, one line per bar up to a limit;
 4. with ``--verify-correct`` only: mismatching bars take the vendor's OHLCV and each
@@ -54,8 +54,9 @@ from core.clock import IST
 from core.errors import ConfigError, FatalError, TransientError
 from core.metrics import Metrics
 from core.settings import Settings
-from ingestion.bar_merge import Candle, RateLimiter, Tolerance
-from ingestion.merge_hist_daily import DEFAULT_TICK, KiteSource, apply_plan, load_bars, start_run
+from ingestion.bar_merge import Candle, Tolerance
+from ingestion.kite_history import KiteSource, history_limiter
+from ingestion.merge_hist_daily import DEFAULT_TICK, apply_plan, load_bars, start_run
 
 log = logging.getLogger("vendor_check")
 
@@ -383,7 +384,7 @@ def kite_source(settings: Settings, rate: int, stop: threading.Event) -> KiteSou
     def sleep(seconds: float) -> None:
         stop.wait(seconds)
 
-    return KiteSource(kite, RateLimiter(rate), sleep=sleep)
+    return KiteSource(kite, history_limiter(rate), sleep=sleep)
 
 
 def start_vendor_check(config: VendorCheckConfig, settings: Settings, metrics: Metrics,

@@ -22,8 +22,6 @@ from __future__ import annotations
 import csv
 import io
 import math
-import time
-from collections import deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime
@@ -31,6 +29,7 @@ from typing import Any, Literal
 
 from core.clock import IST, epoch_ms, parse_ist
 from core.errors import ConfigError
+from core.sessions import ExchangeCalendar, load_calendar
 
 MINUTE_MS = 60_000
 PRICE_FIELDS = ("open", "high", "low", "close")
@@ -222,8 +221,19 @@ def plan_merge(reference: Iterable[Candle], ours: Mapping[int, Candle], tick_siz
 
 # -- sessions -------------------------------------------------------------------------------
 
-def session_window(day: date, open_hhmm: str = "09:15", close_hhmm: str = "15:30") -> tuple[int, int]:
-    """``[open, close)`` of an IST session day, epoch ms."""
+def session_window(day: date, open_hhmm: str | None = None, close_hhmm: str | None = None,
+                   exchange: str = "NSE", calendar: ExchangeCalendar | None = None) -> tuple[int, int]:
+    """``[open, close)`` of an IST session day, epoch ms.
+
+    Without explicit hours, the exchange calendar's session of ``day`` (``configs/sessions.yaml``:
+    regular hours, or a special session's); ``ValueError`` when the exchange does not trade that day.
+    """
+    if open_hhmm is None or close_hhmm is None:
+        session = (calendar or load_calendar()).session(exchange, day)
+        if session is None:
+            raise ValueError(f"{exchange} does not trade on {day} (holiday or weekend, configs/sessions.yaml)")
+        return session.open_ms, session.close_ms
+
     def at(hhmm: str) -> int:
         h, m = (int(x) for x in hhmm.split(":"))
         return int(datetime(day.year, day.month, day.day, h, m, tzinfo=IST).timestamp() * 1000)
@@ -283,37 +293,6 @@ def read_vendor_csv(text: str, resolve: Callable[[str], int | None]) -> tuple[di
 
 
 # -- rate limiting --------------------------------------------------------------------------
-
-class RateLimiter:
-    """At most ``rate`` calls in any ``per`` seconds (sliding window, with a safety margin).
-
-    Kite allows 3 historical requests per second; the server counts in a
-    sliding window, so spacing alone at exactly 1/3 s can still trip it.
-    """
-
-    def __init__(self, rate: int, per: float = 1.0, margin: float = 0.05,
-                 clock: Callable[[], float] = time.monotonic, sleep: Callable[[float], None] = time.sleep) -> None:
-        if rate < 1:
-            raise ValueError("rate must be >= 1")
-        self.rate, self.window = rate, per + margin
-        self.clock, self.sleep = clock, sleep
-        self._times: deque[float] = deque()
-        self.waited = 0.0
-
-    def acquire(self) -> None:
-        """Block until a call is allowed, then record it."""
-        now = self.clock()
-        while self._times and now - self._times[0] >= self.window:
-            self._times.popleft()
-        if len(self._times) >= self.rate:
-            wait = self.window - (now - self._times[0])
-            if wait > 0:
-                self.sleep(wait)
-                self.waited += wait
-            now = self.clock()
-            self._times.popleft()
-        self._times.append(now)
-
 
 def kite_candles(records: Sequence[Mapping[str, Any]]) -> list[Candle]:
     """``KiteConnect.historical_data`` records (aware ``date``) -> candles."""

@@ -4,7 +4,7 @@
         [--source kite|csv --csv-dir DIR] [--tolerance price=1tick,volume=0] [--dry-run]
 
 For every instrument (default: the universe in ``tokens.csv``) it takes the
-reference minute candles of the IST session (09:15-15:30 by default),
+reference minute candles of the IST session (the exchange calendar's, configs/sessions.yaml),
 compares them with ``bars_1m``, inserts missing minutes (gaps) and overwrites
 bars that differ beyond the tolerance (see :mod:`ingestion.bar_merge`). Every
 change is recorded in ``bar_corrections`` (field-level old/new values, source,
@@ -42,7 +42,7 @@ from psycopg.types.json import Jsonb
 
 from core.cli import run_cli
 from core.db import connect
-from core.errors import EXIT_OK, EXIT_UNEXPECTED, ConfigError, FatalError, TransientError
+from core.errors import EXIT_OK, EXIT_UNEXPECTED, ConfigError, TransientError
 from core.logs import setup_logging
 from core.settings import load_settings
 from core.universe import Instrument, load_universe
@@ -50,19 +50,17 @@ from ingestion.bar_merge import (
     IST,
     Candle,
     MergePlan,
-    RateLimiter,
     Tolerance,
-    kite_candles,
     plan_merge,
     read_vendor_csv,
     session_window,
 )
+from ingestion.kite_history import KiteSource, history_limiter
 
 log = logging.getLogger("merge_hist_daily")
 TF = "1m"
 BAR_TFS = ("1m", "3m", "5m", "15m", "30m", "60m")
 DEFAULT_TICK = 0.05
-KITE_RETRIES = 5
 
 
 @dataclass
@@ -76,45 +74,6 @@ class Outcome:
 
 
 # -- reference sources ------------------------------------------------------------------------
-
-class KiteSource:
-    """Candles from ``KiteConnect.historical_data``, rate limited, transient errors retried.
-
-    Minute candles by default; ``interval`` takes any Kite interval (``3minute`` ... ``60minute``).
-    """
-
-    name = "kite"
-
-    def __init__(self, kite: KiteConnect, limiter: RateLimiter, sleep: Callable[[float], None] = time.sleep) -> None:
-        self.kite, self.limiter, self.sleep = kite, limiter, sleep
-        self.requests = 0
-
-    def candles(self, token: int, window: tuple[int, int], interval: str = "minute") -> list[Candle]:
-        """Candles starting in ``[window[0], window[1]]`` (Kite's ``to`` is inclusive)."""
-        start = datetime.fromtimestamp(window[0] / 1000, IST).strftime("%Y-%m-%d %H:%M:%S")
-        end = datetime.fromtimestamp(window[1] / 1000, IST).strftime("%Y-%m-%d %H:%M:%S")
-        delay = 0.5
-        for attempt in range(1, KITE_RETRIES + 1):
-            self.limiter.acquire()
-            self.requests += 1
-            try:
-                return kite_candles(self.kite.historical_data(token, start, end, interval))
-            except kite_ex.TokenException as exc:
-                raise FatalError(f"Kite rejected the access token ({exc.code}): {exc}; "
-                                 "generate a new KITE_ACCESS_TOKEN") from None
-            except (kite_ex.NetworkException, kite_ex.DataException, kite_ex.GeneralException, OSError) as exc:
-                code = getattr(exc, "code", None)
-                if isinstance(exc, kite_ex.GeneralException) and (code or 500) < 500:
-                    raise
-                if attempt == KITE_RETRIES:
-                    raise TransientError(f"{type(exc).__name__} {code or ''} after {attempt} attempts: "
-                                         f"{str(exc)[:120]}") from None
-                log.warning("historical fetch retry token=%d attempt=%d error=%s", token, attempt,
-                            type(exc).__name__)
-                self.sleep(delay * (2 if code == 429 else 1))
-                delay = min(delay * 2, 8.0)
-        raise AssertionError("unreachable")
-
 
 class CsvSource:
     """Minute candles from vendor CSV files (read once)."""
@@ -253,7 +212,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--tolerance", default="price=0ticks,volume=0",
                     help="allowed difference before a bar is corrected: price=<N>ticks|<rupees>, "
                          "volume=<N>|<N>%% (default: exact)")
-    ap.add_argument("--session", default="09:15-15:30", help="IST session window HH:MM-HH:MM (default 09:15-15:30)")
+    ap.add_argument("--session", default=None,
+                    help="IST session window HH:MM-HH:MM (default: the NSE session of --date from "
+                         "configs/sessions.yaml)")
     ap.add_argument("--rate", type=int, default=3, help="max Kite historical requests per second (default 3)")
     ap.add_argument("--dry-run", action="store_true", help="show what would change; write nothing")
     args = ap.parse_args(argv)
@@ -271,8 +232,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         ap.error("--rate must be between 1 and 10")
     try:
         args.tol = Tolerance.parse(args.tolerance)
-        open_s, close_s = args.session.split("-")
-        args.window = session_window(args.day, open_s, close_s)
+        if args.session is None:
+            try:
+                args.window = session_window(args.day)
+            except ValueError as exc:
+                ap.error(f"--date {args.date}: {exc}")
+        else:
+            open_s, close_s = args.session.split("-")
+            args.window = session_window(args.day, open_s, close_s)
         if args.window[0] >= args.window[1]:
             raise ValueError("open must be before close")
     except ConfigError as exc:
@@ -295,7 +262,7 @@ def run(args: argparse.Namespace, out: Callable[[str], None] = print) -> int:
     else:
         kite = KiteConnect(settings.kite_api_key.get_secret_value(), settings.kite_access_token.get_secret_value(),
                            root=settings.kite_root)
-        source = KiteSource(kite, RateLimiter(args.rate))
+        source = KiteSource(kite, history_limiter(args.rate))
     run_id = uuid.uuid4()
     t0 = time.monotonic()
     outcomes: list[Outcome] = []

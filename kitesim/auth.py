@@ -16,9 +16,9 @@ from __future__ import annotations
 import hashlib
 import threading
 import time
-from collections import deque
 from collections.abc import Callable
 
+from core.ratelimit import RateLimiter
 from kitesim.errors import INCORRECT_TOKEN, NetworkError, TokenError
 
 RATE_LIMITS: dict[str, tuple[tuple[float, int], ...]] = {
@@ -90,31 +90,22 @@ class SessionStore:
             return self._tokens.pop(token or "", None) is not None
 
 
-class RateLimiter:
-    """Sliding-window request limits per (api_key, category)."""
+class RequestLimits:
+    """Kite's request limits per (api_key, category): one :class:`core.ratelimit.RateLimiter` each."""
 
     def __init__(self, limits: dict[str, tuple[tuple[float, int], ...]] | None = None,
                  monotonic: Callable[[], float] = time.monotonic) -> None:
         self.limits = limits or RATE_LIMITS
         self._monotonic = monotonic
         self._lock = threading.Lock()
-        self._hits: dict[tuple[str, str], deque[float]] = {}
+        self._limiters: dict[tuple[str, str], RateLimiter] = {}
 
     def check(self, key: str, category: str) -> None:
-        """Count one request or raise 429 NetworkException "Too many requests"."""
-        windows = self.limits.get(category, self.limits["other"])
-        now = self._monotonic()
-        longest = max(w for w, _ in windows)
+        """Count one request or raise 429 NetworkException "Too many requests" (not counted)."""
         with self._lock:
-            hits = self._hits.setdefault((key, category), deque())
-            while hits and now - hits[0] >= longest:
-                hits.popleft()
-            for window, limit in windows:
-                recent = 0
-                for t in reversed(hits):
-                    if now - t >= window:
-                        break
-                    recent += 1
-                if recent >= limit:
-                    raise NetworkError("Too many requests", 429)
-            hits.append(now)
+            limiter = self._limiters.get((key, category))
+            if limiter is None:
+                windows = self.limits.get(category, self.limits["other"])
+                limiter = self._limiters[(key, category)] = RateLimiter(windows=windows, clock=self._monotonic)
+        if not limiter.try_acquire():
+            raise NetworkError("Too many requests", 429)

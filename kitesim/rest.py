@@ -15,7 +15,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from core.universe import Instrument
-from kitesim.auth import RateLimiter, SessionStore
+from kitesim.auth import RequestLimits, SessionStore
 from kitesim.clock import parse_ist
 from kitesim.control import ControlRoutes
 from kitesim.errors import InputError, KiteError, NotFoundError, error_for_status
@@ -46,7 +46,7 @@ class KiteRestApp:
     def __init__(self, sim: Simulator) -> None:
         self.sim = sim
         self.sessions: SessionStore = sim.sessions
-        self.limiter: RateLimiter = sim.limiter
+        self.limiter: RequestLimits = sim.limiter
         self.router = Router()
         self._register()
         self.control = ControlRoutes(sim)

@@ -20,7 +20,7 @@ from pathlib import Path
 from core.errors import ConfigError
 from core.logs import kv
 from core.universe import Instrument, by_key, by_token, load_universe
-from kitesim.auth import RateLimiter, SessionStore
+from kitesim.auth import RequestLimits, SessionStore
 from kitesim.clock import SessionClock, ist_date, ist_str
 from kitesim.faults import FaultConfig, Faults
 from kitesim.history import CandleBook, HistoryGenerator
@@ -91,7 +91,7 @@ class Simulator:
         self.market.observers.append(lambda _ev, snap: self.engine.on_market(snap))
         self.sessions = SessionStore(config.api_key, config.access_token, config.api_secret,
                                      config.token_expires_after)
-        self.limiter = RateLimiter()
+        self.limiter = RequestLimits()
         self.faults = Faults(config.seed, FaultConfig(rate_limits=config.rate_limits))
         self.stats = SimStats()
         self.hub = TickHub(self, max_connections=config.max_ws_connections)

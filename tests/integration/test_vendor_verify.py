@@ -29,8 +29,8 @@ from compute.vendor_verify import KITE_INTERVALS
 from core import bus, codec
 from core.metrics import Metrics
 from core.topics import all_topics, bars_topic
-from ingestion.bar_merge import RateLimiter, Tolerance
-from ingestion.merge_hist_daily import KiteSource
+from ingestion.bar_merge import Tolerance
+from ingestion.kite_history import KiteSource, history_limiter
 from kitesim.clock import IST, previous_trading_day
 from tests.conftest import ROOT, free_port, query, run_module
 from tests.integration.kite_harness import KiteSim, stop_process, write_universe
@@ -233,7 +233,7 @@ def _seed(dsn: str, sim: KiteSim, token: int, skip: tuple[str, int] | None = Non
 def _runner(dsn: str, sim: KiteSim, token: str = "sim-token", correct: bool = True) -> tuple[VendorCheck, Metrics]:
     metrics = Metrics("vendor_test")
     kite = KiteConnect("sim", token, root=sim.rest_root)
-    source = KiteSource(kite, RateLimiter(3), sleep=lambda _s: None)
+    source = KiteSource(kite, history_limiter(3), sleep=lambda _s: None)
     config = VendorCheckConfig("kite", MULTI_MINUTE_TFS, lag_s=60, tolerance=Tolerance(), correct=correct,
                                lookback_days=12)
     return VendorCheck(dsn, source, config, VendorMetrics(metrics), SessionCalendar()), metrics

@@ -8,10 +8,10 @@ import pytest
 from hypothesis import given, strategies as st
 
 from core.errors import ConfigError
+from core.ratelimit import RateLimiter
 from ingestion.bar_merge import (
     IST,
     Candle,
-    RateLimiter,
     Tolerance,
     kite_candles,
     parse_time_ms,

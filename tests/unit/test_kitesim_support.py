@@ -11,7 +11,7 @@ import pytest
 
 from core.errors import ConfigError
 from core.universe import by_token, load_universe
-from kitesim.auth import RateLimiter, SessionStore, checksum
+from kitesim.auth import RequestLimits, SessionStore, checksum
 from kitesim.clock import SessionClock, ist_str, next_session_open, parse_ist
 from kitesim.errors import InputError, NetworkError, TokenError
 from kitesim.faults import Faults
@@ -163,7 +163,7 @@ def test_session_tokens_expire_and_new_ones_are_issued() -> None:
 
 def test_rate_limiter_sliding_window() -> None:
     clock = FakeClock()
-    limiter = RateLimiter(monotonic=clock)
+    limiter = RequestLimits(monotonic=clock)
 
     for _ in range(10):
         limiter.check("sim", "orders")
