@@ -16,8 +16,10 @@ watchdog looks at what arrives and decides:
   instruments with no tick for ``stale_after_s``, counted from the later of
   their last tick and today's session open.
 
-Market hours are IST (UTC+05:30, no DST), 09:15-15:30 on weekdays by default;
-``always`` makes every moment market hours (tests, 24x7 simulators).
+Market hours come from the exchange calendar (:mod:`core.sessions`, NSE by
+default): outside a session (before the open, after the close, weekends,
+holidays) a feed that still sends heartbeats is left alone and nothing is
+stale. ``always`` makes every moment market hours (tests, 24x7 simulators).
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 from core.errors import ConfigError
+from core.sessions import ExchangeCalendar, load_calendar
 
 IST_OFFSET_S = 5 * 3600 + 30 * 60
 DAY_S = 86_400
@@ -42,44 +45,59 @@ def _hhmm(text: str) -> int:
     return h * 3600 + m * 60
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class MarketHours:
-    """A daily IST window (``open_s``..``close_s`` seconds after IST midnight)."""
+    """When the market is open: an exchange's sessions from the calendar (default NSE), or a fixed window.
 
-    open_s: int = 9 * 3600 + 15 * 60
-    close_s: int = 15 * 3600 + 30 * 60
+    ``exchange`` reads :mod:`core.sessions` (``configs/sessions.yaml``): trading
+    days, holidays and special sessions included, so on a holiday or weekend the
+    market is closed all day. ``window`` (seconds after IST midnight) is a fixed
+    daily window instead (tests, operators overriding); ``always`` is 24x7.
+    """
+
+    exchange: str | None = "NSE"
+    window: tuple[int, int] | None = None
     weekdays_only: bool = True
     always: bool = False
+    calendar: ExchangeCalendar | None = None
 
     @classmethod
-    def parse(cls, text: str) -> MarketHours:
-        """``"09:15-15:30"`` (weekdays, IST), ``"09:15-15:30/daily"`` (every day) or ``"always"``."""
-        spec = text.strip().lower()
-        if spec == "always":
-            return cls(0, DAY_S, weekdays_only=False, always=True)
-        window, _, days = spec.partition("/")
+    def parse(cls, text: str, calendar: ExchangeCalendar | None = None) -> MarketHours:
+        """An exchange code of the calendar (``"NSE"``), ``"always"``, or ``"HH:MM-HH:MM[/daily|/weekdays]"`` IST."""
+        spec = text.strip()
+        if spec.lower() == "always":
+            return cls(None, weekdays_only=False, always=True)
+        cal = calendar or load_calendar()
+        if spec.upper() in cal.exchanges:
+            return cls(spec.upper(), calendar=cal)
+        window, _, days = spec.lower().partition("/")
         if days not in ("", "daily", "weekdays"):
             raise ConfigError(f"market hours {text!r}: suffix must be /daily or /weekdays")
         try:
             start, end = window.split("-")
             open_s, close_s = _hhmm(start), _hhmm(end)
         except ValueError as exc:
-            raise ConfigError(f"market hours {text!r}: want HH:MM-HH:MM[/daily] or 'always' ({exc})") from None
+            raise ConfigError(f"market hours {text!r}: want an exchange ({', '.join(cal.exchanges)}), "
+                              f"HH:MM-HH:MM[/daily] or 'always' ({exc})") from None
         if open_s >= close_s:
             raise ConfigError(f"market hours {text!r}: open must be before close")
-        return cls(open_s, close_s, weekdays_only=days != "daily")
+        return cls(None, (open_s, close_s), weekdays_only=days != "daily")
 
     def session_start(self, epoch_s: float) -> float | None:
-        """Epoch of today's open if ``epoch_s`` is inside market hours, else ``None``."""
+        """Epoch of the current session's open if ``epoch_s`` is inside market hours, else ``None``."""
         if self.always:
             return float("-inf")
+        if self.window is None:
+            session = (self.calendar or load_calendar()).session_at(self.exchange or "NSE", int(epoch_s * 1000))
+            return None if session is None else session.open_ms / 1000
         local = epoch_s + IST_OFFSET_S
         midnight_local = local - local % DAY_S
         if self.weekdays_only and ((midnight_local // DAY_S) + 3) % 7 >= 5:  # 1970-01-01 was a Thursday
             return None
         sec = local - midnight_local
-        if self.open_s <= sec < self.close_s:
-            return midnight_local - IST_OFFSET_S + self.open_s
+        open_s, close_s = self.window
+        if open_s <= sec < close_s:
+            return midnight_local - IST_OFFSET_S + open_s
         return None
 
     def is_open(self, epoch_s: float) -> bool:

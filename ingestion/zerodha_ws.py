@@ -18,7 +18,7 @@ Wiring only (logic lives in the pure siblings):
   metric, and exit code 3 (the supervisor does not hot-loop on it).
 
     python -m ingestion.zerodha_ws [--tokens configs/tokens.csv] [--mode full] [--queue-size 50000]
-        [--overflow drop-oldest|drop-newest] [--market-hours 09:15-15:30|always] [--stale-after 60]
+        [--overflow drop-oldest|drop-newest] [--market-hours NSE|HH:MM-HH:MM|always] [--stale-after 60]
         [--silence-after 15] [--max-per-connection 3000] [--reconnect-max-delay 5] [--topic ticks]
 
 Env: KITE_API_KEY, KITE_ACCESS_TOKEN, KITE_WS_ROOT, KAFKA_BOOTSTRAP_SERVERS,
@@ -277,9 +277,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                          "takes ~3.5 KB, so 50000 is ~175 MB at worst (default 50000)")
     ap.add_argument("--overflow", choices=POLICIES, default="drop-oldest",
                     help="what a full queue drops; it never blocks the WebSocket (default drop-oldest)")
-    ap.add_argument("--market-hours", default=os.environ.get("INGEST_MARKET_HOURS", "09:15-15:30"),
-                    help="IST window for the staleness watchdog: HH:MM-HH:MM[/daily] or 'always' "
-                         "(env INGEST_MARKET_HOURS; default 09:15-15:30)")
+    ap.add_argument("--market-hours", default=os.environ.get("INGEST_MARKET_HOURS", "NSE"),
+                    help="when the staleness watchdog expects ticks: an exchange of configs/sessions.yaml "
+                         "(its sessions and holidays), an IST window HH:MM-HH:MM[/daily] or 'always' "
+                         "(env INGEST_MARKET_HOURS; default NSE)")
     ap.add_argument("--stale-after", type=positive(float), default=60.0,
                     help="seconds without a tick before an instrument counts as stale, market hours (default 60)")
     ap.add_argument("--silence-after", type=positive(float), default=15.0,

@@ -150,3 +150,24 @@ def test_stale_is_counted_from_session_open_not_from_yesterday():
 def test_watchdog_rejects_non_positive_thresholds():
     with pytest.raises(ConfigError):
         FeedWatchdog([[1]], MarketHours(), stale_after_s=0)
+
+
+# -- exchange calendar: holidays ------------------------------------------------------------
+
+HOLIDAY_1100 = ist(2026, 11, 10, 11, 0)  # Tuesday, Diwali Balipratipada: NSE closed (configs/sessions.yaml)
+
+
+def test_market_hours_on_an_nse_holiday_then_closed_all_day_and_open_the_next_day():
+    mh = MarketHours()
+    assert not any(mh.is_open(HOLIDAY_1100 + h * 3600) for h in range(-2, 5))
+    assert mh.is_open(ist(2026, 11, 11, 9, 15)) and MarketHours.parse("nse").is_open(ist(2026, 11, 11, 10, 0))
+
+
+def test_watchdog_on_a_holiday_with_heartbeats_only_then_no_reconnects_and_no_stale_all_day():
+    wd = _wd(HOLIDAY_1100)
+    reports = []
+    for s in range(1, 4 * 3600, 1):  # four hours of 1 s heartbeats and no ticks, checked every second
+        wd.frame(0, HOLIDAY_1100 + s, False)
+        wd.frame(1, HOLIDAY_1100 + s, False)
+        reports.append(wd.check(HOLIDAY_1100 + s))
+    assert not any(r.market_open or r.silent_shards or r.stale for r in reports)
