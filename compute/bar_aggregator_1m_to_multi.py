@@ -7,7 +7,7 @@ close); see :mod:`compute.sessions`.
 Optional vendor verification (off by default): ``--verify-vendor kite`` compares
 closed bars with Kite's historical candles of the same interval in a background
 thread, counts and logs mismatches, and only with ``--verify-correct`` replaces
-our values, recording each correction; see :mod:`compute.vendor_check`.
+our values, recording each correction; see :mod:`compute.vendor_verify_runner`.
 
     python -m compute.bar_aggregator_1m_to_multi [--tfs 3m,5m,15m,30m,60m] [--grace-ms 0]
         [--verify-vendor kite [--verify-every-s 300] [--verify-lag-s 120]
@@ -24,7 +24,7 @@ from compute.bar_rollup import BarRollup
 from compute.bar_service import check_args, make_parser
 from compute.bars import MULTI_MINUTE_TFS
 from compute.rollup_service import RollupService, add_silent_flag, check_hold_rule
-from compute.vendor_check import (
+from compute.vendor_verify_runner import (
     VendorCheckConfig,
     VendorCheckThread,
     add_vendor_flags,

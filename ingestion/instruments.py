@@ -39,7 +39,7 @@ from core.db import connect
 from core.errors import EXIT_CONFIG, EXIT_FATAL, EXIT_OK, EXIT_UNEXPECTED, ConfigError, TransientError
 from core.logs import setup_logging
 from core.settings import load_settings
-from ingestion.instrument_master import (
+from ingestion.instrument_rows import (
     DB_COLUMNS,
     TOKENS_CSV_COLUMNS,
     ExportFilter,

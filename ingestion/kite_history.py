@@ -1,7 +1,7 @@
 """Kite historical candles as a library: :class:`KiteSource`, rate limited and retried.
 
 Shared by the daily repair CLI (:mod:`ingestion.merge_hist_daily`) and the vendor
-check service (:mod:`compute.vendor_check`). Kite allows 3 historical requests
+check service (:mod:`compute.vendor_verify_runner`). Kite allows 3 historical requests
 per second, counted in the server's own sliding window: :func:`history_limiter`
 adds a safety margin to ours.
 """

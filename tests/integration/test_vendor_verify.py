@@ -24,8 +24,8 @@ from kiteconnect import KiteConnect
 from compute.bar_store import upsert_bars
 from compute.bars import MULTI_MINUTE_TFS, Bar
 from compute.sessions import SessionCalendar
-from compute.vendor_check import VendorCheck, VendorCheckConfig, VendorMetrics
 from compute.vendor_verify import KITE_INTERVALS
+from compute.vendor_verify_runner import VendorCheck, VendorCheckConfig, VendorMetrics
 from core import bus, codec
 from core.metrics import Metrics
 from core.topics import all_topics, bars_topic

@@ -8,8 +8,8 @@ from datetime import datetime
 import pytest
 
 from compute.sessions import NSE
-from compute.vendor_check import add_vendor_flags, vendor_config
 from compute.vendor_verify import in_session, mismatch_lines, narrow_to_ours, pending_window, verify_bars
+from compute.vendor_verify_runner import add_vendor_flags, vendor_config
 from ingestion.bar_merge import IST, Candle, Tolerance
 
 MIN = 60_000

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import date
 
-from ingestion.instrument_master import ExportFilter, db_row, dedupe, universe_row
+from ingestion.instrument_rows import ExportFilter, db_row, dedupe, universe_row
 
 
 def _rec(**kw):
@@ -16,7 +16,7 @@ def _rec(**kw):
 
 
 def _row(**kw):
-    from ingestion.instrument_master import DB_COLUMNS
+    from ingestion.instrument_rows import DB_COLUMNS
     return dict(zip(DB_COLUMNS, db_row(_rec(**kw)), strict=True))
 
 

@@ -58,7 +58,7 @@ from ingestion.bar_merge import Candle, Tolerance
 from ingestion.kite_history import KiteSource, history_limiter
 from ingestion.merge_hist_daily import DEFAULT_TICK, apply_plan, load_bars, start_run
 
-log = logging.getLogger("vendor_check")
+log = logging.getLogger("vendor_verify_runner")
 
 DEFAULT_TOLERANCE = "price=0ticks,volume=0%"
 #: Individual mismatch lines per pass; the rest are summed up in one line.
