@@ -51,6 +51,7 @@ pytestmark = [pytest.mark.e2e, pytest.mark.integration]
 
 Stream = tuple[list[dict], dict[str, list[tuple]], int]
 BUILDER = "compute.bar_builder_1s"
+CLONE_TOKEN = 500003  # zlib.crc32(b"500003") % 3 == 2
 
 
 def _reference(ticks: list[dict]) -> dict[str, list[tuple]]:
@@ -70,7 +71,7 @@ def stream() -> Stream:
 def _live_stream() -> Stream:
     """90-150 s of live ticks ending at the first minute boundary ``cut`` at least 98 s from now.
 
-    Six dense instruments (one or more on each of the 3 partitions, so the 1 m aggregator's clock
+    Seven dense instruments (gapless ones on each of the 3 partitions, so the 1 m aggregator's clock
     runs), a quiet and an index instrument, each of the two sparse ones with an extra tick 0.7 s
     before every minute boundary (the bar the builder kill holds back). The first tick goes out
     about 8 s from now (the services start meanwhile).
@@ -94,6 +95,9 @@ def _live_stream() -> Stream:
             if before:
                 ts = boundary - 700
                 extra.append({**before[-1], "exchange_ts": ts, "recv_ts": ts + 10, "_arrival_ms": ts + 100})
+    # a gapless dense instrument on partition 2 too (CRC32 of the key, librdkafka's default), so
+    # every input partition of the 1 m aggregator flows and its clock keeps time with the wall
+    extra += [{**t, "instrument_token": CLONE_TOKEN} for t in ticks if t["instrument_token"] == 400000]
     ticks, settle = with_sentinels(sorted(ticks + extra, key=lambda t: t["_arrival_ms"]), cut)
     return ticks, _reference(ticks), settle
 
