@@ -15,6 +15,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
@@ -30,7 +31,7 @@ from confluent_kafka import (
 )
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from core.errors import TransientError
+from core.errors import ConfigError, TransientError
 
 log = logging.getLogger(__name__)
 
@@ -39,8 +40,59 @@ TopicPartitionKey = tuple[str, int]
 RevokeCallback = Callable[[list[TopicPartitionKey]], None]
 
 
+#: ``KAFKA_COMPRESSION``: compression of every producer's batches. The embedded broker keeps
+#: batches as produced, so lz4 cuts its memory ~6x (docs/BENCHMARKS.md); consumers decompress.
+COMPRESSION_ENV = "KAFKA_COMPRESSION"
+DEFAULT_COMPRESSION = "lz4"
+COMPRESSIONS = ("none", "gzip", "snappy", "lz4", "zstd")
+
+#: Errors that no retry can cure: the message, the configuration or the credentials are wrong.
+PERMANENT_CODES = frozenset({
+    KafkaError.MSG_SIZE_TOO_LARGE,
+    KafkaError.RECORD_LIST_TOO_LARGE, KafkaError.INVALID_MSG_SIZE,
+    KafkaError.TOPIC_AUTHORIZATION_FAILED, KafkaError.CLUSTER_AUTHORIZATION_FAILED,
+    KafkaError.GROUP_AUTHORIZATION_FAILED, KafkaError.TRANSACTIONAL_ID_AUTHORIZATION_FAILED,
+    KafkaError.SASL_AUTHENTICATION_FAILED, KafkaError._AUTHENTICATION,
+    KafkaError.INVALID_CONFIG, KafkaError._INVALID_ARG, KafkaError.INVALID_REQUIRED_ACKS,
+    KafkaError.TOPIC_EXCEPTION, KafkaError.UNSUPPORTED_VERSION,
+    KafkaError.UNSUPPORTED_COMPRESSION_TYPE, KafkaError._UNSUPPORTED_FEATURE,
+})
+_PURGED = frozenset({KafkaError._PURGE_QUEUE, KafkaError._PURGE_INFLIGHT})
+
+
+def is_permanent(err: KafkaError | None) -> bool:
+    """True for an error a retry cannot cure (message too large, not authorised, bad config)."""
+    return err is not None and err.code() in PERMANENT_CODES
+
+
+def kafka_error_of(exc: BaseException) -> KafkaError | None:
+    """The :class:`KafkaError` behind a KafkaException or a :class:`DeliveryError`, if any."""
+    if isinstance(exc, DeliveryError):
+        return exc.kafka_error
+    if isinstance(exc, KafkaException) and exc.args and isinstance(exc.args[0], KafkaError):
+        return exc.args[0]
+    return None
+
+
+def compression_type(environ: Mapping[str, str] | None = None) -> str:
+    """``KAFKA_COMPRESSION`` (default lz4), validated: a bad value is a :class:`ConfigError`."""
+    value = (environ if environ is not None else os.environ).get(COMPRESSION_ENV, "") or DEFAULT_COMPRESSION
+    if value not in COMPRESSIONS:
+        raise ConfigError(f"{COMPRESSION_ENV}={value!r}: expected one of {', '.join(COMPRESSIONS)}")
+    return value
+
+
 class DeliveryError(TransientError):
-    """A produced message was not acknowledged by the broker."""
+    """A produced message was not acknowledged by the broker (``kafka_error`` says why, if known)."""
+
+    def __init__(self, message: str, kafka_error: KafkaError | None = None) -> None:
+        super().__init__(message)
+        self.kafka_error = kafka_error
+
+    @property
+    def permanent(self) -> bool:
+        """No retry can deliver it (see :func:`is_permanent`)."""
+        return is_permanent(self.kafka_error)
 
 
 class CommitError(TransientError):
@@ -48,7 +100,7 @@ class CommitError(TransientError):
 
 
 def producer_config(bootstrap: str, **overrides: Any) -> dict[str, Any]:
-    """Producer settings: idempotent, acks=all, small linger for batching."""
+    """Producer settings: idempotent, acks=all, small linger for batching, ``KAFKA_COMPRESSION`` (lz4)."""
     conf: dict[str, Any] = {
         "bootstrap.servers": bootstrap,
         "enable.idempotence": True,
@@ -56,7 +108,7 @@ def producer_config(bootstrap: str, **overrides: Any) -> dict[str, Any]:
         "linger.ms": 5,
         "batch.num.messages": 10000,
         "queue.buffering.max.messages": 500000,
-        "compression.type": "none",
+        "compression.type": compression_type(),
         "message.timeout.ms": 120000,
         "reconnect.backoff.max.ms": 5000,
     }
@@ -106,23 +158,49 @@ class Producer:
         self._error_topic: str | None = None
         self.produced = 0
         self.recreated = 0
+        #: Deliveries the broker acknowledged, per topic.
+        self.acked: dict[str, int] = {}
+        #: Messages that will never be delivered, per ``(topic, reason)``: a delivery error's
+        #: name, ``purged`` (dropped with a replaced client) or ``produce_failed``.
+        self.failed: dict[tuple[str, str], int] = {}
+        self._queued: dict[str, int] = {}
+
+    def _count_failed(self, topic: str, reason: str, n: int = 1) -> None:
+        key = (topic, reason)
+        self.failed[key] = self.failed.get(key, 0) + n
 
     def _recreate(self) -> None:
         old = self._p
         try:
             old.purge(in_queue=True, in_flight=True, blocking=False)
-            old.flush(0)
+            # Serve the purged messages' delivery reports so each is counted as lost.
+            deadline = time.monotonic() + 2.0
+            while len(old) and time.monotonic() < deadline:
+                old.poll(0.05)
         except (KafkaException, RuntimeError):
             pass
+        for topic, n in self._queued.items():  # reports that never came: lost all the same
+            if n > 0:
+                self._count_failed(topic, "purged", n)
+        self._queued = {}
         self._p = _Producer(self._conf)
         self._error = None
         self.recreated += 1
         log.warning("producer recreated after a delivery failure (n=%d)", self.recreated)
 
     def _on_delivery(self, err: KafkaError | None, msg: Message) -> None:
-        if err is not None and self._error is None:
+        topic = msg.topic() or ""
+        queued = self._queued
+        queued[topic] = queued.get(topic, 0) - 1
+        if err is None:
+            acked = self.acked
+            acked[topic] = acked.get(topic, 0) + 1
+            return
+        # Every failure is counted; the first one is latched and raised.
+        self._count_failed(topic, "purged" if err.code() in _PURGED else err.name())
+        if self._error is None:
             self._error = err
-            self._error_topic = msg.topic()
+            self._error_topic = topic
 
     def _raise_latched(self) -> None:
         if self._error is not None:
@@ -130,7 +208,7 @@ class Producer:
             self._error = None
             if _is_fatal(err):
                 self._recreate()
-            raise DeliveryError(f"delivery to {topic} failed: {err.str()}")
+            raise DeliveryError(f"delivery to {topic} failed: {err.str()}", err)
 
     def produce(self, topic: str, value: bytes | None, key: bytes | None = None,
                 headers: Sequence[tuple[str, bytes]] | None = None, partition: int | None = None) -> None:
@@ -150,11 +228,15 @@ class Producer:
                 self._p.poll(0.05)
             except KafkaException as exc:
                 err = exc.args[0] if exc.args else None
+                self._count_failed(topic, "produce_failed")
                 if isinstance(err, KafkaError) and _is_fatal(err):
                     # A fatal idempotence error poisons this client for good.
                     self._recreate()
-                    raise DeliveryError(f"producer fatal error: {err.str()}") from None
+                    raise DeliveryError(f"producer fatal error: {err.str()}", err) from None
+                if isinstance(err, KafkaError):
+                    raise DeliveryError(f"produce to {topic} failed: {err.str()}", err) from None
                 raise
+        self._queued[topic] = self._queued.get(topic, 0) + 1
         self.produced += 1
 
     def poll(self, timeout: float = 0.0) -> None:
@@ -169,7 +251,7 @@ class Producer:
             topic = self._error_topic
             self._recreate()
             if err is not None:
-                raise DeliveryError(f"delivery to {topic} failed: {err.str()}")
+                raise DeliveryError(f"delivery to {topic} failed: {err.str()}", err)
             raise DeliveryError(f"{remaining} message(s) not delivered within {timeout:.0f}s")
 
     def pending(self) -> int:
@@ -307,26 +389,35 @@ class DeadLetter:
         self.topic = topic
         self.count = 0
 
-    #: Below librdkafka's default message.max.bytes (1,000,000) with room for key and headers.
+    #: Key + value stay below librdkafka's default message.max.bytes (1,000,000) with room for headers.
     MAX_VALUE_BYTES = 900_000
+    MAX_KEY_BYTES = 1_000
 
     def send(self, msg: Message, error: str) -> None:
         """Send the original bytes of ``msg`` with headers describing where and why.
 
-        An oversized value is cut to :attr:`MAX_VALUE_BYTES` (header ``truncated``), so a
-        huge poison message can never block the pipeline with MSG_SIZE_TOO_LARGE.
+        An oversized value is cut to :attr:`MAX_VALUE_BYTES` (header ``truncated``) and an
+        oversized key to :attr:`MAX_KEY_BYTES` (header ``key_truncated``), so a huge poison
+        message can never block the pipeline with MSG_SIZE_TOO_LARGE.
         """
-        value = msg.value()
+        self.send_raw(msg.key(), msg.value(), error, msg.topic() or "", msg.partition(), msg.offset())
+
+    def send_raw(self, key: bytes | None, value: bytes | None, error: str, source_topic: str,
+                 partition: int | None = None, offset: int | None = None) -> None:
+        """Dead-letter bytes that are not a consumed message (e.g. a row the database refused)."""
         headers = [
-            ("source_topic", (msg.topic() or "").encode()),
-            ("source_partition", str(msg.partition()).encode()),
-            ("source_offset", str(msg.offset()).encode()),
+            ("source_topic", source_topic.encode()),
+            ("source_partition", str(partition if partition is not None else -1).encode()),
+            ("source_offset", str(offset if offset is not None else -1).encode()),
             ("error", error[:1000].encode("utf-8", "replace")),
         ]
         if value is not None and len(value) > self.MAX_VALUE_BYTES:
             headers.append(("truncated", str(len(value)).encode()))
             value = value[: self.MAX_VALUE_BYTES]
-        self.producer.produce(self.topic, value, msg.key(), headers=headers)
+        if key is not None and len(key) > self.MAX_KEY_BYTES:
+            headers.append(("key_truncated", str(len(key)).encode()))
+            key = key[: self.MAX_KEY_BYTES]
+        self.producer.produce(self.topic, value, key, headers=headers)
         self.count += 1
 
 

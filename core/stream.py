@@ -25,12 +25,13 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+import orjson
 import psycopg
 from confluent_kafka import KafkaException, Message
 from psycopg_pool import ConnectionPool
 
 from core import bus, db
-from core.errors import Interrupted, PoisonMessage, TransientError
+from core.errors import FatalError, Interrupted, PoisonMessage, TransientError
 from core.metrics import Metrics
 from core.service import Backoff, Service
 from core.settings import Settings
@@ -157,8 +158,10 @@ class StreamService(Service, ABC):
         self.dlq: bus.DeadLetter | None = None
         self.pool: ConnectionPool | None = None
         self._consumed: dict[TP, int] = {}
+        self._consumed_count = 0
         self._committed: dict[TP, int] = {}
         self._failed = False
+        self._permanent_attempts = 0
         self._backoff = Backoff()
         self._last_lag = 0.0
         m = metrics
@@ -170,6 +173,10 @@ class StreamService(Service, ABC):
         self.m_lag = m.gauge("consumer_lag", "High watermark minus position (under-reports on Tansu)",
                              ["topic", "partition"])
         self.m_retry = m.counter("delivery_retries_total", "Retries of produce/flush/upsert", ["stage"])
+        self.m_permanent = m.counter("permanent_errors_total", "Kafka errors no retry can cure (the service exits)",
+                                     ["error"])
+        self.m_row_dlq = m.counter("rows_dead_lettered_total",
+                                   "Rows the database refused (data error, constraint) sent to the dead-letter topic")
 
     # -- to override ----------------------------------------------------------
     @abstractmethod
@@ -204,10 +211,10 @@ class StreamService(Service, ABC):
         assert self.consumer is not None and self.producer is not None and self.dlq is not None
         msgs = self.consumer.poll_batch(self.batch_size, self.poll_timeout)
         t0 = time.perf_counter()
-        if msgs:
-            # Consumed but not yet delivered: any exception from here on must not let a revoke
-            # (e.g. the consumer closing on the way out) commit these offsets.
-            self._failed = True
+        # Until this step has delivered: any exception from here on must not let a revoke (e.g. the
+        # consumer closing on the way out) commit. Also on an empty poll: process() may hand out
+        # wall-clock bars and release their commit holds, and those bars are not produced yet.
+        self._failed = True
         self._track_consumed(msgs)
         try:
             emission = self.processor.process(msgs, int(time.time() * 1000))
@@ -220,9 +227,9 @@ class StreamService(Service, ABC):
             raise RuntimeError(f"processing failed mid-batch, restarting to replay from the last commit: {exc}") \
                 from exc
         if not msgs and not emission:
+            self._failed = False  # nothing was consumed or handed out
             self._maybe_report_lag()
             return
-        self._failed = True  # until delivered and committed
         if not self._deliver(emission):
             return  # stop requested mid-retry: exit without committing
         offsets = self.processor.committable(dict(self._consumed))
@@ -246,7 +253,7 @@ class StreamService(Service, ABC):
                 self.pool.close()
 
     def heartbeat_fields(self) -> dict[str, Any]:
-        return {"consumed": sum(self._consumed.values()), "dlq": self.dlq.count if self.dlq else 0,
+        return {"consumed": self._consumed_count, "dlq": self.dlq.count if self.dlq else 0,
                 "partitions": len(self.consumer.assigned) if self.consumer else 0}
 
     # -- internals ------------------------------------------------------------
@@ -265,6 +272,7 @@ class StreamService(Service, ABC):
             nexts, counts = msgs.consumed()
             self._consumed.update(nexts)
         for topic, n in counts.items():
+            self._consumed_count += n
             self.m_in.labels(topic).inc(n)
 
     def _send_rejects(self, rejects: list[tuple[Message, str]]) -> None:
@@ -275,8 +283,18 @@ class StreamService(Service, ABC):
             self.log.warning("poison message to dlq topic=%s partition=%d offset=%d error=%s",
                              m.topic(), m.partition(), m.offset(), error)
 
+    #: Attempts before an error no retry can cure (see :func:`core.bus.is_permanent`) stops the service.
+    permanent_attempts = 3
+
     def _deliver(self, emission: Emission) -> bool:
-        """Produce + flush + upsert, retried until done; False if a stop interrupted it."""
+        """Produce + flush + upsert, retried until done; False if a stop interrupted it.
+
+        Transient failures (broker or database down) retry with backoff for as long as it
+        takes. A Kafka error no retry can cure (message too large, not authorised, bad
+        config) retries :attr:`permanent_attempts` times, then raises :class:`FatalError`
+        (one line, a metric, exit 3). Rows the database refuses for their content go to the
+        dead-letter topic one by one (:meth:`_write_rows`); the rest of the batch is written.
+        """
         assert self.producer is not None
         produced = False
         while True:
@@ -293,16 +311,16 @@ class StreamService(Service, ABC):
                     for topic, n in counts.items():
                         self.m_out.labels(topic).inc(n)
                 if emission.rows and self.sink is not None:
-                    assert self.pool is not None
-                    with db.transaction(self.pool) as conn:
-                        self.sink(conn, emission.rows)
+                    self._write_rows(emission.rows)
                     self.m_rows.inc(len(emission.rows) if hasattr(emission.rows, "__len__") else 1)
                 self._backoff.reset()
+                self._permanent_attempts = 0
                 return True
             except (TransientError, KafkaException, psycopg.OperationalError, psycopg.InterfaceError) as exc:
                 if not (isinstance(exc, TransientError | KafkaException) or db.is_transient(exc)):
                     raise
                 stage = "upsert" if produced else "produce"
+                self._give_up_if_permanent(exc, stage)
                 self.m_retry.labels(stage).inc()
                 delay = self._backoff.next_delay()
                 self.log.warning("%s failed, retrying in %.1fs (nothing committed): %s",
@@ -318,6 +336,55 @@ class StreamService(Service, ABC):
                         return False
                     continue
                 raise
+
+    def _give_up_if_permanent(self, exc: Exception, stage: str) -> None:
+        """Raise :class:`FatalError` once an incurable Kafka error has been retried enough."""
+        kerr = bus.kafka_error_of(exc)
+        if kerr is None or not bus.is_permanent(kerr):
+            return
+        self._permanent_attempts += 1
+        if self._permanent_attempts >= self.permanent_attempts:
+            self.m_permanent.labels(kerr.name()).inc()
+            raise FatalError(f"{stage} failed {self._permanent_attempts} times with an error no retry "
+                             f"can cure ({kerr.name()}): {kerr.str()}; nothing committed") from None
+
+    def _write_rows(self, rows: Any) -> None:
+        """Write ``rows`` in one transaction; on a row-caused error, bisect and dead-letter the culprits.
+
+        A data error or constraint violation (not a connection problem) raised for a list of
+        rows is retried on each half in its own transaction, down to single rows: k bad rows
+        among n cost O(k log n) transactions. A single refused row goes to ``dlq`` (its JSON,
+        header ``source_topic`` = ``postgres:<service>``) and is counted; the others are written.
+        Upserts are idempotent, so halves written before a connection failure are harmless.
+        """
+        assert self.pool is not None and self.sink is not None
+        try:
+            with db.transaction(self.pool) as conn:
+                self.sink(conn, rows)
+        except (psycopg.errors.DataError, psycopg.errors.IntegrityError) as exc:
+            if not isinstance(rows, list) or not rows:
+                raise
+            if len(rows) == 1:
+                self._dead_letter_row(rows[0], exc)
+                return
+            mid = len(rows) // 2
+            self._write_rows(rows[:mid])
+            self._write_rows(rows[mid:])
+
+    def _dead_letter_row(self, row: Any, exc: Exception) -> None:
+        assert self.dlq is not None and self.producer is not None
+        to_dict = getattr(row, "to_dict", None)
+        try:
+            value = orjson.dumps(to_dict() if callable(to_dict) else row, default=repr)
+        except TypeError:
+            value = repr(row).encode()
+        error = f"database refused the row: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+        self.dlq.send_raw(None, value, error, f"postgres:{self.name}")
+        self.producer.flush(30)
+        self.m_row_dlq.inc()
+        self.m_dlq.inc()
+        self.log.warning("row to dlq service=%s error=%s row=%s", self.name, error,
+                         value[:200].decode("utf-8", "replace"))
 
     def _commit(self, offsets: dict[TP, int]) -> None:
         assert self.consumer is not None

@@ -24,7 +24,8 @@ Wiring only (logic lives in the pure siblings):
 Env: KITE_API_KEY, KITE_ACCESS_TOKEN, KITE_WS_ROOT, KAFKA_BOOTSTRAP_SERVERS,
 METRICS_PORT, TRADESTACK_CONFIG_DIR (see DESIGN section 11).
 
-Metrics (prefix ``tradestack_zerodha_ws_``): ``ticks_in_total``, ``ticks_out_total``,
+Metrics (prefix ``tradestack_zerodha_ws_``): ``ticks_in_total``, ``ticks_out_total`` (acknowledged),
+``ticks_lost_total{reason}``,
 ``queue_depth``, ``queue_capacity``, ``queue_dropped_total{policy}``,
 ``ws_connected{shard}``, ``ws_reconnects_total{shard}``,
 ``ws_reconnect_attempts_total{shard}``, ``watchdog_forced_reconnects_total{shard}``,
@@ -101,7 +102,10 @@ class ZerodhaWs(Service):
 
     def _init_metrics(self, m: Metrics) -> None:
         self.m_in = m.counter("ticks_in_total", "Ticks received from the Kite WebSocket")
-        self.m_out = m.counter("ticks_out_total", "Ticks produced to Kafka")
+        self.m_out = m.counter("ticks_out_total", "Ticks Kafka acknowledged")
+        self.m_lost = m.counter("ticks_lost_total", "Ticks received but never delivered to Kafka", ["reason"])
+        self._acked_seen = 0
+        self._lost_seen: dict[str, int] = {}
         self.m_drop = m.counter("queue_dropped_total", "Ticks dropped by the queue overflow policy", ["policy"])
         self.m_depth = m.gauge("queue_depth", "Ticks waiting between the WebSocket and Kafka")
         m.gauge("queue_capacity", "Queue capacity in ticks").set(self.queue.capacity)
@@ -144,6 +148,7 @@ class ZerodhaWs(Service):
         if items:
             self._produce(items)
         self.producer.poll(0)
+        self._sync_delivery()
         now = time.time()
         if now >= self._next_watch:
             self._next_watch = now + WATCHDOG_EVERY_S
@@ -179,18 +184,39 @@ class ZerodhaWs(Service):
             try:
                 produce(topic, payload, key)
             except bus.DeliveryError as exc:
-                # An earlier message was not delivered (it is lost: a live feed cannot be replayed).
-                # Count it, say it, and go on: the error is cleared, this tick is queued now.
+                # An earlier message was not delivered (it is lost: a live feed cannot be replayed; the
+                # producer counted it). Say it and go on: the error is cleared, this tick is queued now.
                 self.m_deliv.inc()
                 self.log.error("kafka delivery failed: %s", exc)
-                produce(topic, payload, key)
+                try:
+                    produce(topic, payload, key)
+                except bus.DeliveryError as again:  # this tick is lost too (counted by the producer)
+                    self.log.error("kafka produce failed: %s", again)
+                    continue
             n += 1
             tokens.append(token)
             if raw.get("exchange_timestamp") is not None:
                 observe(max(0.0, (now_ms - tick["exchange_ts"]) / 1000.0))
         self.produced += n
-        self.m_out.inc(n)
+        self._sync_delivery()
         self.watchdog.ticks(tokens, now_ms / 1000.0)
+
+    def _sync_delivery(self) -> None:
+        """``ticks_out`` = ticks Kafka acknowledged; ``ticks_lost{reason}`` = every tick that never will be."""
+        p = self.producer
+        if p is None:
+            return
+        acked = p.acked.get(self.topic, 0)
+        if acked > self._acked_seen:
+            self.m_out.inc(acked - self._acked_seen)
+            self._acked_seen = acked
+        lost = {reason: n for (topic, reason), n in p.failed.items() if topic == self.topic}
+        lost["queue_overflow"] = self.queue.dropped
+        for reason, n in lost.items():
+            seen = self._lost_seen.get(reason, 0)
+            if n > seen:
+                self.m_lost.labels(reason).inc(n - seen)
+                self._lost_seen[reason] = n
 
     def _watch(self, now: float) -> None:
         assert self.feed is not None
@@ -243,9 +269,12 @@ class ZerodhaWs(Service):
                 self.producer.flush(10)
             except bus.DeliveryError as exc:
                 self.log.error("final flush incomplete: %s", exc)
+            self._sync_delivery()
         self._sync_metrics_safe()
-        self.log.info("stopped produced=%d received=%d dropped=%d", self.produced, self.queue.received,
-                      self.queue.dropped)
+        lost = sum(n for (topic, _r), n in self.producer.failed.items() if topic == self.topic) \
+            if self.producer is not None else 0
+        self.log.info("stopped produced=%d acknowledged=%d lost=%d received=%d dropped=%d", self.produced,
+                      self._acked_seen, lost, self.queue.received, self.queue.dropped)
 
     def _sync_metrics_safe(self) -> None:
         if self.feed is not None:
