@@ -1,7 +1,10 @@
 """IST time helpers and the simulator's (optionally accelerated) session clock.
 
-IST is UTC+05:30 with no DST. The NSE/BSE normal session is 09:15-15:30 IST on
-weekdays (no holiday calendar in the simulator).
+IST is UTC+05:30 with no DST. Trading days and session hours are NSE's from the
+exchange calendar (:mod:`core.sessions`, ``configs/sessions.yaml``): weekends and
+NSE holidays are closed, special sessions (Muhurat) open with their own hours.
+The simulator ticks around the clock unless started with ``--market-hours``, so
+paper mode works on any day.
 """
 
 from __future__ import annotations
@@ -11,9 +14,12 @@ from collections.abc import Callable
 from datetime import date, datetime, timedelta
 
 from core.clock import IST, parse_ist as core_parse_ist
+from core.sessions import load_calendar
 
-SESSION_OPEN_S = 9 * 3600 + 15 * 60
-SESSION_CLOSE_S = 15 * 3600 + 30 * 60
+EXCHANGE = "NSE"
+_REGULAR = load_calendar().regular_hours(EXCHANGE)
+SESSION_OPEN_S = _REGULAR.open_min * 60  # regular hours: what the synthesised history covers
+SESSION_CLOSE_S = _REGULAR.close_min * 60
 DAY_S = 86400
 
 
@@ -43,37 +49,29 @@ def midnight(d: date) -> float:
 
 
 def is_trading_day(d: date) -> bool:
-    """Weekdays (the simulator has no holiday calendar)."""
-    return d.weekday() < 5
+    """True when NSE has a session on ``d`` (the calendar's holidays and special sessions included)."""
+    return load_calendar().is_trading_day(EXCHANGE, d)
 
 
 def session_bounds(d: date) -> tuple[float, float]:
-    """Epoch seconds of 09:15 and 15:30 IST on ``d``."""
+    """Epoch seconds of the open and close on ``d`` (the regular hours when there is no session)."""
+    s = load_calendar().session(EXCHANGE, d)
+    if s is not None:
+        return s.open_ms / 1000, s.close_ms / 1000
     m = midnight(d)
     return m + SESSION_OPEN_S, m + SESSION_CLOSE_S
 
 
 def in_session(epoch: float) -> bool:
-    """True inside the normal session of a trading day."""
-    d = ist_date(epoch)
-    if not is_trading_day(d):
-        return False
-    start, end = session_bounds(d)
-    return start <= epoch < end
+    """True inside a session of a trading day."""
+    return load_calendar().is_open(EXCHANGE, int(epoch * 1000))
 
 
 def next_session_open(epoch: float) -> float:
-    """``epoch`` itself when in session, else the next 09:15 IST of a trading day."""
+    """``epoch`` itself when in session, else the next session open."""
     if in_session(epoch):
         return epoch
-    d = ist_date(epoch)
-    start, _ = session_bounds(d)
-    if is_trading_day(d) and epoch < start:
-        return start
-    d += timedelta(days=1)
-    while not is_trading_day(d):
-        d += timedelta(days=1)
-    return session_bounds(d)[0]
+    return load_calendar().next_open(EXCHANGE, int(epoch * 1000)) / 1000
 
 
 def previous_trading_day(d: date) -> date:

@@ -101,3 +101,20 @@ def test_market_hours_mode_ticks_only_in_session(start: str) -> None:
     assert snaps
     assert all(in_session(s.ts) for s in snaps)
     assert sum(s.ts >= parse_ist("2025-12-08 09:15:00") for s in snaps) >= 5 * 60
+
+
+def test_market_hours_mode_on_an_nse_holiday_then_no_ticks_until_the_next_open() -> None:
+    t0 = parse_ist("2026-11-10 09:00:00")  # Tuesday, Diwali Balipratipada (configs/sessions.yaml)
+    until = parse_ist("2026-11-11 09:16:00")
+
+    snaps = run(UNIVERSE[:5], 1, until - t0, start=t0, market_hours=True)
+
+    assert snaps and min(s.ts for s in snaps) >= parse_ist("2026-11-11 09:15:00")
+
+
+def test_default_mode_on_an_nse_holiday_then_ticks_around_the_clock_for_paper() -> None:
+    t0 = parse_ist("2026-11-10 11:00:00")
+
+    snaps = run(UNIVERSE[:5], 1, 60, start=t0)
+
+    assert len(per_token(snaps)) == 5 and min(s.ts for s in snaps) < t0 + 2
