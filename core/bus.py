@@ -15,7 +15,6 @@
 from __future__ import annotations
 
 import logging
-import os
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
@@ -32,6 +31,7 @@ from confluent_kafka import (
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from core.errors import ConfigError, TransientError
+from core.settings import COMPRESSIONS, load_settings
 
 log = logging.getLogger(__name__)
 
@@ -40,11 +40,11 @@ TopicPartitionKey = tuple[str, int]
 RevokeCallback = Callable[[list[TopicPartitionKey]], None]
 
 
-#: ``KAFKA_COMPRESSION``: compression of every producer's batches. The embedded broker keeps
-#: batches as produced, so lz4 cuts its memory ~6x (docs/BENCHMARKS.md); consumers decompress.
+#: ``KAFKA_COMPRESSION`` (:attr:`core.settings.Settings.kafka_compression`): compression of every
+#: producer's batches. The embedded broker keeps batches as produced, so lz4 cuts its memory ~6x
+#: (docs/BENCHMARKS.md); consumers decompress.
 COMPRESSION_ENV = "KAFKA_COMPRESSION"
 DEFAULT_COMPRESSION = "lz4"
-COMPRESSIONS = ("none", "gzip", "snappy", "lz4", "zstd")
 
 #: Errors that no retry can cure: the message, the configuration or the credentials are wrong.
 PERMANENT_CODES = frozenset({
@@ -75,8 +75,14 @@ def kafka_error_of(exc: BaseException) -> KafkaError | None:
 
 
 def compression_type(environ: Mapping[str, str] | None = None) -> str:
-    """``KAFKA_COMPRESSION`` (default lz4), validated: a bad value is a :class:`ConfigError`."""
-    value = (environ if environ is not None else os.environ).get(COMPRESSION_ENV, "") or DEFAULT_COMPRESSION
+    """``KAFKA_COMPRESSION`` (default lz4), validated: a bad value is a :class:`ConfigError`.
+
+    Without ``environ`` it is read through the settings (process environment, then the env
+    files), as every other setting is; with ``environ``, from that mapping alone.
+    """
+    if environ is None:
+        return load_settings().kafka_compression
+    value = environ.get(COMPRESSION_ENV, "").strip().lower() or DEFAULT_COMPRESSION
     if value not in COMPRESSIONS:
         raise ConfigError(f"{COMPRESSION_ENV}={value!r}: expected one of {', '.join(COMPRESSIONS)}")
     return value

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Literal
 
 from dotenv import dotenv_values
-from pydantic import Field, SecretStr, ValidationError
+from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from core.errors import ConfigError
@@ -29,6 +29,8 @@ ENV_FILES = (
 DEFAULT_KAFKA = "127.0.0.1:19092"
 DEFAULT_PG_PORT = 15432
 DEFAULT_DSN = f"postgresql://tradestack@127.0.0.1:{DEFAULT_PG_PORT}/tradestack"
+#: Values of ``KAFKA_COMPRESSION`` (librdkafka's ``compression.type``).
+COMPRESSIONS = ("none", "gzip", "snappy", "lz4", "zstd")
 
 
 class Settings(BaseSettings):
@@ -49,7 +51,18 @@ class Settings(BaseSettings):
     tradestack_var_dir: Path = PROJECT_ROOT / "var"
     live_trading_confirm: str = ""
     kafka_partitions: int = Field(default=3, ge=1, le=256)
+    #: ``compression.type`` of every producer (core.bus.producer_config): the embedded broker keeps
+    #: batches as produced, so lz4 cuts its memory ~6x (docs/BENCHMARKS.md).
+    kafka_compression: str = "lz4"
     log_level: str = "INFO"
+
+    @field_validator("kafka_compression")
+    @classmethod
+    def _known_compression(cls, value: str) -> str:
+        value = value.strip().lower() or "lz4"
+        if value not in COMPRESSIONS:
+            raise ValueError(f"{value!r}: expected one of {', '.join(COMPRESSIONS)}")
+        return value
 
     @property
     def dsn(self) -> str:
