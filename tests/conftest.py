@@ -77,16 +77,21 @@ def broker() -> Iterator[str]:
 @pytest.fixture(scope="session")
 def pg_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """DSN (without database) of a throwaway embedded PostgreSQL server."""
-    from orchestrator.pg_launcher import start_embedded_postgres, stop as stop_embedded_postgres
+    from orchestrator.pg_launcher import (
+        remove_throwaway_cluster,
+        start_embedded_postgres,
+        stop as stop_embedded_postgres,
+    )
 
     port = free_port()
     data_dir = tmp_path_factory.mktemp("pg") / "data"
-    proc = start_embedded_postgres(data_dir, port)
+    proc = start_embedded_postgres(data_dir, port)  # as root: a throwaway cluster in the system dir
     try:
         wait_tcp(port, 60)
         yield f"postgresql://tradestack@127.0.0.1:{port}"
     finally:
         stop_embedded_postgres(proc)
+        remove_throwaway_cluster(data_dir)
 
 
 def _fresh_db(pg_server: str) -> str:
