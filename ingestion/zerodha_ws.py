@@ -271,10 +271,11 @@ class ZerodhaWs(Service):
                 self.log.error("final flush incomplete: %s", exc)
             self._sync_delivery()
         self._sync_metrics_safe()
-        lost = sum(n for (topic, _r), n in self.producer.failed.items() if topic == self.topic) \
-            if self.producer is not None else 0
-        self.log.info("stopped produced=%d acknowledged=%d lost=%d received=%d dropped=%d", self.produced,
-                      self._acked_seen, lost, self.queue.received, self.queue.dropped)
+        # Every received tick is acknowledged or counted lost (queue overflow included) by now.
+        by_reason = ",".join(f"{r}:{n}" for r, n in sorted(self._lost_seen.items())) or "none"
+        self.log.info("stopped received=%d acknowledged=%d lost=%d lost_by_reason=%s queued=%d produced=%d",
+                      self.queue.received, self._acked_seen, sum(self._lost_seen.values()), by_reason,
+                      len(self.queue), self.produced)
 
     def _sync_metrics_safe(self) -> None:
         if self.feed is not None:

@@ -33,15 +33,21 @@ class FakeFeed:
 
 
 class FakeProducer:
+    """Acknowledges at once; counts like bus.Producer (``acked`` per topic, ``failed`` per topic and reason)."""
+
     def __init__(self, fail_after: int | None = None):
         self.sent: list[tuple[str, dict, bytes]] = []
         self.fail_after = fail_after
+        self.acked: dict[str, int] = {}
+        self.failed: dict[tuple[str, str], int] = {}
 
     def produce(self, topic, value, key=None, headers=None, partition=None):
         if self.fail_after is not None and len(self.sent) >= self.fail_after:
             self.fail_after = None  # like bus.Producer: the latched error is raised once
+            self.failed[(topic, "_MSG_TIMED_OUT")] = self.failed.get((topic, "_MSG_TIMED_OUT"), 0) + 1
             raise bus.DeliveryError("delivery to ticks failed: broker down")
         self.sent.append((topic, orjson.loads(value), key))
+        self.acked[topic] = self.acked.get(topic, 0) + 1
 
     def poll(self, timeout=0.0):
         pass
