@@ -345,8 +345,9 @@ class StreamService(Service, ABC):
         self._permanent_attempts += 1
         if self._permanent_attempts >= self.permanent_attempts:
             self.m_permanent.labels(kerr.name()).inc()
+            what = str(exc).splitlines()[0] if str(exc) else kerr.str()  # names the topic
             raise FatalError(f"{stage} failed {self._permanent_attempts} times with an error no retry "
-                             f"can cure ({kerr.name()}): {kerr.str()}; nothing committed") from None
+                             f"can cure ({kerr.name()}): {what}; nothing committed") from None
 
     def _write_rows(self, rows: Any) -> None:
         """Write ``rows`` in one transaction; on a row-caused error, bisect and dead-letter the culprits.

@@ -294,3 +294,32 @@ def test_compressed_batches_round_trip_through_both_consumers(kafka_bootstrap: s
         got += len(nc.poll_batch(1000, 0.5))
     nc.close()
     assert got == 2000
+
+
+def test_error_no_retry_can_cure_exits_3_with_one_error_line_naming_topic_and_error(
+        kafka_bootstrap: str, fresh_pg_dsn: str, service_env: dict[str, str], tmp_path: Any) -> None:
+    import subprocess
+
+    from tests.conftest import run_module
+
+    with psycopg.connect(fresh_pg_dsn, autocommit=True) as conn:
+        conn.execute("CREATE TABLE IF NOT EXISTS echo_rows (id text PRIMARY KEY, n2 integer NOT NULL, "
+                     "src_partition integer, src_offset bigint, writes integer NOT NULL DEFAULT 1)")
+    src, out, group = _topic("echo.in"), _topic("echo.out"), f"echo-{uuid.uuid4().hex[:8]}"
+    bus.ensure_topics(kafka_bootstrap, {src: 1, out: 1, bus.DLQ_TOPIC: 1})
+    # A valid input whose output (the echoed 1.2 MB id) exceeds the producer's message.max.bytes (1 MB).
+    _produce(kafka_bootstrap, src, [(b"k", orjson.dumps({"id": "x" * 1_200_000, "n": 1}))],
+             **{"message.max.bytes": 2_000_000})
+    env = {**service_env, "POSTGRES_DSN": fresh_pg_dsn, "ECHO_IN": src, "ECHO_OUT": out, "ECHO_GROUP": group}
+    log = tmp_path / "echo.log"
+    proc = run_module("tests.integration.echo_service", env, log_path=log)
+    try:
+        code = proc.wait(90)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(5)
+        raise AssertionError(f"the service kept retrying an incurable error: {log.read_text()[-2000:]}") from None
+    errors = [ln for ln in log.read_text().splitlines() if " ERROR " in ln]
+    assert code == 3, log.read_text()[-2000:]
+    assert len(errors) == 1 and "MSG_SIZE_TOO_LARGE" in errors[0] and out in errors[0], errors
+    assert _committed(kafka_bootstrap, group, src) < 0
