@@ -52,7 +52,13 @@ class OutMessage:
 
 @dataclass(slots=True)
 class Emission:
-    """What a processed batch yields: messages to produce, rows for the sink, poison input."""
+    """What a processed batch yields: messages to produce, rows for the sink, poison input.
+
+    ``rows`` is whatever the service's sink writes. Make it a ``list`` (one item per row) and a
+    row the database refuses for its content is split out and dead-lettered alone (its
+    ``to_dict()`` or the row itself as JSON) while the others are written; any other type is
+    written whole or not at all.
+    """
 
     messages: list[OutMessage] = field(default_factory=list)
     rows: Any = None
@@ -311,8 +317,8 @@ class StreamService(Service, ABC):
                     for topic, n in counts.items():
                         self.m_out.labels(topic).inc(n)
                 if emission.rows and self.sink is not None:
-                    self._write_rows(emission.rows)
-                    self.m_rows.inc(len(emission.rows) if hasattr(emission.rows, "__len__") else 1)
+                    refused = self._write_rows(emission.rows)
+                    self.m_rows.inc((len(emission.rows) if hasattr(emission.rows, "__len__") else 1) - refused)
                 self._backoff.reset()
                 self._permanent_attempts = 0
                 return True
@@ -349,7 +355,7 @@ class StreamService(Service, ABC):
             raise FatalError(f"{stage} failed {self._permanent_attempts} times with an error no retry "
                              f"can cure ({kerr.name()}): {what}; nothing committed") from None
 
-    def _write_rows(self, rows: Any) -> None:
+    def _write_rows(self, rows: Any) -> int:
         """Write ``rows`` in one transaction; on a row-caused error, bisect and dead-letter the culprits.
 
         A data error or constraint violation (not a connection problem) raised for a list of
@@ -357,20 +363,22 @@ class StreamService(Service, ABC):
         among n cost O(k log n) transactions. A single refused row goes to ``dlq`` (its JSON,
         header ``source_topic`` = ``postgres:<service>``) and is counted; the others are written.
         Upserts are idempotent, so halves written before a connection failure are harmless.
+        Only a ``list`` of rows can be split (see :attr:`Emission.rows`); returns how many
+        rows were refused.
         """
         assert self.pool is not None and self.sink is not None
         try:
             with db.transaction(self.pool) as conn:
                 self.sink(conn, rows)
+            return 0
         except (psycopg.errors.DataError, psycopg.errors.IntegrityError) as exc:
             if not isinstance(rows, list) or not rows:
                 raise
             if len(rows) == 1:
                 self._dead_letter_row(rows[0], exc)
-                return
+                return 1
             mid = len(rows) // 2
-            self._write_rows(rows[:mid])
-            self._write_rows(rows[mid:])
+            return self._write_rows(rows[:mid]) + self._write_rows(rows[mid:])
 
     def _dead_letter_row(self, row: Any, exc: Exception) -> None:
         assert self.dlq is not None and self.producer is not None

@@ -146,11 +146,16 @@ def test_row_the_database_refuses_goes_to_dlq_and_the_rest_is_written(kafka_boot
     svc.start()
     try:
         _run_until(svc, lambda: svc._committed.get((src, 0)) == 40)  # noqa: SLF001
+        # The service goes on: the next input is processed as usual.
+        _produce(kafka_bootstrap, src, [(b"k", orjson.dumps({"id": f"r{i}", "n": i})) for i in range(40, 45)])
+        _run_until(svc, lambda: svc._committed.get((src, 0)) == 45)  # noqa: SLF001
     finally:
         svc.request_stop()
         svc.stop()
     rows = dict(query(fresh_pg_dsn, f"SELECT id, n FROM {table}"))  # noqa: S608
-    assert rows == {f"r{i}": i for i in range(40) if i not in (3, 17)}
+    assert rows == {f"r{i}": i for i in range(45) if i not in (3, 17)}
+    assert svc.m_rows._value.get() == 43  # noqa: SLF001 - refused rows are not counted as written
+    assert _committed(kafka_bootstrap, svc.group_id, src) == 45
     refused = _dead_letters(kafka_bootstrap, b"postgres:rowsvc", 2)
     assert sorted(orjson.loads(m.value())[0] for m in refused) == ["r17", "r3"]
     assert all(b"NumericValueOutOfRange" in dict(m.headers() or [])["error"] for m in refused)
