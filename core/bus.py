@@ -58,6 +58,7 @@ PERMANENT_CODES = frozenset({
     KafkaError.UNSUPPORTED_COMPRESSION_TYPE, KafkaError._UNSUPPORTED_FEATURE,
 })
 _PURGED = frozenset({KafkaError._PURGE_QUEUE, KafkaError._PURGE_INFLIGHT})
+DEFAULT_MESSAGE_MAX_BYTES = 1_000_000
 
 
 def is_permanent(err: KafkaError | None) -> bool:
@@ -265,6 +266,11 @@ class Producer:
         return len(self._p)
 
     @property
+    def max_message_bytes(self) -> int:
+        """The largest message this producer may send (``message.max.bytes``, librdkafka's default 1,000,000)."""
+        return int(self._conf.get("message.max.bytes", DEFAULT_MESSAGE_MAX_BYTES))
+
+    @property
     def raw(self) -> _Producer:
         """The underlying confluent-kafka producer (for benchmarks and admin use)."""
         return self._p
@@ -395,16 +401,20 @@ class DeadLetter:
         self.topic = topic
         self.count = 0
 
-    #: Key + value stay below librdkafka's default message.max.bytes (1,000,000) with room for headers.
+    #: Caps on a dead letter's value and key. The value is cut further if needed so that key,
+    #: value and headers together stay under the producer's ``message.max.bytes``.
     MAX_VALUE_BYTES = 900_000
     MAX_KEY_BYTES = 1_000
+    #: Room left for the record's own framing (lengths, timestamps, attributes).
+    RECORD_OVERHEAD_BYTES = 512
 
     def send(self, msg: Message, error: str) -> None:
         """Send the original bytes of ``msg`` with headers describing where and why.
 
-        An oversized value is cut to :attr:`MAX_VALUE_BYTES` (header ``truncated``) and an
-        oversized key to :attr:`MAX_KEY_BYTES` (header ``key_truncated``), so a huge poison
-        message can never block the pipeline with MSG_SIZE_TOO_LARGE.
+        An oversized key is cut to :attr:`MAX_KEY_BYTES` (header ``key_truncated``) and an
+        oversized value to :attr:`MAX_VALUE_BYTES`, or less so that the whole record fits the
+        producer's ``message.max.bytes`` (header ``truncated``): a huge poison message can never
+        block the pipeline with MSG_SIZE_TOO_LARGE.
         """
         self.send_raw(msg.key(), msg.value(), error, msg.topic() or "", msg.partition(), msg.offset())
 
@@ -417,12 +427,16 @@ class DeadLetter:
             ("source_offset", str(offset if offset is not None else -1).encode()),
             ("error", error[:1000].encode("utf-8", "replace")),
         ]
-        if value is not None and len(value) > self.MAX_VALUE_BYTES:
-            headers.append(("truncated", str(len(value)).encode()))
-            value = value[: self.MAX_VALUE_BYTES]
         if key is not None and len(key) > self.MAX_KEY_BYTES:
             headers.append(("key_truncated", str(len(key)).encode()))
             key = key[: self.MAX_KEY_BYTES]
+        if value is not None:
+            fixed = (len(key or b"") + sum(len(k) + len(v) for k, v in headers) + len("truncated") + 20
+                     + self.RECORD_OVERHEAD_BYTES)
+            room = max(0, min(self.MAX_VALUE_BYTES, self.producer.max_message_bytes - fixed))
+            if len(value) > room:
+                headers.append(("truncated", str(len(value)).encode()))
+                value = value[:room]
         self.producer.produce(self.topic, value, key, headers=headers)
         self.count += 1
 

@@ -328,3 +328,19 @@ def test_error_no_retry_can_cure_exits_3_with_one_error_line_naming_topic_and_er
     assert code == 3, log.read_text()[-2000:]
     assert len(errors) == 1 and "MSG_SIZE_TOO_LARGE" in errors[0] and out in errors[0], errors
     assert _committed(kafka_bootstrap, group, src) < 0
+
+
+def test_dead_letter_fits_the_producers_message_limit_with_key_and_headers(kafka_bootstrap: str) -> None:
+    src = _topic("small.src")
+    bus.ensure_topics(kafka_bootstrap, {bus.DLQ_TOPIC: 1})
+    limit = 50_000
+    p = bus.Producer(kafka_bootstrap, **{"message.max.bytes": limit})
+    dlq = bus.DeadLetter(p)
+    dlq.send_raw(b"K" * 5_000, b"V" * 200_000, "e" * 5_000, src, 0, 7)
+    p.flush(30)  # MSG_SIZE_TOO_LARGE would raise here
+    (m,) = _dead_letters(kafka_bootstrap, src.encode(), 1)
+    headers = dict(m.headers() or [])
+    assert (headers["truncated"], headers["key_truncated"], headers["source_offset"]) == (b"200000", b"5000", b"7")
+    assert m.key() == b"K" * bus.DeadLetter.MAX_KEY_BYTES and set(m.value()) == {ord("V")}
+    size = len(m.key()) + len(m.value()) + sum(len(k) + len(v) for k, v in m.headers() or [])
+    assert limit - 2_000 < size < limit  # as much of the value as fits, and no more
