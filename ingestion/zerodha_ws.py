@@ -64,6 +64,9 @@ from ingestion.watchdog import FeedWatchdog, MarketHours
 BATCH = 5000
 WATCHDOG_EVERY_S = 1.0
 STALE_LOG_EVERY_S = 60.0
+#: Delivery errors no retry can cure (not authorised, message too large, bad config) in a row,
+#: with nothing acknowledged in between, before the service stops (FatalError, exit 3).
+PERMANENT_ERRORS_MAX = 3
 LAG_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0, 30.0)
 
 
@@ -106,6 +109,8 @@ class ZerodhaWs(Service):
         self.m_lost = m.counter("ticks_lost_total", "Ticks received but never delivered to Kafka", ["reason"])
         self._acked_seen = 0
         self._lost_seen: dict[str, int] = {}
+        self._permanent_errors = 0
+        self._abandoned = 0  # ticks never offered to Kafka because an incurable error stopped us
         self.m_drop = m.counter("queue_dropped_total", "Ticks dropped by the queue overflow policy", ["policy"])
         self.m_depth = m.gauge("queue_depth", "Ticks waiting between the WebSocket and Kafka")
         m.gauge("queue_capacity", "Queue capacity in ticks").set(self.queue.capacity)
@@ -174,7 +179,7 @@ class ZerodhaWs(Service):
         observe = self.m_lag.observe
         tokens = []
         n = 0
-        for recv_ms, raw in items:
+        for i, (recv_ms, raw) in enumerate(items):
             tick = to_tick(raw, recv_ms)
             token = tick["instrument_token"]
             key = keys.get(token)
@@ -188,10 +193,12 @@ class ZerodhaWs(Service):
                 # producer counted it). Say it and go on: the error is cleared, this tick is queued now.
                 self.m_deliv.inc()
                 self.log.error("kafka delivery failed: %s", exc)
+                self._give_up_if_permanent(exc, len(items) - i)
                 try:
                     produce(topic, payload, key)
                 except bus.DeliveryError as again:  # this tick is lost too (counted by the producer)
                     self.log.error("kafka produce failed: %s", again)
+                    self._give_up_if_permanent(again, len(items) - i - 1)
                     continue
             n += 1
             tokens.append(token)
@@ -200,6 +207,23 @@ class ZerodhaWs(Service):
         self.produced += n
         self._sync_delivery()
         self.watchdog.ticks(tokens, now_ms / 1000.0)
+
+    def _give_up_if_permanent(self, exc: bus.DeliveryError, unsent: int) -> None:
+        """Stop (FatalError, exit 3) after :data:`PERMANENT_ERRORS_MAX` incurable errors in a row.
+
+        ``unsent`` ticks of the current batch are then never offered to Kafka: counted lost
+        (``abandoned``), like what is still queued when the service stops.
+        """
+        if not exc.permanent:
+            return
+        self._permanent_errors += 1
+        if self._permanent_errors < PERMANENT_ERRORS_MAX:
+            return
+        self._abandoned += unsent
+        self._sync_delivery()
+        name = exc.kafka_error.name() if exc.kafka_error is not None else "?"
+        raise FatalError(f"kafka refuses ticks for {self.topic} ({name}, {self._permanent_errors} times in a row, "
+                         f"no retry can cure it): {exc}")
 
     def _sync_delivery(self) -> None:
         """``ticks_out`` = ticks Kafka acknowledged; ``ticks_lost{reason}`` = every tick that never will be."""
@@ -210,8 +234,10 @@ class ZerodhaWs(Service):
         if acked > self._acked_seen:
             self.m_out.inc(acked - self._acked_seen)
             self._acked_seen = acked
+            self._permanent_errors = 0  # Kafka takes ticks again
         lost = {reason: n for (topic, reason), n in p.failed.items() if topic == self.topic}
         lost["queue_overflow"] = self.queue.dropped
+        lost["abandoned"] = self._abandoned
         for reason, n in lost.items():
             seen = self._lost_seen.get(reason, 0)
             if n > seen:
@@ -263,7 +289,9 @@ class ZerodhaWs(Service):
         # Whatever reached the queue goes out before we leave.
         if self.producer is not None:
             rest = self.queue.drain(len(self.queue) + 1)
-            if rest:
+            if rest and self._permanent_errors >= PERMANENT_ERRORS_MAX:
+                self._abandoned += len(rest)  # Kafka refuses them: do not try again on the way out
+            elif rest:
                 self._produce(rest)
             try:
                 self.producer.flush(10)
