@@ -222,8 +222,6 @@ def test_service_survives_database_restart(kafka_bootstrap, service_env, tmp_pat
     assert code == 0
 
 
-@pytest.mark.xfail(strict=True, reason="heartbeat `consumed` is still a sum of next offsets (issue 8 item 11): "
-                   "remove this marker with the change that makes it a count of messages")
 def test_heartbeat_consumed_when_second_incarnation_then_counts_its_own_messages_not_offsets(
         kafka_bootstrap, fresh_pg_dsn):
     from core.metrics import Metrics
