@@ -125,6 +125,14 @@ def _committed(bootstrap: str, group: str, topic: str) -> int:
         raw.close()
 
 
+def _rows_table(dsn: str) -> str:
+    """A fresh ``(id text, n integer)`` table for a test's sink (integer: an int4 overflow is a data error)."""
+    table = f"rows_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute(f"CREATE TABLE {table} (id text PRIMARY KEY, n integer NOT NULL)")
+    return table
+
+
 def _run_until(svc: StreamService, done: Any, timeout: float = 60.0) -> None:
     deadline = time.monotonic() + timeout
     while not done():
@@ -134,9 +142,7 @@ def _run_until(svc: StreamService, done: Any, timeout: float = 60.0) -> None:
 
 def test_row_the_database_refuses_goes_to_dlq_and_the_rest_is_written(kafka_bootstrap: str,
                                                                        fresh_pg_dsn: str) -> None:
-    table = f"rows_{uuid.uuid4().hex[:8]}"
-    with psycopg.connect(fresh_pg_dsn, autocommit=True) as conn:
-        conn.execute(f"CREATE TABLE {table} (id text PRIMARY KEY, n integer NOT NULL)")
+    table = _rows_table(fresh_pg_dsn)
     src, out = _topic("rows.in"), _topic("rows.out")
     bus.ensure_topics(kafka_bootstrap, {src: 1, out: 1, bus.DLQ_TOPIC: 1})
     values = [(f"k{i}".encode(), orjson.dumps({"id": f"r{i}", "n": (2**40 if i in (3, 17) else i)}))
@@ -214,9 +220,7 @@ def test_failure_on_the_wall_clock_path_never_commits_on_close(kafka_bootstrap: 
 
 def test_poison_with_a_huge_key_reaches_dlq_truncated_and_the_service_goes_on(kafka_bootstrap: str,
                                                                                fresh_pg_dsn: str) -> None:
-    table = f"rows_{uuid.uuid4().hex[:8]}"
-    with psycopg.connect(fresh_pg_dsn, autocommit=True) as conn:
-        conn.execute(f"CREATE TABLE {table} (id text PRIMARY KEY, n integer NOT NULL)")
+    table = _rows_table(fresh_pg_dsn)
     src, out = _topic("key.in"), _topic("key.out")
     bus.ensure_topics(kafka_bootstrap, {src: 1, out: 1, bus.DLQ_TOPIC: 1})
     huge_key = b"K" * 600_000
