@@ -11,22 +11,20 @@ Plain JSON (not the Kite envelope), no credentials, no rate limits, no faults.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import orjson
 
 from kitesim.clock import ist_str
 from kitesim.errors import KiteError
+from kitesim.host import ControlHost
 from kitesim.httpd import Request, Response, Router, json_response
-
-if TYPE_CHECKING:
-    from kitesim.server import Simulator
 
 
 class ControlRoutes:
     """The control application (callable)."""
 
-    def __init__(self, sim: Simulator) -> None:
+    def __init__(self, sim: ControlHost) -> None:
         self.sim = sim
         self.router = Router()
         r = self.router.add

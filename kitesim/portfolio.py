@@ -9,21 +9,15 @@ from __future__ import annotations
 
 import random
 from collections.abc import Callable, Iterable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from core.universe import Instrument
 from kitesim.clock import ist_str
 from kitesim.errors import InputError
 from kitesim.packets import Snapshot
-
-if TYPE_CHECKING:
-    from kitesim.orders import SimOrder
+from kitesim.sim_order import SimOrder, rupees
 
 MARGIN_RATE = {"MIS": 0.20, "NRML": 0.15, "CNC": 1.0}
-
-
-def _rupees(units: float, div: int) -> float:
-    return round(units / div, len(str(div)) + 1)
 
 
 class Portfolio:
@@ -47,7 +41,7 @@ class Portfolio:
         trade = {
             "trade_id": trade_id, "order_id": o.order_id, "exchange": o.inst.exchange,
             "tradingsymbol": o.inst.tradingsymbol, "instrument_token": o.inst.instrument_token,
-            "product": o.product, "average_price": _rupees(price, div), "quantity": qty,
+            "product": o.product, "average_price": rupees(price, div), "quantity": qty,
             "exchange_order_id": o.exchange_order_id, "transaction_type": o.transaction_type,
             "fill_timestamp": ist_str(ts), "order_timestamp": ist_str(o.order_ts),
             "exchange_timestamp": ist_str(ts),

@@ -12,18 +12,17 @@ import csv
 import io
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from core.universe import Instrument
 from kitesim.auth import RequestLimits, SessionStore
 from kitesim.clock import parse_ist
 from kitesim.control import ControlRoutes
 from kitesim.errors import InputError, KiteError, NotFoundError, error_for_status
+from kitesim.host import RestHost
 from kitesim.httpd import Request, Response, Router, json_response
-from kitesim.orders import CIRCUIT_BAND, rupees
-
-if TYPE_CHECKING:
-    from kitesim.server import Simulator
+from kitesim.orders import CIRCUIT_BAND
+from kitesim.sim_order import rupees
 
 INSTRUMENT_COLUMNS = ("instrument_token", "exchange_token", "tradingsymbol", "name", "last_price", "expiry",
                       "strike", "tick_size", "lot_size", "instrument_type", "segment", "exchange")
@@ -43,7 +42,7 @@ def instruments_csv(instruments: list[Instrument]) -> bytes:
 class KiteRestApp:
     """Callable HTTP application: ``/_sim/*`` control routes, then the Kite routes."""
 
-    def __init__(self, sim: Simulator) -> None:
+    def __init__(self, sim: RestHost) -> None:
         self.sim = sim
         self.sessions: SessionStore = sim.sessions
         self.limiter: RequestLimits = sim.limiter

@@ -22,7 +22,7 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from http import HTTPStatus
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import orjson
@@ -32,10 +32,8 @@ from websockets.http11 import Request, Response
 
 from core.logs import kv
 from kitesim.errors import INCORRECT_TOKEN
+from kitesim.host import HubHost
 from kitesim.packets import HEARTBEAT, MODES, Mode, Snapshot, assemble_frame, encode_packet
-
-if TYPE_CHECKING:
-    from kitesim.server import Simulator
 
 log = logging.getLogger("kitesim.ws")
 
@@ -66,7 +64,7 @@ class Conn:
 class TickHub:
     """Accepts ticker connections and fans ticks, heartbeats and postbacks out to them."""
 
-    def __init__(self, sim: Simulator, max_connections: int = 3) -> None:
+    def __init__(self, sim: HubHost, max_connections: int = 3) -> None:
         self.sim = sim
         self.max_connections = max_connections
         self.conns: dict[int, Conn] = {}
