@@ -289,10 +289,9 @@ class Ensemble:
             if len(sell) == self._n:
                 return "SELL", ""
             return None, "not unanimous" if buy or sell else "no votes"
+        # any is k_of_n with k = 1: a single vote on each side is already a conflict.
         need = (self.config.k or 1) if mode == "k_of_n" else 1
         buy_ok, sell_ok = len(buy) >= need, len(sell) >= need
-        if mode == "any" and buy and sell:
-            buy_ok = sell_ok = True  # any: a vote on the other side is a conflict, whatever the counts
         if buy_ok and not sell_ok:
             return "BUY", ""
         if sell_ok and not buy_ok:
