@@ -1,0 +1,358 @@
+"""The decision engine: bars and fills in, Orders out. Pure: no Kafka, no database, no wall clock.
+
+The runner (:mod:`strategy.runner_modular`) drives it from the bus now; the
+backtester drives it from history later, with the same code, so both decide
+alike. Per (strategy, instrument, timeframe) a slot holds the strategy
+instance and its indicators; per (strategy, instrument) a :class:`Position`
+holds what fills say (``qty``, ``avg_price``) and what decided orders aim at
+(``direction``).
+
+Event time only. A bar is decided at its close, ``decision_ts = ts + tf``,
+which is the Order's ``signal_ts`` (and ``created_ts``, so two runs over the
+same bars give byte-identical orders). Session rules read the exchange
+calendar (:mod:`core.sessions`) at the bar's ``ts``:
+
+- no entries unless the bar lies inside the session and, for MIS, decides
+  before the square-off time (default 15:15 IST; in a special session that
+  closes earlier, 15 minutes before its close);
+- at the first bar deciding at or after the square-off time, open MIS
+  positions get exits (``intent: square_off``).
+
+Orders: MARKET, ``qty`` null for entries (the risk manager sizes them from
+``stop_loss``), the position's quantity for exits. An entry against an
+opposite position emits the exit first. An exit decided while the entry has
+not filled yet emits nothing; when a fill later leaves a position the
+strategy no longer wants, the next bar emits the exit (``intent: flatten``).
+``order_id`` is a digest of strategy, instrument, timeframe, side, intent and
+signal time: a replay produces the same ids.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from core.sessions import DAY_MS, IST_OFFSET_MS, MINUTE_MS, ExchangeCalendar, hhmm_minutes, ist_date
+from strategy.api import TF_MS, BarLike, Context, InstrumentInfo, Params, Position, SessionFacts, Signal, Strategy
+from strategy.indicators import create
+
+ENTRY, EXIT, SQUARE_OFF, FLATTEN = "entry", "exit", "square_off", "flatten"
+TERMINAL_UNFILLED = frozenset({"REJECTED_RISK", "REJECTED_BUDGET", "REJECTED", "CANCELLED", "EXPIRED"})
+"""OMS states after which an order fills no further (FILLED is reached through fills)."""
+NO_SESSION = SessionFacts(None, None, None)
+
+
+def order_id_for(strategy: str, token: int, tf: str, side: str, intent: str, signal_ts: int) -> str:
+    """Deterministic order id (20 hex chars, also a valid Kite tag)."""
+    key = f"{strategy}|{token}|{tf}|{side}|{intent}|{signal_ts}".encode()
+    return hashlib.blake2b(key, digest_size=10).hexdigest()
+
+
+@dataclass(frozen=True)
+class StrategySpec:
+    """One configured strategy on one timeframe (``label`` is the Order's ``strategy``)."""
+
+    label: str
+    cls: type[Strategy]
+    params: Params
+    tf: str
+    tokens: frozenset[int]
+    product: str = "MIS"
+    ensemble: str | None = None
+    """Set when the strategy votes in an ensemble: its signals go to the ensemble, not to orders."""
+
+
+class EnsembleLike:
+    """What the engine needs from :class:`strategy.ensemble_engine.Ensemble` (duck-typed)."""
+
+    def combine(self, votes: Mapping[str, Signal | None]) -> tuple[Signal | None, dict[str, Any]]:
+        raise NotImplementedError
+
+
+@dataclass(frozen=True)
+class EnsembleSpec:
+    label: str
+    ensemble: Any
+    members: tuple[str, ...]
+    tf: str
+    tokens: frozenset[int]
+    product: str = "MIS"
+
+
+@dataclass
+class _Book:
+    """The orders a position waits on (ids the engine emitted and has not seen end)."""
+
+    entry: str | None = None
+    exits: dict[str, int] = field(default_factory=dict)  # order_id -> remaining signed qty
+
+
+@dataclass(frozen=True, slots=True)
+class _Emitted:
+    label: str
+    token: int
+    intent: str
+    direction: int  # +1 BUY / -1 SELL
+
+
+class _Slot:
+    """One strategy on one instrument and timeframe."""
+
+    __slots__ = ("strategy", "inds", "ctx", "label", "vote_only")
+
+    def __init__(self, strategy: Strategy, ctx: Context, label: str, vote_only: bool) -> None:
+        self.strategy = strategy
+        self.inds = [(name, create(ind, **params)) for name, (ind, params) in strategy.indicators().items()]
+        ctx.values.update({name: None for name, _ in self.inds})
+        self.ctx = ctx
+        self.label = label
+        self.vote_only = vote_only
+
+    def step(self, bar: BarLike, decision_ts: int, session: SessionFacts) -> Signal | None:
+        ctx = self.ctx
+        values = ctx.values
+        for name, ind in self.inds:
+            values[name] = ind.update(bar)
+        ctx.decision_ts = decision_ts
+        ctx.session = session
+        return self.strategy.on_bar(bar, ctx)
+
+
+class DecisionEngine:
+    """Bars and fills in, Orders (dicts of the ``Order`` contract) out."""
+
+    def __init__(self, specs: Sequence[StrategySpec], instruments: Mapping[int, InstrumentInfo],
+                 calendar: ExchangeCalendar, square_off: str = "15:15",
+                 ensembles: Sequence[EnsembleSpec] = ()) -> None:
+        self.calendar = calendar
+        self.instruments = instruments
+        self.square_off_min = hhmm_minutes(square_off)
+        self.positions: dict[tuple[str, int], Position] = {}
+        self._books: dict[tuple[str, int], _Book] = {}
+        self._emitted: dict[str, _Emitted] = {}
+        self._sessions: dict[tuple[str, int], SessionFacts] = {}
+        self._products: dict[str, str] = {}
+        # (tf, token) -> slots deciding on that bar, and the ensembles combining them
+        self._slots: dict[tuple[str, int], list[_Slot]] = {}
+        self._ens: dict[tuple[str, int], list[EnsembleSpec]] = {}
+        self.counts: dict[str, int] = {"bars": 0, "signals": 0, "orders": 0}
+        ens_by_label = {e.label: e for e in ensembles}
+        for spec in specs:
+            owner = spec.ensemble if spec.ensemble in ens_by_label else None
+            self._products[spec.label] = spec.product
+            for token in sorted(spec.tokens):
+                if token not in instruments:
+                    continue
+                pos = self.position(owner or spec.label, token)
+                ctx = Context(instruments[token], pos, NO_SESSION, spec.tf, 0, {})
+                slot = _Slot(spec.cls(spec.params), ctx, spec.label, owner is not None)
+                self._slots.setdefault((spec.tf, token), []).append(slot)
+        for ens in ensembles:
+            self._products[ens.label] = ens.product
+            for token in sorted(ens.tokens):
+                if token in instruments:
+                    self.position(ens.label, token)
+                    self._ens.setdefault((ens.tf, token), []).append(ens)
+
+    # ------------------------------------------------------------------ state
+    def position(self, label: str, token: int) -> Position:
+        key = (label, token)
+        pos = self.positions.get(key)
+        if pos is None:
+            pos = self.positions[key] = Position()
+            self._books[key] = _Book()
+        return pos
+
+    def ready_counts(self) -> tuple[int, int]:
+        """(slots whose indicators all have values, all slots)."""
+        total = ready = 0
+        for slots in self._slots.values():
+            for slot in slots:
+                total += 1
+                ready += all(v is not None for v in slot.ctx.values.values())
+        return ready, total
+
+    def timeframes(self) -> set[str]:
+        """The timeframes some strategy decides on."""
+        return {tf for tf, _ in self._slots}
+
+    def tokens(self, tf: str) -> set[int]:
+        return {tok for t, tok in self._slots if t == tf}
+
+    def session_facts(self, exchange: str, ts_ms: int) -> SessionFacts:
+        day = (ts_ms + IST_OFFSET_MS) // DAY_MS
+        key = (exchange, day)
+        facts = self._sessions.get(key)
+        if facts is None:
+            s = self.calendar.session(exchange, ist_date(ts_ms))
+            if s is None:
+                facts = NO_SESSION
+            else:
+                sq = day * DAY_MS - IST_OFFSET_MS + self.square_off_min * MINUTE_MS
+                if not s.open_ms < sq <= s.close_ms:
+                    sq = max(s.open_ms, s.close_ms - 15 * MINUTE_MS)
+                facts = SessionFacts(s.open_ms, s.close_ms, sq)
+            self._sessions[key] = facts
+        return facts
+
+    # ------------------------------------------------------------------ inputs
+    def on_bar(self, bar: BarLike, tf: str, emit: bool = True) -> list[dict[str, Any]]:
+        """Decide on one closed bar; ``emit=False`` only warms indicators and strategy state."""
+        token = bar.instrument_token
+        slots = self._slots.get((tf, token))
+        if slots is None:
+            return []
+        self.counts["bars"] += 1
+        decision_ts = bar.ts + TF_MS[tf]
+        inst = self.instruments[token]
+        session = self.session_facts(inst.exchange, bar.ts)
+        orders: list[dict[str, Any]] = []
+        votes: dict[str, Signal | None] | None = None
+        for slot in slots:
+            sig = slot.step(bar, decision_ts, session)
+            if slot.vote_only:
+                if votes is None:
+                    votes = {}
+                votes[slot.label] = sig
+            elif emit:
+                self._decide(slot.label, tf, bar, decision_ts, session, sig, None, orders)
+        for ens in self._ens.get((tf, token), ()):
+            sig, meta = ens.ensemble.combine(votes or {})
+            if emit:
+                self._decide(ens.label, tf, bar, decision_ts, session, sig, meta, orders)
+        return orders
+
+    def on_fill(self, strategy: str, token: int, side: str, qty: int, price: float,
+                order_id: str | None = None) -> None:
+        """Apply one fill (deduplicated by the caller: fills are keyed by ``fill_id``)."""
+        pos = self.position(strategy, token)
+        signed = qty if side == "BUY" else -qty
+        old = pos.qty
+        new = old + signed
+        if old == 0 or (old > 0) == (signed > 0):
+            pos.avg_price = (pos.avg_price * abs(old) + price * qty) / abs(new) if new else 0.0
+        elif new == 0:
+            pos.avg_price = 0.0
+        elif (new > 0) != (old > 0):
+            pos.avg_price = price  # crossed through zero: the remainder opened at this price
+        pos.qty = new
+        book = self._books[(strategy, token)]
+        if order_id is not None and order_id in book.exits:
+            left = book.exits[order_id] + signed
+            if left == 0 or (left > 0) != (book.exits[order_id] > 0):
+                del book.exits[order_id]
+            else:
+                book.exits[order_id] = left
+        if order_id is not None and order_id == book.entry:
+            book.entry = None
+
+    def on_order_update(self, order_id: str, status: str) -> None:
+        """An order of ours ended without (further) fills: forget it, and undo an entry that never filled."""
+        if status not in TERMINAL_UNFILLED:
+            return
+        em = self._emitted.get(order_id)
+        if em is None:
+            return
+        key = (em.label, em.token)
+        book = self._books[key]
+        book.exits.pop(order_id, None)
+        if book.entry == order_id:
+            book.entry = None
+            pos = self.positions[key]
+            if pos.direction == em.direction:
+                pos.direction = (pos.qty > 0) - (pos.qty < 0)
+                if pos.direction == 0:
+                    pos.stop = None
+
+    def restore(self, label: str, token: int, qty: int, avg_price: float, direction: int | None = None,
+                stop: float | None = None, pending: Iterable[tuple[str, str, str, int | None]] = ()) -> None:
+        """Start-up state from the database: filled qty, and the orders still on their way
+        (``(order_id, intent, side, qty)``)."""
+        pos = self.position(label, token)
+        pos.qty, pos.avg_price = qty, avg_price
+        pos.direction = direction if direction is not None else (qty > 0) - (qty < 0)
+        pos.stop = stop
+        book = self._books[(label, token)]
+        for oid, intent, side, oqty in pending:
+            d = 1 if side == "BUY" else -1
+            self._emitted[oid] = _Emitted(label, token, intent, d)
+            if intent == ENTRY:
+                book.entry = oid
+            elif oqty:
+                book.exits[oid] = d * oqty
+
+    # ------------------------------------------------------------------ decisions
+    def _decide(self, label: str, tf: str, bar: BarLike, ts: int, session: SessionFacts, sig: Signal | None,
+                meta: dict[str, Any] | None, out: list[dict[str, Any]]) -> None:
+        token = bar.instrument_token
+        pos = self.positions[(label, token)]
+        product = self._products[label]
+        intraday = product == "MIS"
+        squared = intraday and session.square_off_ms is not None and ts >= session.square_off_ms
+        if sig is not None:
+            self.counts["signals"] += 1
+        if squared and pos.direction != 0:
+            pos.direction, pos.stop = 0, None
+            self._flatten(label, tf, bar, ts, SQUARE_OFF, "square-off", meta, out)
+            return
+        if sig is not None:
+            d = sig.direction
+            if sig.kind == "exit":
+                if pos.direction == -d:
+                    pos.direction, pos.stop = 0, None
+                    self._flatten(label, tf, bar, ts, EXIT, sig.reason, meta, out)
+                    return
+            elif pos.direction != d and not squared and session.in_session(bar.ts) and ts <= (
+                    session.square_off_ms if intraday else session.close_ms):
+                if pos.direction == -d:
+                    self._flatten(label, tf, bar, ts, EXIT, f"reverse: {sig.reason}", meta, out)
+                pos.direction, pos.stop, pos.entry_ts = d, sig.stop_loss, ts
+                oid = self._order(label, tf, bar, ts, sig.side, ENTRY, None, sig.stop_loss, sig.reason, meta, out)
+                self._books[(label, token)].entry = oid
+                return
+        if pos.direction == 0 and pos.qty:
+            self._flatten(label, tf, bar, ts, FLATTEN, "position the strategy no longer holds", meta, out)
+
+    def _flatten(self, label: str, tf: str, bar: BarLike, ts: int, intent: str, reason: str,
+                 meta: dict[str, Any] | None, out: list[dict[str, Any]]) -> None:
+        """Exit whatever filled quantity no pending exit already covers."""
+        book = self._books[(label, bar.instrument_token)]
+        residual = self.positions[(label, bar.instrument_token)].qty + sum(book.exits.values())
+        if residual == 0:
+            return
+        side = "SELL" if residual > 0 else "BUY"
+        oid = self._order(label, tf, bar, ts, side, intent, abs(residual), None, reason, meta, out)
+        book.exits[oid] = -residual
+
+    def _order(self, label: str, tf: str, bar: BarLike, ts: int, side: str, intent: str, qty: int | None,
+               stop: float | None, reason: str, meta: dict[str, Any] | None, out: list[dict[str, Any]]) -> str:
+        token = bar.instrument_token
+        inst = self.instruments[token]
+        oid = order_id_for(label, token, tf, side, intent, ts)
+        self._emitted[oid] = _Emitted(label, token, intent, 1 if side == "BUY" else -1)
+        extra: dict[str, Any] = {"intent": intent, "reason": reason, "ref_price": bar.close}
+        if meta is not None:
+            extra["ensemble"] = meta
+        out.append({
+            "order_id": oid, "strategy": label, "instrument_token": token, "symbol": inst.symbol,
+            "exchange": inst.exchange, "side": side, "order_type": "MARKET", "product": self._products[label],
+            "price": None, "trigger_price": None, "stop_loss": stop, "qty": qty, "tf": tf,
+            "signal_ts": ts, "created_ts": ts, "extra": extra,
+        })
+        self.counts["orders"] += 1
+        return oid
+
+
+def run_bars(engine: DecisionEngine, bars: Iterable[BarLike], tf: str,
+             on_orders: Callable[[list[dict[str, Any]]], None] | None = None) -> int:
+    """Feed bars in order; returns how many orders came out (a helper for tests and the bench)."""
+    n = 0
+    for bar in bars:
+        orders = engine.on_bar(bar, tf)
+        if orders:
+            n += len(orders)
+            if on_orders is not None:
+                on_orders(orders)
+    return n
