@@ -1,0 +1,100 @@
+"""What every indicator shares: the bar shape it reads, its parameter spec, ``value``/``ready``/``warmup``.
+
+Indicators are the backtester's inner loop, so each is a plain ``__slots__`` class whose
+``update`` loads what it needs into locals once and touches only the bar fields it uses.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, ClassVar, NamedTuple, Protocol
+
+# TA-Lib 0.8's zero test (ta_utility.h: TA_EPSILON = 1e-14, ``-eps < v < eps``). RSI, ADX/DI and the
+# Bollinger variance use it to decide "no movement"; a plain ``== 0`` would differ after long flat runs.
+TA_EPSILON = 1e-14
+
+
+class BarLike(Protocol):
+    """Anything with these attributes (a bar event, a namedtuple, a dataclass); ts = epoch ms UTC, bucket start."""
+
+    @property
+    def open(self) -> float: ...
+    @property
+    def high(self) -> float: ...
+    @property
+    def low(self) -> float: ...
+    @property
+    def close(self) -> float: ...
+    @property
+    def volume(self) -> float: ...
+    @property
+    def ts(self) -> int: ...
+
+
+class Param(NamedTuple):
+    """One constructor parameter: ``kind`` is ``"int"`` (``>= minimum``) or ``"float"`` (finite, ``> minimum``)."""
+
+    name: str
+    kind: str
+    default: int | float
+    minimum: int | float
+
+
+class Indicator:
+    """Base class: ``update(bar)`` returns None while warming up, then the output (also kept in ``value``).
+
+    ``warmup`` is the number of bars before the first value (TA-Lib's lookback + 1), so the first
+    non-None output is on bar index ``warmup - 1``, the index of TA-Lib's first non-NaN output.
+    """
+
+    __slots__ = ("value", "warmup")
+    name: ClassVar[str] = ""
+    PARAMS: ClassVar[tuple[Param, ...]] = ()
+
+    value: Any
+    warmup: int
+
+    @property
+    def ready(self) -> bool:
+        """True once the first value has been produced."""
+        return self.value is not None
+
+    def update(self, bar: BarLike) -> Any:  # pragma: no cover - every subclass overrides
+        raise NotImplementedError
+
+    def reset(self) -> None:  # pragma: no cover - every subclass overrides
+        raise NotImplementedError
+
+    @classmethod
+    def check(cls, params: dict[str, Any]) -> None:
+        """Cross-parameter rules (e.g. macd fast < slow); raise ValueError. Single-parameter rules are in PARAMS."""
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{p.name}={getattr(self, p.name)!r}" for p in self.PARAMS)
+        return f"{type(self).__name__}({args})"
+
+
+def validate_params(cls: type[Indicator], params: dict[str, Any]) -> dict[str, Any]:
+    """Defaults filled in, every value checked; a problem is a ValueError of one line naming indicator and param."""
+    spec = {p.name: p for p in cls.PARAMS}
+    for key in params:
+        if key not in spec:
+            expected = ", ".join(spec) if spec else "none"
+            raise ValueError(f"{cls.name}: unknown parameter {key!r} (expected: {expected})")
+    out: dict[str, Any] = {}
+    for p in cls.PARAMS:
+        v = params.get(p.name, p.default)
+        if p.kind == "int":
+            if isinstance(v, bool) or not isinstance(v, int):
+                raise ValueError(f"{cls.name}: {p.name} must be an integer (got {v!r})")
+            if v < p.minimum:
+                raise ValueError(f"{cls.name}: {p.name} must be >= {p.minimum} (got {v})")
+        else:
+            if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v):
+                raise ValueError(f"{cls.name}: {p.name} must be a finite number (got {v!r})")
+            if v <= p.minimum:
+                raise ValueError(f"{cls.name}: {p.name} must be > {p.minimum} (got {v})")
+            v = float(v)
+        out[p.name] = v
+    cls.check(out)
+    return out
