@@ -8,7 +8,7 @@ and ``make check-config`` exit 2 on it. Ensembles (``strategy/ensemble.yaml``)
 are checked against it too: members exist, are enabled and share a timeframe.
 
 ``instruments`` is ``all`` (every tradable instrument: indices excluded), a
-list of symbols (``INFY`` or ``NSE:INFY``), or a filter over the universe::
+list of symbols (``NSE:INFY``, or ``INFY``: NSE when also listed on BSE), or a filter over the universe::
 
     instruments: {exchange: [NSE], instrument_type: [EQ], exclude: [YESBANK]}
 
@@ -115,6 +115,10 @@ def _resolve_instruments(where: str, sel: Any, universe: Sequence[Instrument]) -
         found = by_sym.get(sym.strip().upper())
         if not found:
             raise ConfigError(f"{where}.{key}: {sym!r} is not in tokens.csv")
+        if len(found) > 1:
+            nse = [i for i in found if i.exchange == "NSE"]
+            if nse and ":" not in sym:
+                found = nse  # a bare symbol listed on NSE and BSE means NSE, as on Kite
         if len(found) > 1:
             raise ConfigError(f"{where}.{key}: {sym!r} is ambiguous (listed on "
                               f"{', '.join(sorted(i.exchange for i in found))}): write EXCHANGE:SYMBOL")

@@ -1,0 +1,177 @@
+"""Strategy runner: ``bars.{tf}`` (+ ``fills``, ``order.updates``) -> ``orders`` + the ``orders`` table.
+
+Runs the strategies of ``strategy/registry.yaml`` (and the ensembles of
+``strategy/ensemble.yaml``) through the decision engine (:mod:`strategy.engine`),
+on :class:`core.stream.StreamService`: orders are produced and written (status
+NEW, idempotent by order_id) before the bars that made them are committed.
+
+At start it restores what Postgres knows, so a restart changes no decision:
+
+- positions from ``fills`` and the orders still on their way from ``orders``;
+- warm-up: the last ``--warmup-bars`` bars of each instrument from
+  ``bars_<tf>`` up to the last bar it decided (``strategy_progress``), fed
+  without orders, so indicators are ready at the first live bar when history
+  exists;
+- catch-up: bars stored after that mark (a crash between deciding and writing,
+  or an embedded broker that restarted empty) are decided now, and the same bars
+  arriving again on the topic are skipped.
+
+    python -m strategy.runner_modular [--registry strategy/registry.yaml]
+        [--ensembles strategy/ensemble.yaml] [--warmup-bars N] [--group ID]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+import psycopg
+
+from core import db
+from core.cli import env_int
+from core.errors import TransientError
+from core.metrics import Metrics
+from core.service import run_service
+from core.sessions import load_calendar
+from core.settings import Settings
+from core.stream import StreamService
+from core.topics import FILLS, ORDER_UPDATES, bars_topic
+from strategy import store
+from strategy.engine import DecisionEngine
+from strategy.registry import Registry, ensemble_path, load_registry, registry_path
+from strategy.runner_core import RunnerCore
+
+#: Bars of history per instrument and timeframe fed at start (at least 5 x the longest warm-up).
+DEFAULT_WARMUP_BARS = 300
+
+
+def build_engine(reg: Registry) -> DecisionEngine:
+    """The engine for a validated registry (the backtester builds it the same way)."""
+    return DecisionEngine(reg.specs, reg.instruments, load_calendar(), reg.square_off, reg.ensembles)
+
+
+class StrategyRunner(StreamService):
+    name = "strategy_runner"
+    group_id = "strategy_runner"
+    batch_size = 2000
+
+    def __init__(self, settings: Settings, metrics: Metrics, args: argparse.Namespace) -> None:
+        self.args = args
+        self.registry = load_registry(args.registry, ensembles=args.ensembles)
+        self.engine = build_engine(self.registry)
+        self.input_topics = [bars_topic(tf) for tf in self.registry.timeframes()] + [FILLS, ORDER_UPDATES]
+        self._restored = False
+        super().__init__(settings, metrics)
+        m = metrics
+        self.m_orders = m.counter("orders_total", "Orders emitted", ["strategy"])
+        self.m_signals = m.gauge("signals", "Signals the strategies gave (since start)")
+        self.m_bars = m.gauge("bars_decided", "Bars decided (since start; stale replays excluded)")
+        self.m_stale = m.gauge("bars_stale", "Bars skipped as already decided (replays, warm-up overlap)")
+        self.m_ready = m.gauge("slots_ready", "Strategy slots whose indicators are all ready")
+        self.m_slots = m.gauge("slots", "Strategy slots (strategy x instrument x timeframe)")
+        self.m_warm = m.gauge("warmup_bars", "Bars fed at start without orders (warm-up)")
+        self.m_latency = m.histogram("decision_seconds", "Time to decide one bar that produced orders",
+                                     buckets=(1e-5, 3e-5, 1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 0.1))
+
+    def build_processor(self) -> RunnerCore:
+        if self.args.group:
+            self.group_id = self.args.group
+        return RunnerCore(self.engine, on_latency=lambda s: self.m_latency.observe(s))
+
+    def build_sink(self) -> Any:
+        return store.write_orders
+
+    # -- start-up -------------------------------------------------------------
+    def start(self) -> None:
+        super().start()
+        if self._restored:
+            return
+        assert self.pool is not None
+        try:
+            with db.transaction(self.pool) as conn:
+                self._restore(conn)
+        except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
+            raise TransientError(f"restoring from Postgres: {exc}") from exc
+        self._restored = True
+
+    def _restore(self, conn: psycopg.Connection[Any]) -> None:
+        core: RunnerCore = self.processor  # type: ignore[assignment]
+        engine = self.engine
+        labels = sorted({lb for lb, _ in engine.positions})
+        positions = store.load_positions(conn, labels)
+        stops = store.load_last_stops(conn, labels)
+        pending: dict[tuple[str, int], list[tuple[str, str, str, int | None]]] = {}
+        direction: dict[tuple[str, int], int] = {}
+        for oid, strat, tok, intent, side, qty, _stop in store.load_pending(conn, labels):
+            pending.setdefault((strat, tok), []).append((oid, intent, side, qty))
+            direction[(strat, tok)] = (1 if side == "BUY" else -1) if intent == "entry" else 0
+        for key in set(positions) | set(pending):
+            if key not in engine.positions:
+                continue
+            qty, avg = positions.get(key, (0, 0.0))
+            engine.restore(key[0], key[1], qty, avg, direction.get(key),
+                           stops.get(key) if qty or direction.get(key) else None, pending.get(key, ()))
+        core.seen_fills = store.load_fill_ids(conn, labels, 0)
+        core.progress = store.load_progress(conn)
+        warmed = caught = 0
+        for tf in self.registry.timeframes():
+            tokens = sorted(engine.tokens(tf))
+            marks = {t: core.progress[(tf, t)] for t in tokens if (tf, t) in core.progress}
+            # decided before: warm on them, up to each instrument's mark (or everything stored when no mark)
+            hist = store.load_bars(conn, tf, tokens, self.args.warmup_bars)
+            warmed += core.warm([b for b in hist if b.ts <= marks.get(b.instrument_token, b.ts)], tf)
+            for b in hist:
+                if b.instrument_token not in marks:
+                    core.progress[(tf, b.instrument_token)] = max(core.progress.get((tf, b.instrument_token), 0), b.ts)
+            caught += core.catch_up(store.load_bars_after(conn, tf, marks), tf)
+        self.m_warm.set(warmed)
+        self.log.info("restored positions=%d pending_orders=%d fills_seen=%d warmup_bars=%d catch_up_bars=%d "
+                      "catch_up_orders=%d", sum(1 for q, _ in positions.values() if q),
+                      sum(len(v) for v in pending.values()), len(core.seen_fills), warmed, caught, len(core.pending))
+        self._report()
+
+    # -- metrics --------------------------------------------------------------
+    def _report(self) -> None:
+        core: RunnerCore = self.processor  # type: ignore[assignment]
+        ready, total = self.engine.ready_counts()
+        self.m_ready.set(ready)
+        self.m_slots.set(total)
+        self.m_signals.set(self.engine.counts["signals"])
+        self.m_bars.set(core.counts["bars"])
+        self.m_stale.set(core.counts["stale_bars"])
+        for strat, n in core.orders_by_strategy.items():
+            self.m_orders.labels(strat).inc(n)
+        core.orders_by_strategy.clear()
+
+    def step(self) -> None:
+        super().step()
+        self._report()
+
+    def heartbeat_fields(self) -> dict[str, Any]:
+        core: RunnerCore = self.processor  # type: ignore[assignment]
+        ready, total = self.engine.ready_counts()
+        return {**super().heartbeat_fields(), "bars": core.counts["bars"], "orders": self.engine.counts["orders"],
+                "fills": core.counts["fills"], "ready": f"{ready}/{total}"}
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point."""
+    ap = argparse.ArgumentParser(prog="python -m strategy.runner_modular", description=__doc__.splitlines()[0])
+    ap.add_argument("--registry", type=Path, default=registry_path(),
+                    help="strategy registry (env STRATEGY_REGISTRY, default strategy/registry.yaml)")
+    ap.add_argument("--ensembles", type=Path, default=ensemble_path(),
+                    help="ensembles (env STRATEGY_ENSEMBLES, default strategy/ensemble.yaml; a missing file: none)")
+    ap.add_argument("--warmup-bars", type=int, default=env_int("STRATEGY_WARMUP_BARS", DEFAULT_WARMUP_BARS),
+                    help=f"history bars per instrument and timeframe fed at start (env STRATEGY_WARMUP_BARS, "
+                         f"default {DEFAULT_WARMUP_BARS})")
+    ap.add_argument("--group", help="consumer group id (default strategy_runner)")
+    args = ap.parse_args(argv)
+    if args.warmup_bars < 0:
+        ap.error(f"--warmup-bars: must be >= 0, got {args.warmup_bars}")
+    return run_service(lambda s, m: StrategyRunner(s, m, args), StrategyRunner.name)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
