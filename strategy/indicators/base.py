@@ -9,8 +9,8 @@ from __future__ import annotations
 import math
 from typing import Any, ClassVar, NamedTuple, Protocol
 
-# TA-Lib 0.8's zero test (ta_utility.h: TA_EPSILON = 1e-14, ``-eps < v < eps``). RSI, ADX/DI and the
-# Bollinger variance use it to decide "no movement"; a plain ``== 0`` would differ after long flat runs.
+# TA-Lib 0.8's fixed zero band (ta_utility.h: TA_EPSILON = 1e-14, ``-eps < v < eps``). Since its #253 fix
+# TA-Lib keeps it only for dimensionless quantities (ADX's DI sum); price-unit sums are tested exactly.
 TA_EPSILON = 1e-14
 
 

@@ -4,14 +4,17 @@ TA-Lib facts these follow (checked against talib 0.8.2 / TA-Lib C 0.8.1, see tes
 
 - RSI: average gain/loss seeded with the plain mean of the first ``period`` changes, then
   Wilder-smoothed (``avg = (avg * (period - 1) + x) / period``); first value on bar ``period + 1``.
-  RSI = 100 * gain / (gain + loss), and 0 (not 50) when gain + loss is zero within 1e-14,
-  e.g. a series that has never moved.
+  The averages are scaled by a hoisted 1/period and the change split without a branch (TA-Lib's
+  #410 form, bit-identical). RSI = 100 * gain / (gain + loss), and 0 when gain + loss is exactly
+  0 (a series that has never moved, or both decayed to 0): TA-Lib 0.8.1 answers 0 there (later
+  TA-Lib answers 50, #480); the sum is tested exactly, not against a band (#253).
 - MACD: both EMAs produce their first value on the slow EMA's first bar. The fast EMA is not
   seeded from the first ``fast`` closes but from the ``fast`` closes ending on bar ``slow``
   (the closes before are ignored). The signal EMA is seeded with the mean of the first ``signal``
   MACD values; first output on bar ``slow + signal - 1``.
-- STOCH: fast %K = 100 * (close - lowest low) / (highest high - lowest low) over ``k_period``,
-  0 when the range is zero (a flat window); slow %K = SMA(fast %K, k_smooth), %D = SMA(slow %K,
+- STOCH: fast %K = (close - lowest low) / (highest high - lowest low) * 100 over ``k_period``
+  (that operation order), 0 when the range is zero relative to its extremes (TA_IS_ZERO_SCALED:
+  ``range <= 1e-14 * (|high| + |low|)``, a flat window); slow %K = SMA(fast %K, k_smooth), %D = SMA(slow %K,
   d_period); first output on bar ``k_period + k_smooth + d_period - 2``.
 """
 
@@ -20,7 +23,7 @@ from __future__ import annotations
 from collections import deque
 from typing import Any, ClassVar
 
-from strategy.indicators.base import BarLike, Indicator, Param, validate_params
+from strategy.indicators.base import TA_EPSILON, BarLike, Indicator, Param, validate_params
 
 
 class RSI(Indicator):
@@ -199,7 +202,7 @@ class Stoch(Indicator):
         lowest = lq[0][1]
         diff = highest - lowest
         # a flat window (range zero relative to its own extremes, TA_IS_ZERO_SCALED) gives 0
-        fk = (bar.close - lowest) / diff * 100.0 if diff > 1e-14 * (abs(highest) + abs(lowest)) else 0.0
+        fk = (bar.close - lowest) / diff * 100.0 if diff > TA_EPSILON * (abs(highest) + abs(lowest)) else 0.0
         kq = self._kq
         kq.append(fk)
         ks = self._ksum + fk

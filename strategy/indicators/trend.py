@@ -5,10 +5,10 @@ TA-Lib's seeding (checked against talib 0.8.2 / TA-Lib C 0.8.1):
 - +DM / -DM / TR are summed over the first ``period - 1`` bar-to-bar moves (bars 2..period), then
   Wilder-smoothed as ``s = s - s / period + x`` (not ``(s * (period - 1) + x) / period``).
   A move counts as +DM when ``up > 0 and up > down``, as -DM when ``down > 0 and down > up``.
-- +DI = 100 * +DM / TR, -DI likewise, both 0 when TR is zero within 1e-14 (PLUS_DI's rule).
+- +DI = 100 * +DM / TR, -DI likewise, both 0 when TR is exactly 0 (TA-Lib #253: tested exactly).
 - DX = 100 * |+DI - -DI| / (+DI + -DI). The first ADX is the sum of the ``period`` DX values of
   bars period+1 .. 2*period divided by ``period``, then ``adx = (adx * (period - 1) + dx) / period``.
-  A bar whose TR or DI sum is zero within 1e-14 adds nothing to that sum and leaves the ADX
+  A bar whose TR is 0 or whose DI sum is zero within 1e-14 (TA_IS_ZERO) adds nothing to that sum and leaves the ADX
   unchanged afterwards. First value on bar ``2 * period`` (lookback ``2 * period - 1``).
 """
 

@@ -4,9 +4,11 @@ ATR, BBANDS and MAX/MIN follow TA-Lib (checked against talib 0.8.2 / TA-Lib C 0.
 
 - ATR: true range from the second bar on (the first bar has no previous close), seeded with the
   plain mean of the first ``period`` true ranges, then Wilder-smoothed
-  (``atr = (atr * (period - 1) + tr) / period``); first value on bar ``period + 1``.
-- BBANDS (SMA middle): population standard deviation from running sums,
-  ``sqrt(mean(x^2) - mean(x)^2)``, 0 when that variance is below 1e-14 (a flat window).
+  as TA-Lib 0.8 writes it, ``atr = alpha * tr + beta * atr`` with ``beta = (period - 1) / period``,
+  ``alpha = 1 - beta``; first value on bar ``period + 1``. TA-Lib fuses that step into an FMA, which
+  Python 3.11 lacks, so ATR (and Supertrend) agree with it to ~1 ulp per step, not bit for bit.
+- BBANDS (SMA middle): population standard deviation, TA-Lib 0.8's cancellation-free
+  shifted-sum variance (see :class:`Bollinger`); a flat window gives exactly 0.
 - Donchian is TA-Lib MAX(high) / MIN(low) with middle = (upper + lower) / 2. It returns a dict
   like the other channels, because a channel has two sides.
 """
