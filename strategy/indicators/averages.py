@@ -21,7 +21,7 @@ class SMA(Indicator):
     PARAMS: ClassVar[tuple[Param, ...]] = (Param("period", "int", 20, 1),)
 
     def __init__(self, period: int = 20) -> None:
-        self.period = validate_params(type(self), {"period": period})["period"]
+        self.period: int = validate_params(type(self), {"period": period})["period"]
         self.warmup = self.period
         self.reset()
 
@@ -57,8 +57,8 @@ class EMA(Indicator):
     PARAMS: ClassVar[tuple[Param, ...]] = (Param("period", "int", 20, 1),)
 
     def __init__(self, period: int = 20) -> None:
-        self.period = validate_params(type(self), {"period": period})["period"]
-        self._k = 2.0 / (self.period + 1)
+        self.period: int = validate_params(type(self), {"period": period})["period"]
+        self._k: float = 2.0 / (self.period + 1)
         self.warmup = self.period
         self.reset()
 
@@ -70,7 +70,7 @@ class EMA(Indicator):
 
     def update(self, bar: BarLike) -> float | None:
         x = bar.close
-        prev = self.value
+        prev: float | None = self.value
         if prev is not None:
             v = (x - prev) * self._k + prev
             self.value = v
@@ -98,7 +98,7 @@ class WMA(Indicator):
     PARAMS: ClassVar[tuple[Param, ...]] = (Param("period", "int", 20, 1),)
 
     def __init__(self, period: int = 20) -> None:
-        self.period = validate_params(type(self), {"period": period})["period"]
+        self.period: int = validate_params(type(self), {"period": period})["period"]
         self._div = float(self.period) * (self.period + 1) / 2.0
         self.warmup = self.period
         self.reset()
@@ -137,7 +137,7 @@ class WMA(Indicator):
                 ws += y * w
                 w += 1
         self._trail = q.popleft()
-        v = ws / self._div
+        v: float = ws / self._div
         self._wsum = ws - s
         self._sum = s
         self.value = v

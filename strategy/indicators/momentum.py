@@ -34,7 +34,7 @@ class RSI(Indicator):
     PARAMS: ClassVar[tuple[Param, ...]] = (Param("period", "int", 14, 2),)
 
     def __init__(self, period: int = 14) -> None:
-        self.period = validate_params(type(self), {"period": period})["period"]
+        self.period: int = validate_params(type(self), {"period": period})["period"]
         self._inv = 1.0 / self.period
         self.warmup = self.period + 1
         self.reset()

@@ -27,7 +27,7 @@ class ADX(Indicator):
     PARAMS: ClassVar[tuple[Param, ...]] = (Param("period", "int", 14, 2),)
 
     def __init__(self, period: int = 14) -> None:
-        self.period = validate_params(type(self), {"period": period})["period"]
+        self.period: int = validate_params(type(self), {"period": period})["period"]
         self.warmup = 2 * self.period
         self.reset()
 

@@ -30,10 +30,10 @@ class ATR(Indicator):
     PARAMS: ClassVar[tuple[Param, ...]] = (Param("period", "int", 14, 1),)
 
     def __init__(self, period: int = 14) -> None:
-        self.period = validate_params(type(self), {"period": period})["period"]
+        self.period: int = validate_params(type(self), {"period": period})["period"]
         # TA-Lib's two-coefficient Wilder step: beta first, alpha = 1 - beta, so alpha + beta == 1 exactly
-        self._beta = (self.period - 1) / self.period
-        self._alpha = 1.0 - self._beta
+        self._beta: float = (self.period - 1) / self.period
+        self._alpha: float = 1.0 - self._beta
         self.warmup = self.period + 1
         self.reset()
 
@@ -58,7 +58,7 @@ class ATR(Indicator):
         x = abs(pc - lo)
         if x > tr:
             tr = x
-        prev = self.value
+        prev: float | None = self.value
         if prev is not None:
             v = self._alpha * tr + self._beta * prev
         else:
@@ -175,7 +175,7 @@ class Donchian(Indicator):
     PARAMS: ClassVar[tuple[Param, ...]] = (Param("period", "int", 20, 2),)
 
     def __init__(self, period: int = 20) -> None:
-        self.period = validate_params(type(self), {"period": period})["period"]
+        self.period: int = validate_params(type(self), {"period": period})["period"]
         self.warmup = self.period
         self.reset()
 

@@ -15,7 +15,7 @@ from core.clock import IST
 from strategy.indicators.base import BarLike, Indicator, Param
 
 _DAY_MS = 86_400_000
-_IST_OFFSET_MS = int(IST.utcoffset(None).total_seconds() * 1000)  # type: ignore[union-attr]
+_IST_OFFSET_MS = int(IST.utcoffset(None).total_seconds() * 1000)
 
 
 def ist_day(ts_ms: int) -> int:
