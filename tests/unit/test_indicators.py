@@ -378,3 +378,10 @@ def test_timeframe_entries_override_default() -> None:
     with pytest.raises(ValueError, match="2m"):
         cfg.for_timeframe("2m")
 
+
+
+def test_talib_runs_with_the_defaults_the_indicators_assume() -> None:
+    """Unstable period 0 and default (non-Metastock) compatibility: the settings the seeding above matches."""
+    for func in ("RSI", "ATR", "ADX", "PLUS_DI", "MINUS_DI", "EMA"):
+        assert talib.get_unstable_period(func) == 0
+    assert talib.get_compatibility() == 0
