@@ -33,24 +33,60 @@ def _stack_env(var_dir) -> dict[str, str]:  # type: ignore[no-untyped-def]
         env.pop(key, None)
     ports = ("PG_PORT", "KAFKA_PORT", "KITESIM_HTTP_PORT", "KITESIM_WS_PORT", "SMOKE_METRICS_PORT",
              "ZERODHA_WS_METRICS_PORT", "BAR_BUILDER_METRICS_PORT", "BAR_AGG_1M_METRICS_PORT",
-             "BAR_AGG_MULTI_METRICS_PORT")
+             "BAR_AGG_MULTI_METRICS_PORT", "STRATEGY_RUNNER_METRICS_PORT")
     env.update({p: str(free_port()) for p in ports})
     env.update({"TRADESTACK_VAR_DIR": str(var_dir), "UP_TIMEOUT": "60"})
     return env
 
 
-def _bars_1s(env: dict[str, str]) -> int:
+def _count(env: dict[str, str], table: str) -> int:
     import psycopg
 
     dsn = f"postgresql://tradestack@127.0.0.1:{env['PG_PORT']}/tradestack"
     with psycopg.connect(dsn) as conn:
-        return int(conn.execute("SELECT count(*) FROM bars_1s").fetchone()[0])  # type: ignore[index]
+        return int(conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0])  # type: ignore[index]
+
+
+def session_now_config(tmp_path) -> str:  # type: ignore[no-untyped-def]
+    """A copy of configs/ whose NSE/BSE calendars hold a special session around now (IST).
+
+    With it and kitesim at 60x from now, the strategies' 1 m indicators warm within seconds and
+    their entries fall inside a session whatever the wall time of the test. (kitesim cannot start
+    in a past session: the bar services close quiet bars by the wall clock, which would see every
+    past bucket as long over; nor far ahead: the plausibility window is at most a day.)
+    """
+    import shutil
+    from datetime import datetime, timedelta
+
+    import yaml
+
+    from core.clock import IST
+
+    cfg = tmp_path / "configs"
+    shutil.copytree(ROOT / "configs", cfg)
+    doc = yaml.safe_load((cfg / "sessions.yaml").read_text())
+    now = datetime.now(IST).replace(second=0, microsecond=0)
+    opens = now - timedelta(minutes=10)
+    if opens.date() != now.date():
+        opens = now.replace(hour=0, minute=0)
+    end = now + timedelta(hours=5)
+    days = [(opens.date(), opens.strftime("%H:%M"), "24:00" if end.date() != now.date() else end.strftime("%H:%M"))]
+    if end.date() != now.date():
+        days.append((end.date(), "00:00", end.strftime("%H:%M")))
+    for ex in ("NSE", "BSE"):
+        specials = doc["exchanges"][ex].setdefault("special_sessions", [])
+        specials[:] = [s for s in specials if s["date"] not in {d for d, _, _ in days}]
+        specials += [{"date": d, "name": "e2e session", "open": o, "close": c} for d, o, c in days]
+    (cfg / "sessions.yaml").write_text(yaml.safe_dump(doc))
+    return str(cfg)
 
 
 @pytest.mark.parametrize("target,feed", [("up", "zerodha_ws"), ("up-smoke", "smoke_producer")])
 def test_make_up_status_down_leaves_no_process(tmp_path, target, feed):
     var_dir = tmp_path / "var"
     env = _stack_env(var_dir)
+    if feed == "zerodha_ws":
+        env.update({"TRADESTACK_CONFIG_DIR": session_now_config(tmp_path), "KITESIM_ARGS": "--speed 60"})
     t0 = time.monotonic()
     up = _make(target, env)
     took = time.monotonic() - t0
@@ -66,7 +102,7 @@ def test_make_up_status_down_leaves_no_process(tmp_path, target, feed):
                              cwd=ROOT, env=env, capture_output=True, text=True, timeout=30)
         services = json.loads(raw.stdout)["services"]
         states = {s["name"]: s["state"] for s in services}
-        for name in ("postgres", "kafka", feed, "bar_builder_1s", "bar_aggregator_1m"):
+        for name in ("postgres", "kafka", feed, "bar_builder_1s", "bar_aggregator_1m", "strategy_runner"):
             assert states[name] == "ready", states
         pids = [s["pid"] for s in services if s.get("pid")]
         sup = psutil.Process(_supervisor_pid(var_dir))
@@ -74,9 +110,15 @@ def test_make_up_status_down_leaves_no_process(tmp_path, target, feed):
         assert set(pids) <= set(family)
         # market data flows through the whole chain into Postgres
         deadline = time.monotonic() + 40
-        while time.monotonic() < deadline and _bars_1s(env) == 0:
+        while time.monotonic() < deadline and _count(env, "bars_1s") == 0:
             time.sleep(1)
-        assert _bars_1s(env) > 0, "no 1s bars reached Postgres"
+        assert _count(env, "bars_1s") > 0, "no 1s bars reached Postgres"
+        if feed == "zerodha_ws":
+            # ... and on into the strategies: orders from kitesim's market (status NEW: nothing sizes them yet)
+            deadline = time.monotonic() + 120
+            while time.monotonic() < deadline and _count(env, "orders") == 0:
+                time.sleep(2)
+            assert _count(env, "orders") > 0, "no orders from the strategy runner"
     finally:
         down = _make("down", env)
     assert down.returncode == 0, down.stdout + down.stderr
