@@ -128,6 +128,36 @@ def _finish(tr: _Track, parent: _OpenParent) -> Bar:
     return Bar(tr.token, tr.tf, parent.start, first[1], high, low, last[4], volume, ticks, last[7])
 
 
+def check_bar(source_tf: str, token: int, tf: Any, values: _Child) -> None:
+    """Range rules of a child bar (limits in :mod:`schemas.limits`); BadBarInput names the first broken one."""
+    if tf != source_tf:
+        raise BadBarInput(f"expected {source_tf} bars, got tf={tf!r}")
+    ts, o, h, lo, c, volume, ticks, cum = values
+    if not 0 < token < MAX_TOKEN:
+        raise BadBarInput(f"instrument_token out of range (0, 2**63): {token}")
+    if not MIN_TS_MS <= ts < MAX_TS_MS or ts % TF_MS[source_tf]:
+        raise BadBarInput(f"ts out of range or not aligned to {tf}: {ts}")
+    if not (isfinite(o) and isfinite(h) and isfinite(lo) and isfinite(c)):
+        raise BadBarInput("prices must be finite")
+    if not (lo <= o <= h and lo <= c <= h):
+        raise BadBarInput(f"prices inconsistent: need low <= open, close <= high (o={o} h={h} l={lo} c={c})")
+    if not 0 <= volume <= max_bar_volume(tf):
+        raise BadBarInput(f"volume out of range [0, {max_bar_volume(tf)}] for {tf}: {volume}")
+    if not 0 <= ticks <= max_bar_ticks(tf):
+        raise BadBarInput(f"ticks out of range [0, {max_bar_ticks(tf)}] for {tf}: {ticks}")
+    if cum is not None and not 0 <= cum < MAX_CUM_VOLUME:
+        raise BadBarInput(f"cum_volume out of range [0, 2**40): {cum}")
+
+
+def decode_bar(child: Mapping[str, Any], source_tf: str) -> Bar:
+    """A decoded bar message of ``source_tf`` as a :class:`Bar`, held to the same rules as a rollup's input
+    (types as orjson gives them, then :func:`check_bar`); :class:`BadBarInput` otherwise."""
+    token, tf, values = BarRollup._parse(child)
+    check_bar(source_tf, token, tf, values)
+    ts, o, h, lo, c, volume, ticks, cum = values
+    return Bar(token, tf, ts, o, h, lo, c, volume, ticks, cum)
+
+
 class BarRollup:
     """Aggregates ``source_tf`` bars into each of ``target_tfs`` (see module docstring).
 
@@ -185,24 +215,7 @@ class BarRollup:
         return token, tf, values
 
     def _check(self, token: int, tf: Any, values: _Child) -> None:
-        """Range rules of a child bar (limits in :mod:`schemas.limits`); BadBarInput names the first broken one."""
-        if tf != self.source_tf:
-            raise BadBarInput(f"expected {self.source_tf} bars, got tf={tf!r}")
-        ts, o, h, lo, c, volume, ticks, cum = values
-        if not 0 < token < MAX_TOKEN:
-            raise BadBarInput(f"instrument_token out of range (0, 2**63): {token}")
-        if not MIN_TS_MS <= ts < MAX_TS_MS or ts % self._src:
-            raise BadBarInput(f"ts out of range or not aligned to {tf}: {ts}")
-        if not (isfinite(o) and isfinite(h) and isfinite(lo) and isfinite(c)):
-            raise BadBarInput("prices must be finite")
-        if not (lo <= o <= h and lo <= c <= h):
-            raise BadBarInput(f"prices inconsistent: need low <= open, close <= high (o={o} h={h} l={lo} c={c})")
-        if not 0 <= volume <= max_bar_volume(tf):
-            raise BadBarInput(f"volume out of range [0, {max_bar_volume(tf)}] for {tf}: {volume}")
-        if not 0 <= ticks <= max_bar_ticks(tf):
-            raise BadBarInput(f"ticks out of range [0, {max_bar_ticks(tf)}] for {tf}: {ticks}")
-        if cum is not None and not 0 <= cum < MAX_CUM_VOLUME:
-            raise BadBarInput(f"cum_volume out of range [0, 2**40): {cum}")
+        check_bar(self.source_tf, token, tf, values)
 
     # ----------------------------------------------------------------- input
     def add(self, child: Mapping[str, Any] | Bar, partition: int, offset: int) -> None:

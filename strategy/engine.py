@@ -100,12 +100,14 @@ class _Emitted:
 class _Slot:
     """One strategy on one instrument and timeframe."""
 
-    __slots__ = ("strategy", "inds", "ctx", "label", "vote_only")
+    __slots__ = ("strategy", "inds", "ctx", "label", "vote_only", "updates", "decide")
 
     def __init__(self, strategy: Strategy, ctx: Context, label: str, vote_only: bool) -> None:
         self.strategy = strategy
         self.inds = [(name, create(ind, **params)) for name, (ind, params) in strategy.indicators().items()]
         ctx.values.update({name: None for name, _ in self.inds})
+        self.updates = tuple((name, ind.update) for name, ind in self.inds)  # bound once: the hot loop
+        self.decide = strategy.on_bar
         self.ctx = ctx
         self.label = label
         self.vote_only = vote_only
@@ -137,7 +139,9 @@ class DecisionEngine:
         # (tf, token) -> slots deciding on that bar, and the ensembles combining them
         self._slots: dict[tuple[str, int], list[_Slot]] = {}
         self._ens: dict[tuple[str, int], list[EnsembleSpec]] = {}
-        self.counts: dict[str, int] = {"bars": 0, "signals": 0, "orders": 0}
+        self.counts: dict[str, int] = {"signals": 0, "orders": 0}
+        self.n_bars = 0
+        self._last_session: tuple[int, int, SessionFacts] = (-1, -1, NO_SESSION)
         ens_by_label = {e.label: e for e in ensembles}
         for spec in specs:
             owner = spec.ensemble if spec.ensemble in ens_by_label else None
@@ -149,6 +153,9 @@ class DecisionEngine:
                 ctx = Context(instruments[token], pos, NO_SESSION, spec.tf, 0, {})
                 slot = _Slot(spec.cls(spec.params), ctx, spec.label, owner is not None)
                 self._slots.setdefault((spec.tf, token), []).append(slot)
+        self._by_tf: dict[str, dict[int, list[_Slot]]] = {}
+        for (tf, token), slots in self._slots.items():
+            self._by_tf.setdefault(tf, {})[token] = slots
         for ens in ensembles:
             self._products[ens.label] = ens.product
             for token in sorted(ens.tokens):
@@ -201,22 +208,39 @@ class DecisionEngine:
     def on_bar(self, bar: BarLike, tf: str, emit: bool = True) -> list[dict[str, Any]]:
         """Decide on one closed bar; ``emit=False`` only warms indicators and strategy state."""
         token = bar.instrument_token
-        slots = self._slots.get((tf, token))
+        by_token = self._by_tf.get(tf)
+        slots = by_token.get(token) if by_token is not None else None
         if slots is None:
             return []
-        self.counts["bars"] += 1
-        decision_ts = bar.ts + TF_MS[tf]
-        inst = self.instruments[token]
-        session = self.session_facts(inst.exchange, bar.ts)
+        self.n_bars += 1
+        ts = bar.ts
+        decision_ts = ts + TF_MS[tf]
+        day = (ts + IST_OFFSET_MS) // DAY_MS
+        cached = self._last_session
+        if cached[0] == token and cached[1] == day:
+            session = cached[2]
+        else:
+            session = self.session_facts(self.instruments[token].exchange, ts)
+            self._last_session = (token, day, session)
         orders: list[dict[str, Any]] = []
         votes: dict[str, Signal | None] | None = None
         for slot in slots:
-            sig = slot.step(bar, decision_ts, session)
+            ctx = slot.ctx
+            values = ctx.values
+            for name, update in slot.updates:
+                values[name] = update(bar)
+            ctx.decision_ts = decision_ts
+            ctx.session = session
+            sig = slot.decide(bar, ctx)
             if slot.vote_only:
                 if votes is None:
                     votes = {}
                 votes[slot.label] = sig
             elif emit:
+                if sig is None:
+                    pos = slot.ctx.position
+                    if not pos.direction and not pos.qty:
+                        continue  # nothing to decide: no signal, nothing held or aimed at
                 self._decide(slot.label, tf, bar, decision_ts, session, sig, None, orders)
         for ens in self._ens.get((tf, token), ()):
             sig, meta = ens.ensemble.combine(votes or {})

@@ -56,10 +56,14 @@ class StrategyRunner(StreamService):
     name = "strategy_runner"
     group_id = "strategy_runner"
     batch_size = 2000
+    #: Short: librdkafka's batch consume waits out its timeout unless the batch fills, and a bar's order
+    #: should not wait for a batch of bars that comes once a minute (bar-to-order latency).
+    poll_timeout = 0.01
 
-    def __init__(self, settings: Settings, metrics: Metrics, args: argparse.Namespace) -> None:
+    def __init__(self, settings: Settings, metrics: Metrics, args: argparse.Namespace,
+                 registry: Registry | None = None) -> None:
         self.args = args
-        self.registry = load_registry(args.registry, ensembles=args.ensembles)
+        self.registry = registry or load_registry(args.registry, ensembles=args.ensembles)
         self.engine = build_engine(self.registry)
         self.input_topics = [bars_topic(tf) for tf in self.registry.timeframes()] + [FILLS, ORDER_UPDATES]
         self._restored = False

@@ -19,6 +19,8 @@ BENCHES = {
     "bars": "tests.bench.bench_bars",
     "bar_core": "tests.bench.bench_bar_core",
     "broker_memory": "tests.bench.bench_broker_memory",  # the whole stack on make up's ports, ~7 min
+    "indicators": "tests.bench.bench_indicators",
+    "strategy": "tests.bench.bench_strategy",
 }
 
 

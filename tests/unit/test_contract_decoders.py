@@ -7,7 +7,8 @@ Decoders under test, each fed the same message bytes:
 - C++ tick path: :class:`compute._native.TickBarCore` (``stage_items`` + ``feed``), as
   ``tests/unit/test_native_tick_core.py`` drives it;
 - bar rollup: ``BarProcessor`` around :class:`compute.bar_rollup.BarRollup` for the 1 m
-  aggregator (``1s`` children) and the multi-timeframe one (``1m`` children).
+  aggregator (``1s`` children) and the multi-timeframe one (``1m`` children);
+- the strategy runner's bar decoder (:meth:`strategy.runner_core.RunnerCore.decode` on ``bars.1m``).
 
 The model path is :func:`schemas.decode` (orjson, then the pydantic model). The corpus holds
 valid messages, boundary values of :mod:`schemas.limits`, and invalid ones: missing fields,
@@ -347,11 +348,29 @@ def valid_bar(draw: st.DrawFn, tf: str) -> dict[str, Any]:
     return bar
 
 
+def runner_bar(raw: bytes, source: str) -> tuple[str | None, tuple[Any, ...] | None]:
+    """(reject reason, bar row) of the strategy runner's decoder for one message on ``bars.<source>``."""
+    from strategy.runner_core import RunnerCore
+
+    try:
+        return None, RunnerCore.decode(None, f"bars.{source}", raw).to_row()  # type: ignore[arg-type]
+    except PoisonMessage as exc:
+        return str(exc), None
+
+
 def check_bar(raw: bytes, source: str, target: str) -> None:
     reason, row = rollup_bar(raw, source, target)
     errors = model_errors(Bar, raw)
     right_tf = errors is None and decode(Bar, raw).tf == source
     assert (reason is None) == right_tf, (raw, reason, errors)
+    if source != "1s":  # the strategy runner reads bars.1m and up with the same rules
+        r_reason, r_row = runner_bar(raw, source)
+        assert (r_reason is None) == right_tf, (raw, r_reason, errors)
+        if right_tf:
+            m = decode(Bar, raw)
+            assert r_row is not None
+            assert repr(r_row) == repr((m.instrument_token, m.tf, m.ts, m.open, m.high, m.low, m.close, m.volume,
+                                        m.ticks, m.cum_volume)), (raw, r_row)
     if right_tf:
         m = decode(Bar, raw)
         assert row is not None
