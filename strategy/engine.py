@@ -89,12 +89,13 @@ class _Book:
     exits: dict[str, int] = field(default_factory=dict)  # order_id -> remaining signed qty
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class _Emitted:
     label: str
     token: int
     intent: str
     direction: int  # +1 BUY / -1 SELL
+    prev_stop: float | None = None  # an entry's: the stop of what it replaced (restored if it is rejected)
 
 
 class _Slot:
@@ -111,15 +112,6 @@ class _Slot:
         self.ctx = ctx
         self.label = label
         self.vote_only = vote_only
-
-    def step(self, bar: BarLike, decision_ts: int, session: SessionFacts) -> Signal | None:
-        ctx = self.ctx
-        values = ctx.values
-        for name, ind in self.inds:
-            values[name] = ind.update(bar)
-        ctx.decision_ts = decision_ts
-        ctx.session = session
-        return self.strategy.on_bar(bar, ctx)
 
 
 class DecisionEngine:
@@ -142,6 +134,7 @@ class DecisionEngine:
         self.counts: dict[str, int] = {"signals": 0, "orders": 0}
         self.n_bars = 0
         self._last_session: tuple[int, int, SessionFacts] = (-1, -1, NO_SESSION)
+        self.dirty: set[tuple[str, int]] = set()  # positions whose direction/stop/entry time changed
         ens_by_label = {e.label: e for e in ensembles}
         for spec in specs:
             owner = spec.ensemble if spec.ensemble in ens_by_label else None
@@ -264,7 +257,7 @@ class DecisionEngine:
         pos.qty = new
         book = self._books[(strategy, token)]
         if order_id is not None and order_id in book.exits:
-            left = book.exits[order_id] + signed
+            left = book.exits[order_id] - signed  # still to trade, signed like the exit
             if left == 0 or (left > 0) != (book.exits[order_id] > 0):
                 del book.exits[order_id]
             else:
@@ -286,18 +279,21 @@ class DecisionEngine:
             book.entry = None
             pos = self.positions[key]
             if pos.direction == em.direction:
-                pos.direction = (pos.qty > 0) - (pos.qty < 0)
-                if pos.direction == 0:
-                    pos.stop = None
+                held = pos.qty + sum(book.exits.values())  # what stays once the pending exits fill
+                pos.direction = (held > 0) - (held < 0)
+                pos.stop = em.prev_stop if pos.direction else None
+                self.dirty.add(key)
 
     def restore(self, label: str, token: int, qty: int, avg_price: float, direction: int | None = None,
-                stop: float | None = None, pending: Iterable[tuple[str, str, str, int | None]] = ()) -> None:
-        """Start-up state from the database: filled qty, and the orders still on their way
-        (``(order_id, intent, side, qty)``)."""
+                stop: float | None = None, pending: Iterable[tuple[str, str, str, int | None]] = (),
+                entry_ts: int | None = None) -> None:
+        """Start-up state from the database: filled qty, the decided direction/stop/entry time
+        (``strategy_state``), and the orders still on their way (``(order_id, intent, side, qty)``)."""
         pos = self.position(label, token)
         pos.qty, pos.avg_price = qty, avg_price
         pos.direction = direction if direction is not None else (qty > 0) - (qty < 0)
         pos.stop = stop
+        pos.entry_ts = entry_ts
         book = self._books[(label, token)]
         for oid, intent, side, oqty in pending:
             d = 1 if side == "BUY" else -1
@@ -311,41 +307,57 @@ class DecisionEngine:
     def _decide(self, label: str, tf: str, bar: BarLike, ts: int, session: SessionFacts, sig: Signal | None,
                 meta: dict[str, Any] | None, out: list[dict[str, Any]]) -> None:
         token = bar.instrument_token
-        pos = self.positions[(label, token)]
-        product = self._products[label]
-        intraday = product == "MIS"
-        squared = intraday and session.square_off_ms is not None and ts >= session.square_off_ms
+        key = (label, token)
+        pos = self.positions[key]
+        intraday = self._products[label] == "MIS"
+        sq = session.square_off_ms
+        squared = intraday and sq is not None and ts >= sq
+        # an MIS position from an earlier session (no bar came after its square-off time) goes now
+        stale = intraday and pos.direction != 0 and pos.entry_ts is not None and (
+            session.open_ms is None or pos.entry_ts < session.open_ms)
         if sig is not None:
             self.counts["signals"] += 1
-        if squared and pos.direction != 0:
+        if (squared or stale) and pos.direction != 0:
             pos.direction, pos.stop = 0, None
-            self._flatten(label, tf, bar, ts, SQUARE_OFF, "square-off", meta, out)
+            self.dirty.add(key)
+            self._flatten(label, tf, bar, ts, 0, SQUARE_OFF, "square-off", meta, out)
             return
         if sig is not None:
             d = sig.direction
             if sig.kind == "exit":
                 if pos.direction == -d:
                     pos.direction, pos.stop = 0, None
-                    self._flatten(label, tf, bar, ts, EXIT, sig.reason, meta, out)
+                    self.dirty.add(key)
+                    self._flatten(label, tf, bar, ts, 0, EXIT, sig.reason, meta, out)
                     return
-            elif pos.direction != d and not squared and session.in_session(bar.ts) and ts <= (
-                    session.square_off_ms if intraday else session.close_ms):
-                if pos.direction == -d:
-                    self._flatten(label, tf, bar, ts, EXIT, f"reverse: {sig.reason}", meta, out)
+            elif pos.direction != d and not squared and session.in_session(bar.ts) and (
+                    intraday or session.close_ms is None or ts < session.close_ms):
+                why = f"reverse: {sig.reason}" if pos.direction == -d else f"before entry: {sig.reason}"
+                self._flatten(label, tf, bar, ts, d, EXIT, why, meta, out)
+                prev_stop = pos.stop
                 pos.direction, pos.stop, pos.entry_ts = d, sig.stop_loss, ts
+                self.dirty.add(key)
                 oid = self._order(label, tf, bar, ts, sig.side, ENTRY, None, sig.stop_loss, sig.reason, meta, out)
-                self._books[(label, token)].entry = oid
+                self._emitted[oid].prev_stop = prev_stop
+                self._books[key].entry = oid
                 return
-        if pos.direction == 0 and pos.qty:
-            self._flatten(label, tf, bar, ts, FLATTEN, "position the strategy no longer holds", meta, out)
+        if pos.qty:
+            self._flatten(label, tf, bar, ts, pos.direction, FLATTEN, "position the strategy no longer holds",
+                          meta, out)
 
-    def _flatten(self, label: str, tf: str, bar: BarLike, ts: int, intent: str, reason: str,
+    def _flatten(self, label: str, tf: str, bar: BarLike, ts: int, target: int, intent: str, reason: str,
                  meta: dict[str, Any] | None, out: list[dict[str, Any]]) -> None:
-        """Exit whatever filled quantity no pending exit already covers."""
-        book = self._books[(label, bar.instrument_token)]
-        residual = self.positions[(label, bar.instrument_token)].qty + sum(book.exits.values())
-        if residual == 0:
+        """Exit the filled quantity no pending exit covers, unless it lies on the ``target`` side (+1, -1; 0: flat)."""
+        token = bar.instrument_token
+        qty = self.positions[(label, token)].qty
+        if qty == 0:
             return
+        book = self._books[(label, token)]
+        residual = qty + sum(book.exits.values())
+        if residual == 0 or (residual > 0) != (qty > 0):
+            return  # covered (or over-covered) by exits on their way
+        if target != 0 and (residual > 0) == (target > 0):
+            return  # held on the side the strategy wants
         side = "SELL" if residual > 0 else "BUY"
         oid = self._order(label, tf, bar, ts, side, intent, abs(residual), None, reason, meta, out)
         book.exits[oid] = -residual

@@ -186,8 +186,13 @@ def build_registry(path: Path, file: RegistryFile, universe: Sequence[Instrument
     if ensemble_path is not None and ensemble_path.exists():
         ensembles = _ensembles(ensemble_path, enabled, entries, specs, file)
     members = {s.label: s for s in specs}
+    voting: dict[str, str] = {}
     for ens in ensembles:
         for m in ens.members:
+            if m in voting:
+                raise ConfigError(f"{ensemble_path.name if ensemble_path else 'ensemble.yaml'}: {m!r} votes in "
+                                  f"both {voting[m]!r} and {ens.label!r} (a strategy votes in one ensemble)")
+            voting[m] = ens.label
             members[m] = replace(members[m], ensemble=ens.label)
     infos = {i.instrument_token: InstrumentInfo(i.instrument_token, i.tradingsymbol, i.exchange, i.tick_size,
                                                 max(i.lot_size, 1)) for i in universe if i.tradable}

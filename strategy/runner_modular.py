@@ -18,12 +18,20 @@ At start it restores what Postgres knows, so a restart changes no decision:
 
     python -m strategy.runner_modular [--registry strategy/registry.yaml]
         [--ensembles strategy/ensemble.yaml] [--warmup-bars N] [--group ID]
+        [--max-ahead-ms MS] [--max-age-s S]
+
+A bar more than ``--max-ahead-ms`` past max(latest bar decided, wall clock) goes to
+``dlq``; one older than ``--max-age-s`` by the wall clock only warms indicators
+(no order: the runner was down and the moment has passed; 0 for replays of history).
+The runner is one instance (fills and order updates are keyed by order, bars by
+instrument: a second member would miss its positions' fills).
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +46,7 @@ from core.sessions import load_calendar
 from core.settings import Settings
 from core.stream import StreamService
 from core.topics import FILLS, ORDER_UPDATES, bars_topic
+from schemas.limits import DEFAULT_MAX_AHEAD_MS, MAX_AHEAD_LIMIT_MS
 from strategy import store
 from strategy.engine import DecisionEngine
 from strategy.registry import Registry, ensemble_path, load_registry, registry_path
@@ -45,6 +54,8 @@ from strategy.runner_core import RunnerCore
 
 #: Bars of history per instrument and timeframe fed at start (at least 5 x the longest warm-up).
 DEFAULT_WARMUP_BARS = 300
+#: A bar older than this (wall clock) places no order: after hours of downtime, yesterday's signals stay put.
+DEFAULT_MAX_AGE_S = 900
 
 
 def build_engine(reg: Registry) -> DecisionEngine:
@@ -71,7 +82,9 @@ class StrategyRunner(StreamService):
         m = metrics
         self.m_orders = m.counter("orders_total", "Orders emitted", ["strategy"])
         self.m_signals = m.gauge("signals", "Signals the strategies gave (since start)")
-        self.m_bars = m.gauge("bars_decided", "Bars decided (since start; stale replays excluded)")
+        self.m_bars = m.counter("bars_decided_total", "Bars decided (stale replays excluded)", ["tf"])
+        self.m_late = m.gauge("bars_late", "Bars older than --max-age-s: indicators only, no orders (since start)")
+        self.m_implausible = m.gauge("bars_implausible", "Bars past the plausibility window, to dlq (since start)")
         self.m_stale = m.gauge("bars_stale", "Bars skipped as already decided (replays, warm-up overlap)")
         self.m_ready = m.gauge("slots_ready", "Strategy slots whose indicators are all ready")
         self.m_slots = m.gauge("slots", "Strategy slots (strategy x instrument x timeframe)")
@@ -82,7 +95,7 @@ class StrategyRunner(StreamService):
     def build_processor(self) -> RunnerCore:
         if self.args.group:
             self.group_id = self.args.group
-        return RunnerCore(self.engine, on_latency=lambda s: self.m_latency.observe(s))
+        return self._new_core(self.engine)
 
     def build_sink(self) -> Any:
         return store.write_orders
@@ -93,48 +106,66 @@ class StrategyRunner(StreamService):
         if self._restored:
             return
         assert self.pool is not None
+        # A fresh engine and processor per attempt: a restore cut short by a database failure must not
+        # leave indicators fed twice or catch-up orders queued twice for the retry.
+        engine = build_engine(self.registry)
+        core = self._new_core(engine)
         try:
             with db.transaction(self.pool) as conn:
-                self._restore(conn)
+                self._restore(conn, engine, core)
         except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
             raise TransientError(f"restoring from Postgres: {exc}") from exc
+        self.engine, self.processor = engine, core
         self._restored = True
+        self._report()
 
-    def _restore(self, conn: psycopg.Connection[Any]) -> None:
-        core: RunnerCore = self.processor  # type: ignore[assignment]
-        engine = self.engine
+    def _new_core(self, engine: DecisionEngine) -> RunnerCore:
+        return RunnerCore(engine, on_latency=self.m_latency.observe if hasattr(self, "m_latency") else None,
+                          max_ahead_ms=self.args.max_ahead_ms, max_age_ms=self.args.max_age_s * 1000)
+
+    def _restore(self, conn: psycopg.Connection[Any], engine: DecisionEngine, core: RunnerCore) -> None:
         labels = sorted({lb for lb, _ in engine.positions})
         positions = store.load_positions(conn, labels)
+        states = store.load_states(conn)
         stops = store.load_last_stops(conn, labels)
         pending: dict[tuple[str, int], list[tuple[str, str, str, int | None]]] = {}
-        direction: dict[tuple[str, int], int] = {}
+        derived: dict[tuple[str, int], int] = {}
         for oid, strat, tok, intent, side, qty, _stop in store.load_pending(conn, labels):
             pending.setdefault((strat, tok), []).append((oid, intent, side, qty))
-            direction[(strat, tok)] = (1 if side == "BUY" else -1) if intent == "entry" else 0
-        for key in set(positions) | set(pending):
+            if intent == "entry" or (strat, tok) not in derived:  # an entry outranks its exit at the same time
+                derived[(strat, tok)] = (1 if side == "BUY" else -1) if intent == "entry" else 0
+        for key in set(positions) | set(pending) | set(states):
             if key not in engine.positions:
                 continue
             qty, avg = positions.get(key, (0, 0.0))
-            engine.restore(key[0], key[1], qty, avg, direction.get(key),
-                           stops.get(key) if qty or direction.get(key) else None, pending.get(key, ()))
+            if key in states:  # what was decided, exactly (strategy_state)
+                d, stop, entry_ts = states[key]
+            else:  # no state row (written before it existed): derive it from fills and open orders
+                d = derived.get(key, (qty > 0) - (qty < 0))
+                stop, entry_ts = (stops.get(key) if d else None), None
+            engine.restore(key[0], key[1], qty, avg, d, stop, pending.get(key, ()), entry_ts)
         core.seen_fills = store.load_fill_ids(conn, labels, 0)
         core.progress = store.load_progress(conn)
+        core.watermark = max(core.progress.values(), default=0)
         warmed = caught = 0
+        now_ms = int(time.time() * 1000)
         for tf in self.registry.timeframes():
             tokens = sorted(engine.tokens(tf))
             marks = {t: core.progress[(tf, t)] for t in tokens if (tf, t) in core.progress}
-            # decided before: warm on them, up to each instrument's mark (or everything stored when no mark)
-            hist = store.load_bars(conn, tf, tokens, self.args.warmup_bars)
-            warmed += core.warm([b for b in hist if b.ts <= marks.get(b.instrument_token, b.ts)], tf)
+            # decided before: warm on the last bars up to each instrument's mark ...
+            warmed += core.warm(store.load_bars_upto(conn, tf, marks, self.args.warmup_bars), tf)
+            # ... and, for an instrument never decided, on its last stored bars, which then count as decided
+            fresh = [t for t in tokens if t not in marks]
+            hist = store.load_bars(conn, tf, fresh, self.args.warmup_bars)
+            warmed += core.warm(hist, tf)
             for b in hist:
-                if b.instrument_token not in marks:
-                    core.progress[(tf, b.instrument_token)] = max(core.progress.get((tf, b.instrument_token), 0), b.ts)
-            caught += core.catch_up(store.load_bars_after(conn, tf, marks), tf)
+                core.progress[(tf, b.instrument_token)] = max(core.progress.get((tf, b.instrument_token), 0), b.ts)
+            caught += core.catch_up(store.load_bars_after(conn, tf, marks), tf, now_ms)
         self.m_warm.set(warmed)
-        self.log.info("restored positions=%d pending_orders=%d fills_seen=%d warmup_bars=%d catch_up_bars=%d "
-                      "catch_up_orders=%d", sum(1 for q, _ in positions.values() if q),
-                      sum(len(v) for v in pending.values()), len(core.seen_fills), warmed, caught, len(core.pending))
-        self._report()
+        self.log.info("restored positions=%d states=%d pending_orders=%d fills_seen=%d warmup_bars=%d "
+                      "catch_up_bars=%d catch_up_orders=%d late_bars=%d",
+                      sum(1 for q, _ in positions.values() if q), len(states), sum(len(v) for v in pending.values()),
+                      len(core.seen_fills), warmed, caught, len(core.pending), core.counts["late_bars"])
 
     # -- metrics --------------------------------------------------------------
     def _report(self) -> None:
@@ -143,7 +174,11 @@ class StrategyRunner(StreamService):
         self.m_ready.set(ready)
         self.m_slots.set(total)
         self.m_signals.set(self.engine.counts["signals"])
-        self.m_bars.set(core.counts["bars"])
+        for tf, n in core.bars_by_tf.items():
+            self.m_bars.labels(tf).inc(n)
+        core.bars_by_tf.clear()
+        self.m_late.set(core.counts["late_bars"])
+        self.m_implausible.set(core.counts["implausible"])
         self.m_stale.set(core.counts["stale_bars"])
         for strat, n in core.orders_by_strategy.items():
             self.m_orders.labels(strat).inc(n)
@@ -171,9 +206,19 @@ def main(argv: list[str] | None = None) -> int:
                     help=f"history bars per instrument and timeframe fed at start (env STRATEGY_WARMUP_BARS, "
                          f"default {DEFAULT_WARMUP_BARS})")
     ap.add_argument("--group", help="consumer group id (default strategy_runner)")
+    ap.add_argument("--max-ahead-ms", type=int, default=env_int("STRATEGY_MAX_AHEAD_MS", DEFAULT_MAX_AHEAD_MS),
+                    help="a bar more than this past max(latest bar decided, wall clock) goes to dlq "
+                         f"(env STRATEGY_MAX_AHEAD_MS, default {DEFAULT_MAX_AHEAD_MS})")
+    ap.add_argument("--max-age-s", type=int, default=env_int("STRATEGY_MAX_AGE_S", DEFAULT_MAX_AGE_S),
+                    help="a bar older than this (wall clock) only warms indicators, no order; 0: no limit, "
+                         f"for replays of history (env STRATEGY_MAX_AGE_S, default {DEFAULT_MAX_AGE_S})")
     args = ap.parse_args(argv)
     if args.warmup_bars < 0:
         ap.error(f"--warmup-bars: must be >= 0, got {args.warmup_bars}")
+    if not 0 < args.max_ahead_ms <= MAX_AHEAD_LIMIT_MS:
+        ap.error(f"--max-ahead-ms: must be in (0, {MAX_AHEAD_LIMIT_MS}], got {args.max_ahead_ms}")
+    if args.max_age_s < 0:
+        ap.error(f"--max-age-s: must be >= 0, got {args.max_age_s}")
     return run_service(lambda s, m: StrategyRunner(s, m, args), StrategyRunner.name)
 
 

@@ -42,15 +42,25 @@ def _ms(dt: datetime) -> int:
     return round(dt.timestamp() * 1000)
 
 
+State = tuple[int, float | None, int | None]
+"""A position's decided ``(direction, stop, entry_ts)``."""
+
+_STATE = ("INSERT INTO strategy_state (strategy, instrument_token, direction, stop, entry_ts) "
+          "VALUES (%s, %s, %s, %s, %s) ON CONFLICT (strategy, instrument_token) DO UPDATE SET "
+          "direction = EXCLUDED.direction, stop = EXCLUDED.stop, entry_ts = EXCLUDED.entry_ts, updated_at = now()")
+
+
 @dataclass(slots=True)
 class RunnerRows:
-    """One batch's writes: orders (dicts of the Order contract) and decided bars ``(tf, token) -> ts``."""
+    """One batch's writes: orders (dicts of the Order contract), decided bars ``(tf, token) -> ts``,
+    and the decided state of the positions that changed ``(strategy, token) -> (direction, stop, entry_ts)``."""
 
     orders: list[dict[str, Any]]
     progress: dict[tuple[str, int], int]
+    states: dict[tuple[str, int], State] | None = None
 
     def __bool__(self) -> bool:
-        return bool(self.orders) or bool(self.progress)
+        return bool(self.orders) or bool(self.progress) or bool(self.states)
 
     def __len__(self) -> int:
         return len(self.orders)
@@ -69,6 +79,16 @@ def write_orders(conn: psycopg.Connection[Any], rows: RunnerRows) -> None:
             cur.executemany(_INSERT_ORDER, [order_row(o) for o in rows.orders])
         if rows.progress:
             cur.executemany(_PROGRESS, [(tf, tok, _dt(ts)) for (tf, tok), ts in sorted(rows.progress.items())])
+        if rows.states:
+            cur.executemany(_STATE, [(strat, tok, d, stop, None if ets is None else _dt(ets))
+                                     for (strat, tok), (d, stop, ets) in sorted(rows.states.items())])
+
+
+def load_states(conn: psycopg.Connection[Any]) -> dict[tuple[str, int], State]:
+    """``(strategy, token) -> (direction, stop, entry_ts)`` as last decided."""
+    with conn.cursor() as cur:
+        cur.execute("SELECT strategy, instrument_token, direction, stop, entry_ts FROM strategy_state")
+        return {(s, t): (d, stop, None if ets is None else _ms(ets)) for s, t, d, stop, ets in cur.fetchall()}
 
 
 def load_progress(conn: psycopg.Connection[Any]) -> dict[tuple[str, int], int]:
@@ -96,6 +116,20 @@ def load_bars(conn: psycopg.Connection[Any], tf: str, tokens: Sequence[int], per
            f"FROM {table} b WHERE instrument_token = ANY(%s) {upto}) t WHERE rn <= %s ORDER BY ts, instrument_token")
     with conn.cursor() as cur:
         cur.execute(sql, params)
+        return [Bar(tok, tf, _ms(ts), o, h, lo, c, v, n, cum) for tok, ts, o, h, lo, c, v, n, cum in cur.fetchall()]
+
+
+def load_bars_upto(conn: psycopg.Connection[Any], tf: str, marks: dict[int, int], per_token: int) -> list[Bar]:
+    """The last ``per_token`` bars of each token at or before its mark (what was decided), oldest first."""
+    if not marks or per_token <= 0:
+        return []
+    tokens = sorted(marks)
+    with conn.cursor() as cur:
+        cur.execute(f"SELECT b.instrument_token, b.ts, b.open, b.high, b.low, b.close, b.volume, b.ticks, "
+                    f"b.cum_volume FROM unnest(%s::bigint[], %s::timestamptz[]) AS m(tok, mark) "
+                    f"CROSS JOIN LATERAL (SELECT * FROM bars_{tf} x WHERE x.instrument_token = m.tok "
+                    f"AND x.ts <= m.mark ORDER BY x.ts DESC LIMIT %s) b ORDER BY b.ts, b.instrument_token",
+                    [tokens, [_dt(marks[t]) for t in tokens], per_token])
         return [Bar(tok, tf, _ms(ts), o, h, lo, c, v, n, cum) for tok, ts, o, h, lo, c, v, n, cum in cur.fetchall()]
 
 

@@ -172,7 +172,8 @@ def runner_rate(bootstrap: str, pg: str, reg: Any, bars: list[Bar]) -> tuple[flo
         p.produce("bars.1m", v, str(b.instrument_token).encode())
     p.flush()
     settings = load_settings(kafka_bootstrap_servers=bootstrap, postgres_dsn=dsn, kafka_partitions=1)
-    args = argparse.Namespace(registry=None, ensembles=None, warmup_bars=300, group=f"bench-{uuid.uuid4().hex[:8]}")
+    args = argparse.Namespace(registry=None, ensembles=None, warmup_bars=300, group=f"bench-{uuid.uuid4().hex[:8]}",
+                              max_ahead_ms=300_000, max_age_s=0)
     svc = StrategyRunner(settings, Metrics(f"bench_runner_{uuid.uuid4().hex[:6]}"), args, registry=reg)
     svc.start()
     core = svc.processor
@@ -209,7 +210,8 @@ def latency(bootstrap: str, pg: str, uni: list[Instrument], bars: list[Bar]) -> 
     (work / "registry.yaml").write_text(yaml.safe_dump(FOUR))
     env = dict(os.environ, KAFKA_BOOTSTRAP_SERVERS=bootstrap, POSTGRES_DSN=dsn, PYTHONPATH=str(ROOT),
                METRICS_PORT="0", KAFKA_PARTITIONS="1", TRADESTACK_CONFIG_DIR=str(cfg),
-               STRATEGY_REGISTRY=str(work / "registry.yaml"), STRATEGY_ENSEMBLES=str(work / "none.yaml"))
+               STRATEGY_REGISTRY=str(work / "registry.yaml"), STRATEGY_ENSEMBLES=str(work / "none.yaml"),
+               STRATEGY_MAX_AGE_S="0")  # historical bars: decide them
     group = f"lat-{uuid.uuid4().hex[:8]}"
     runner = subprocess.Popen([sys.executable, "-m", "strategy.runner_modular", "--group", group], env=env, cwd=ROOT,
                               stdout=subprocess.DEVNULL, stderr=(work / "runner.log").open("wb"))

@@ -72,7 +72,8 @@ def setup(tmp_path: Path, broker: str, fresh_pg_dsn: str, service_env: dict[str,
     reg_path = tmp_path / "registry.yaml"
     reg_path.write_text(REGISTRY.format(symbols=", ".join(SYMBOLS)))
     env = {**service_env, "KAFKA_BOOTSTRAP_SERVERS": broker, "POSTGRES_DSN": fresh_pg_dsn, "KAFKA_PARTITIONS": "3",
-           "STRATEGY_REGISTRY": str(reg_path), "STRATEGY_ENSEMBLES": str(tmp_path / "none.yaml")}
+           "STRATEGY_REGISTRY": str(reg_path), "STRATEGY_ENSEMBLES": str(tmp_path / "none.yaml"),
+           "STRATEGY_MAX_AGE_S": "0"}  # the bars are of a past session: decide them all
     bus.ensure_topics(broker, all_topics(3))
     reg = load_registry(reg_path, ensembles=tmp_path / "none.yaml")
     tokens = sorted(next(iter(reg.specs)).tokens)
@@ -110,6 +111,15 @@ def wait_rows(dsn: str, n: int, timeout: float = 90.0) -> int:
             return query(dsn, "SELECT count(*) FROM orders")[0][0]
         time.sleep(0.3)
     return got
+
+
+def wait_log(path: Path, text: str, count: int = 1, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if path.exists() and path.read_text().count(text) >= count:
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"{text!r} not in {path} after {timeout}s")
 
 
 def stop(proc, sig=signal.SIGTERM) -> int:
@@ -222,3 +232,53 @@ def test_warm_up_from_bars_1m_makes_the_first_live_bars_decide(setup, broker, fr
         assert stop(proc) == 0
     text = (tmp_path / "runner.log").read_text()
     assert f"warmup_bars={n_hist}" in text
+
+
+def test_restart_resumes_the_position_from_fills_and_strategy_state(tmp_path, broker, fresh_pg_dsn, service_env):
+    """Entry, its fill (table and topic, as a gateway writes them), kill -9, restart: the down-cross exits
+    exactly the filled quantity, once, though the fill is replayed on the topic."""
+    reg_path = tmp_path / "registry.yaml"
+    reg_path.write_text("strategies:\n  - {id: mac, strategy: ma_crossover, timeframes: [1m], instruments: [INFY],\n"
+                        "     params: {fast: 2, slow: 3, kind: sma, atr_period: 2}}\n")
+    env = {**service_env, "KAFKA_BOOTSTRAP_SERVERS": broker, "POSTGRES_DSN": fresh_pg_dsn, "KAFKA_PARTITIONS": "3",
+           "STRATEGY_REGISTRY": str(reg_path), "STRATEGY_ENSEMBLES": str(tmp_path / "none.yaml"),
+           "STRATEGY_MAX_AGE_S": "0"}
+    bus.ensure_topics(broker, all_topics(3))
+    token = 408065
+    t0 = int(datetime.combine(DAY, dtime(10, 0), IST).timestamp() * 1000)
+    closes = [10.0, 10.0, 10.0, 9.0, 12.0, 12.0, 9.0]  # up-cross on bar 4, down-cross on bar 6
+    bars = [Bar(token, "1m", t0 + i * 60_000, c, c + 0.5, c - 0.5, c, 100, 5) for i, c in enumerate(closes)]
+    log = tmp_path / "runner.log"
+    proc = run_module("strategy.runner_modular", env, log_path=log)
+    try:
+        wait_log(log, "service running")  # its start-up warm-up is over: these bars are new to it
+        _insert_history(fresh_pg_dsn, bars[:5])
+        produce_bars(broker, bars[:5])
+        assert wait_rows(fresh_pg_dsn, 1) == 1
+        ((oid, side, qty),) = query(fresh_pg_dsn, "SELECT order_id, side, qty FROM orders")
+        assert (side, qty) == ("BUY", None)
+        fill = {"fill_id": "f-1", "order_id": oid, "broker_order_id": "b-1", "instrument_token": token, "side": "BUY",
+                "qty": 7, "price": 12.0, "ts": t0 + 5 * 60_000, "venue": "paper", "strategy": "mac"}
+        query(fresh_pg_dsn, "INSERT INTO fills (fill_id, order_id, broker_order_id, instrument_token, side, qty, "
+                            "price, ts, venue, strategy) VALUES (%s, %s, %s, %s, %s, %s, %s, to_timestamp(%s), %s, "
+                            "%s) RETURNING fill_id", "f-1", oid, "b-1", token, "BUY", 7, 12.0,
+              fill["ts"] / 1000, "paper", "mac")
+        p = bus.Producer(broker)
+        p.produce(FILLS, orjson.dumps(fill), oid.encode())
+        p.flush()
+        time.sleep(2)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(10)
+        assert query(fresh_pg_dsn, "SELECT direction FROM strategy_state WHERE strategy = 'mac'") == [(1,)]
+        p.produce(FILLS, orjson.dumps(fill), oid.encode())  # replayed: must not count twice
+        p.flush()
+        proc = run_module("strategy.runner_modular", env, log_path=log)
+        wait_log(log, "service running", count=2)
+        _insert_history(fresh_pg_dsn, bars[5:])
+        produce_bars(broker, bars[5:])
+        assert wait_rows(fresh_pg_dsn, 2) == 2
+        rows = query(fresh_pg_dsn, "SELECT side, qty, extra->>'intent' FROM orders ORDER BY signal_ts")
+        assert rows == [("BUY", None, "entry"), ("SELL", 7, "exit")]
+        assert query(fresh_pg_dsn, "SELECT direction FROM strategy_state WHERE strategy = 'mac'") == [(0,)]
+    finally:
+        assert stop(proc) == 0

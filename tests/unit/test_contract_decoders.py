@@ -8,7 +8,7 @@ Decoders under test, each fed the same message bytes:
   ``tests/unit/test_native_tick_core.py`` drives it;
 - bar rollup: ``BarProcessor`` around :class:`compute.bar_rollup.BarRollup` for the 1 m
   aggregator (``1s`` children) and the multi-timeframe one (``1m`` children);
-- the strategy runner's bar decoder (:meth:`strategy.runner_core.RunnerCore.decode` on ``bars.1m``).
+- the strategy runner's bar decoder (:func:`strategy.runner_core.decode_input` on ``bars.1m``).
 
 The model path is :func:`schemas.decode` (orjson, then the pydantic model). The corpus holds
 valid messages, boundary values of :mod:`schemas.limits`, and invalid ones: missing fields,
@@ -350,10 +350,10 @@ def valid_bar(draw: st.DrawFn, tf: str) -> dict[str, Any]:
 
 def runner_bar(raw: bytes, source: str) -> tuple[str | None, tuple[Any, ...] | None]:
     """(reject reason, bar row) of the strategy runner's decoder for one message on ``bars.<source>``."""
-    from strategy.runner_core import RunnerCore
+    from strategy.runner_core import decode_input
 
     try:
-        return None, RunnerCore.decode(None, f"bars.{source}", raw).to_row()  # type: ignore[arg-type]
+        return None, decode_input(f"bars.{source}", raw).to_row()
     except PoisonMessage as exc:
         return str(exc), None
 

@@ -230,3 +230,81 @@ def test_ensemble_members_vote_and_only_the_ensemble_places_orders():
     out = run(eng, bars(UP, ist_ms(DAY, 10, 0)))
     assert [(o["strategy"], o["side"]) for _, o in out] == [("combo", "BUY")]
     assert out[0][1]["extra"]["ensemble"]["votes"] == {"fast_a": "BUY:entry", "fast_b": "BUY:entry"}
+
+
+def _walk(n: int, seed: int) -> list[float]:
+    import random
+
+    rng = random.Random(seed)
+    px, out = 100.0, []
+    for _ in range(n):
+        px = round(px + rng.choice((-1, 1)) * rng.random() * 2, 2)
+        out.append(px)
+    return out
+
+
+@pytest.mark.parametrize("allow_short", [False, True])
+def test_every_order_filled_at_once_keeps_the_position_one_lot_and_exits_exact(allow_short):
+    eng = engine("ma_crossover", allow_short=allow_short, product="CNC", **MA)
+    key = ("ma_crossover", TOKEN)
+    held: list[int] = []
+    for b in bars(_walk(375, 5), ist_ms(DAY, 9, 15)):
+        for o in eng.on_bar(b, "1m"):
+            qty = o["qty"] if o["qty"] is not None else 10  # the risk manager would size entries
+            pos = eng.positions[key]
+            if o["extra"]["intent"] != "entry":
+                assert qty == abs(pos.qty), o  # an exit closes exactly what is held
+            eng.on_fill("ma_crossover", TOKEN, o["side"], qty, b.close, o["order_id"])
+            held.append(eng.positions[key].qty)
+        assert eng._books[key].exits == {}  # noqa: SLF001 - every exit filled: nothing left pending
+    assert set(held) <= {-10, 0, 10} and len(held) > 10
+    assert (-10 in held) is allow_short
+
+
+def test_partially_filled_exit_is_neither_repeated_nor_left_pending():
+    eng = engine("ma_crossover", **MA)
+    bs = bars(UP + [12.0, 9.0, 9.0, 9.0, 9.0], ist_ms(DAY, 10, 0))
+    entry = run(eng, bs[:5])[0][1]
+    eng.on_fill("ma_crossover", TOKEN, "BUY", 10, 12.0, entry["order_id"])
+    (_, ex), = run(eng, bs[5:7])
+    assert (ex["side"], ex["qty"]) == ("SELL", 10)
+    eng.on_fill("ma_crossover", TOKEN, "SELL", 4, 9.0, ex["order_id"])
+    assert run(eng, bs[7:8]) == []  # 6 still on their way: no second exit
+    eng.on_fill("ma_crossover", TOKEN, "SELL", 6, 9.0, ex["order_id"])
+    assert run(eng, bs[8:]) == []
+    assert eng.positions[("ma_crossover", TOKEN)].qty == 0
+    assert eng._books[("ma_crossover", TOKEN)].exits == {}  # noqa: SLF001
+
+
+def test_reversal_whose_entry_is_rejected_while_its_exit_is_pending_ends_flat():
+    eng = engine("ma_crossover", allow_short=True, **MA)
+    bs = bars(UP + [12.0, 9.0] + [9.0, 8.0, 12.0], ist_ms(DAY, 10, 0))
+    entry = run(eng, bs[:5])[0][1]
+    eng.on_fill("ma_crossover", TOKEN, "BUY", 3, 12.0, entry["order_id"])
+    (_, ex), (_, short) = run(eng, bs[5:7])
+    eng.on_order_update(short["order_id"], "REJECTED_RISK")
+    pos = eng.positions[("ma_crossover", TOKEN)]
+    assert (pos.direction, pos.stop) == (0, None)  # flat once the exit fills, not long with the short's stop
+    eng.on_fill("ma_crossover", TOKEN, "SELL", 3, 9.0, ex["order_id"])
+    out = run(eng, bs[7:])
+    assert [(o["side"], o["extra"]["intent"]) for _, o in out] == [("BUY", "entry")]  # the next up-cross trades
+
+
+def test_an_old_entry_filling_after_a_reversal_is_flattened():
+    eng = engine("ma_crossover", allow_short=True, **MA)
+    bs = bars(UP + [12.0, 9.0, 9.0], ist_ms(DAY, 10, 0))
+    long_entry = run(eng, bs[:5])[0][1]
+    (_, short), = run(eng, bs[5:7])  # nothing filled yet: only the short entry
+    assert (short["side"], short["extra"]["intent"]) == ("SELL", "entry")
+    eng.on_fill("ma_crossover", TOKEN, "BUY", 5, 12.0, long_entry["order_id"])  # the old entry fills late
+    out = run(eng, bs[7:])
+    assert [(o["side"], o["qty"], o["extra"]["intent"]) for _, o in out] == [("SELL", 5, "flatten")]
+
+
+def test_an_mis_position_left_from_an_earlier_session_is_squared_off_at_the_next_bar():
+    eng = engine("ma_crossover", **MA)
+    entry = run(eng, bars(UP, ist_ms(DAY, 13, 0)))[0][1]
+    eng.on_fill("ma_crossover", TOKEN, "BUY", 2, 12.0, entry["order_id"])
+    # the feed stops at 13:05; the next bar comes the next trading day (Monday)
+    out = run(eng, bars([12.0], ist_ms(date(2026, 11, 23), 9, 15)))
+    assert [(o["side"], o["qty"], o["extra"]["intent"]) for _, o in out] == [("SELL", 2, "square_off")]
