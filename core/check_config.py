@@ -11,6 +11,8 @@ list in ``pyproject.toml``::
     [project.entry-points."tradestack.config_checks"]
     orchestrator = "orchestrator.config:CONFIG_CHECKS"
 
+A check's file name is relative to the config directory (``--config-dir``), or an
+absolute path for a file that lives with its layer (``strategy/registry.yaml``).
 Core's own files are in :data:`CORE_CHECKS` below. A new entry point is seen after
 ``make setup`` (which re-runs when pyproject.toml changes; ``make check-config`` runs it).
 """

@@ -156,6 +156,9 @@ class Strategy:
     Params: ClassVar[type[Params]] = Params
     timeframes: ClassVar[tuple[str, ...]] = ("1m", "3m", "5m", "15m", "30m", "60m")
     """The timeframes the strategy may run on."""
+    indicator_params: ClassVar[dict[str, tuple[str, str]]] = {}
+    """``{param: (configs/indicators.yaml entry, its parameter)}``: where a param the registry leaves out
+    comes from, per timeframe (e.g. ``{"period": ("rsi", "period")}``); else the Params default."""
 
     def __init__(self, params: Params) -> None:
         self.params = params

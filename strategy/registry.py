@@ -153,9 +153,25 @@ def _params(where: str, cls: Any, raw: dict[str, Any]) -> Params:
         raise ConfigError(f"{where}.params.{line}" if exc.errors()[0]["loc"] else f"{where}.params: {line}") from None
 
 
+def indicator_defaults(cls: Any, tf: str, indicators: Any) -> dict[str, Any]:
+    """The params ``cls`` takes from ``configs/indicators.yaml`` on ``tf`` (see ``Strategy.indicator_params``)."""
+    if indicators is None:
+        return {}
+    entries = indicators.for_timeframe(tf)
+    out: dict[str, Any] = {}
+    for param, (entry, key) in cls.indicator_params.items():
+        spec = entries.get(entry)
+        if spec is not None and key in spec.params:
+            out[param] = spec.params[key]
+    return out
+
+
 def build_registry(path: Path, file: RegistryFile, universe: Sequence[Instrument],
-                   ensemble_path: Path | None = None) -> Registry:
-    """Validate ``file`` against the strategy classes and the universe; resolve instruments and labels."""
+                   ensemble_path: Path | None = None, indicators: Any = None) -> Registry:
+    """Validate ``file`` against the strategy classes and the universe; resolve instruments and labels.
+
+    A param an entry leaves out comes from ``indicators`` (the loaded ``configs/indicators.yaml``) for
+    the timeframe when the strategy maps it there, else from the strategy's Params defaults."""
     name = path.name
     seen: set[str] = set()
     specs: list[StrategySpec] = []
@@ -170,17 +186,18 @@ def build_registry(path: Path, file: RegistryFile, universe: Sequence[Instrument
         if cls is None:
             raise ConfigError(f"{where}.strategy: unknown strategy {e.strategy!r} "
                               f"(known: {', '.join(sorted(STRATEGIES))})")
-        params = _params(where, cls, e.params)
         for tf in e.timeframes:
             if tf not in cls.timeframes:
                 raise ConfigError(f"{where}.timeframes: {e.strategy} does not run on {tf}")
+        by_tf = {tf: _params(where, cls, {**indicator_defaults(cls, tf, indicators), **e.params})
+                 for tf in e.timeframes}
         tokens = _resolve_instruments(where, e.instruments, universe)
         enabled[e.id] = (e.enabled, frozenset(e.timeframes))
         entries[e.id] = e
         if not e.enabled:
             continue
         for tf in e.timeframes:
-            specs.append(StrategySpec(label_for(e.id, tf, len(e.timeframes)), cls, params, tf, tokens,
+            specs.append(StrategySpec(label_for(e.id, tf, len(e.timeframes)), cls, by_tf[tf], tf, tokens,
                                       e.product or file.defaults.product))
     ensembles: list[EnsembleSpec] = []
     if ensemble_path is not None and ensemble_path.exists():
@@ -248,12 +265,16 @@ def load_registry(path: Path | None = None, universe: Sequence[Instrument] | Non
     """Load and validate the registry (and the ensembles beside it); one ConfigError line on a problem."""
     from core.settings import load_settings  # noqa: PLC0415
     from core.universe import load_universe  # noqa: PLC0415
+    from strategy.indicators.config import load_indicator_config  # noqa: PLC0415
 
     path = path or registry_path()
     file = load_config(path, RegistryFile)
+    config_dir = load_settings().config_dir
     if universe is None:
-        universe = load_universe(load_settings().config_dir / "tokens.csv")
-    return build_registry(path, file, universe, ensembles if ensembles is not None else ensemble_path())
+        universe = load_universe(config_dir / "tokens.csv")
+    ind_path = config_dir / "indicators.yaml"
+    indicators = load_indicator_config(ind_path) if ind_path.exists() else None
+    return build_registry(path, file, universe, ensembles if ensembles is not None else ensemble_path(), indicators)
 
 
 def _check_registry(_: Path) -> object:

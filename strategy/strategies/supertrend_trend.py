@@ -24,6 +24,8 @@ class SupertrendParams(StopParams):
 class SupertrendTrend(Strategy):
     name = "supertrend_trend"
     Params = SupertrendParams
+    indicator_params = {"period": ("supertrend", "period"), "multiplier": ("supertrend", "multiplier"),
+                        "atr_period": ("atr", "period")}
 
     def __init__(self, params: SupertrendParams) -> None:
         super().__init__(params)
