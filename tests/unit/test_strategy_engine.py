@@ -308,3 +308,26 @@ def test_an_mis_position_left_from_an_earlier_session_is_squared_off_at_the_next
     # the feed stops at 13:05; the next bar comes the next trading day (Monday)
     out = run(eng, bars([12.0], ist_ms(date(2026, 11, 23), 9, 15)))
     assert [(o["side"], o["qty"], o["extra"]["intent"]) for _, o in out] == [("SELL", 2, "square_off")]
+
+
+def test_rsi_reversion_use_stop_exits_on_the_stop_before_rsi_recovers():
+    eng = engine("rsi_reversion", period=2, atr_period=2, use_stop=True)
+    bs = bars([10.0, 11.0, 10.5, 9.0], ist_ms(DAY, 10, 0))
+    (_, entry), = run(eng, bs)
+    eng.on_fill("rsi_reversion", TOKEN, "BUY", 1, 9.0, entry["order_id"])
+    stop = entry["stop_loss"]
+    assert stop < 9.0
+    crash = Bar(TOKEN, "1m", bs[-1].ts + MIN, 8.8, 8.9, stop - 0.05, 8.7, 100, 5)  # RSI still low, stop touched
+    out = run(eng, [crash])
+    assert [(o["side"], o["qty"], o["extra"]["reason"]) for _, o in out] == [("SELL", 1, "stop")]
+
+
+def test_opening_range_breakout_use_stop_exits_on_the_stop():
+    eng = engine("opening_range_breakout", range_minutes=15, atr_period=2, tf="5m", use_stop=True)
+    day1 = bars([100.0, 101.0, 100.5, 100.8, 103.0], ist_ms(DAY, 9, 15), spread=1.0, tf="5m")
+    (_, entry), = run(eng, day1, "5m")
+    eng.on_fill("opening_range_breakout", TOKEN, "BUY", 3, 103.0, entry["order_id"])
+    stop = entry["stop_loss"]
+    drop = Bar(TOKEN, "5m", day1[-1].ts + 5 * MIN, 102.5, 103.5, stop, 102.8, 100, 5)  # no close below the range
+    out = run(eng, [drop], "5m")
+    assert [(o["side"], o["qty"], o["extra"]["reason"]) for _, o in out] == [("SELL", 3, "stop")]
