@@ -101,13 +101,15 @@ class _Emitted:
 class _Slot:
     """One strategy on one instrument and timeframe."""
 
-    __slots__ = ("strategy", "inds", "ctx", "label", "vote_only", "updates", "decide")
+    __slots__ = ("strategy", "refs", "ctx", "label", "vote_only", "decide")
 
-    def __init__(self, strategy: Strategy, ctx: Context, label: str, vote_only: bool) -> None:
+    def __init__(self, strategy: Strategy, ctx: Context, label: str, vote_only: bool,
+                 share: Callable[[str, dict[str, Any]], int]) -> None:
         self.strategy = strategy
-        self.inds = [(name, create(ind, **params)) for name, (ind, params) in strategy.indicators().items()]
-        ctx.values.update({name: None for name, _ in self.inds})
-        self.updates = tuple((name, ind.update) for name, ind in self.inds)  # bound once: the hot loop
+        # (value name, index of the shared indicator): strategies on the same instrument and timeframe
+        # that need the same indicator (ATR 14, say) read one instance, updated once per bar
+        self.refs = tuple((name, share(ind, params)) for name, (ind, params) in strategy.indicators().items())
+        ctx.values.update({name: None for name, _ in self.refs})
         self.decide = strategy.on_bar
         self.ctx = ctx
         self.label = label
@@ -136,6 +138,7 @@ class DecisionEngine:
         self._last_session: tuple[int, int, SessionFacts] = (-1, -1, NO_SESSION)
         self.dirty: set[tuple[str, int]] = set()  # positions whose direction/stop/entry time changed
         ens_by_label = {e.label: e for e in ensembles}
+        shared: dict[tuple[str, int], tuple[list[Callable[[BarLike], Any]], dict[Any, int]]] = {}
         for spec in specs:
             owner = spec.ensemble if spec.ensemble in ens_by_label else None
             self._products[spec.label] = spec.product
@@ -144,11 +147,21 @@ class DecisionEngine:
                     continue
                 pos = self.position(owner or spec.label, token)
                 ctx = Context(instruments[token], pos, NO_SESSION, spec.tf, 0, {})
-                slot = _Slot(spec.cls(spec.params), ctx, spec.label, owner is not None)
+                updates, index = shared.setdefault((spec.tf, token), ([], {}))
+
+                def share(ind: str, params: dict[str, Any], updates: list[Any] = updates,
+                          index: dict[Any, int] = index) -> int:
+                    key = (ind, tuple(sorted(params.items())))
+                    if key not in index:
+                        index[key] = len(updates)
+                        updates.append(create(ind, **params).update)
+                    return index[key]
+
+                slot = _Slot(spec.cls(spec.params), ctx, spec.label, owner is not None, share)
                 self._slots.setdefault((spec.tf, token), []).append(slot)
-        self._by_tf: dict[str, dict[int, list[_Slot]]] = {}
+        self._by_tf: dict[str, dict[int, tuple[list[Callable[[BarLike], Any]], list[_Slot]]]] = {}
         for (tf, token), slots in self._slots.items():
-            self._by_tf.setdefault(tf, {})[token] = slots
+            self._by_tf.setdefault(tf, {})[token] = (shared[(tf, token)][0], slots)
         for ens in ensembles:
             self._products[ens.label] = ens.product
             for token in sorted(ens.tokens):
@@ -202,9 +215,10 @@ class DecisionEngine:
         """Decide on one closed bar; ``emit=False`` only warms indicators and strategy state."""
         token = bar.instrument_token
         by_token = self._by_tf.get(tf)
-        slots = by_token.get(token) if by_token is not None else None
-        if slots is None:
+        group = by_token.get(token) if by_token is not None else None
+        if group is None:
             return []
+        updates, slots = group
         self.n_bars += 1
         ts = bar.ts
         decision_ts = ts + TF_MS[tf]
@@ -217,11 +231,12 @@ class DecisionEngine:
             self._last_session = (token, day, session)
         orders: list[dict[str, Any]] = []
         votes: dict[str, Signal | None] | None = None
+        res = [update(bar) for update in updates]
         for slot in slots:
             ctx = slot.ctx
             values = ctx.values
-            for name, update in slot.updates:
-                values[name] = update(bar)
+            for name, i in slot.refs:
+                values[name] = res[i]
             ctx.decision_ts = decision_ts
             ctx.session = session
             sig = slot.decide(bar, ctx)

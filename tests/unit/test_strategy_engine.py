@@ -331,3 +331,20 @@ def test_opening_range_breakout_use_stop_exits_on_the_stop():
     drop = Bar(TOKEN, "5m", day1[-1].ts + 5 * MIN, 102.5, 103.5, stop, 102.8, 100, 5)  # no close below the range
     out = run(eng, [drop], "5m")
     assert [(o["side"], o["qty"], o["extra"]["reason"]) for _, o in out] == [("SELL", 3, "stop")]
+
+
+def test_strategies_sharing_indicators_decide_as_each_would_alone():
+    bs = bars(_walk(375, 9), ist_ms(DAY, 9, 15))
+    specs = [StrategySpec(name, STRATEGIES[name], STRATEGIES[name].Params(**params), "1m", frozenset({TOKEN}), "CNC")
+             for name, params in (("ma_crossover", {"fast": 5, "slow": 13, "allow_short": True}),
+                                  ("rsi_reversion", {"period": 5, "allow_short": True}),
+                                  ("supertrend_trend", {"period": 7, "allow_short": True}))]
+    together = DecisionEngine(specs, {TOKEN: INFY}, load_calendar())
+    assert len(together._by_tf["1m"][TOKEN][0]) == 5  # noqa: SLF001 - ema 5, ema 13, atr 14 (once), rsi, supertrend
+    both = [o for b in bs for o in together.on_bar(b, "1m")]
+    alone = []
+    for spec in specs:
+        eng = DecisionEngine([spec], {TOKEN: INFY}, load_calendar())
+        alone += [o for b in bs for o in eng.on_bar(b, "1m")]
+    assert len(both) > 20
+    assert sorted(both, key=lambda o: o["order_id"]) == sorted(alone, key=lambda o: o["order_id"])
