@@ -133,7 +133,8 @@ class DecisionEngine:
         # (tf, token) -> slots deciding on that bar, and the ensembles combining them
         self._slots: dict[tuple[str, int], list[_Slot]] = {}
         self._ens: dict[tuple[str, int], list[EnsembleSpec]] = {}
-        self.counts: dict[str, int] = {"signals": 0, "orders": 0}
+        self.counts: dict[str, int] = {"signals": 0, "orders": 0}  # signals: those that reached a decision
+        self.signals: dict[str, int] = {}  # by strategy (or ensemble) label, every signal given
         self.n_bars = 0
         self._last_session: tuple[int, int, SessionFacts] = (-1, -1, NO_SESSION)
         self.dirty: set[tuple[str, int]] = set()  # positions whose direction/stop/entry time changed
@@ -240,6 +241,8 @@ class DecisionEngine:
             ctx.decision_ts = decision_ts
             ctx.session = session
             sig = slot.decide(bar, ctx)
+            if sig is not None:
+                self.signals[slot.label] = self.signals.get(slot.label, 0) + 1
             if slot.vote_only:
                 if votes is None:
                     votes = {}
@@ -332,6 +335,8 @@ class DecisionEngine:
             session.open_ms is None or pos.entry_ts < session.open_ms)
         if sig is not None:
             self.counts["signals"] += 1
+            if meta is not None:  # an ensemble's consolidated signal (its members' are counted in on_bar)
+                self.signals[label] = self.signals.get(label, 0) + 1
         if (squared or stale) and pos.direction != 0:
             pos.direction, pos.stop = 0, None
             self.dirty.add(key)

@@ -82,7 +82,7 @@ class StrategyRunner(StreamService):
         super().__init__(settings, metrics)
         m = metrics
         self.m_orders = m.counter("orders_total", "Orders emitted", ["strategy"])
-        self.m_signals = m.gauge("signals", "Signals the strategies gave (since start)")
+        self.m_signals = m.gauge("signals", "Signals given, by strategy or ensemble (since start)", ["strategy"])
         self.m_bars = m.counter("bars_decided_total", "Bars decided (stale replays excluded)", ["tf"])
         self.m_late = m.gauge("bars_late", "Bars older than --max-age-s: indicators only, no orders (since start)")
         self.m_implausible = m.gauge("bars_implausible", "Bars past the plausibility window, to dlq (since start)")
@@ -198,7 +198,8 @@ class StrategyRunner(StreamService):
         ready, total = self.engine.ready_counts()
         self.m_ready.set(ready)
         self.m_slots.set(total)
-        self.m_signals.set(self.engine.counts["signals"])
+        for strat, n in self.engine.signals.items():
+            self.m_signals.labels(strat).set(n)
         for tf, n in core.bars_by_tf.items():
             self.m_bars.labels(tf).inc(n)
         core.bars_by_tf.clear()
