@@ -126,6 +126,25 @@ class StrategyRunner(StreamService):
 
     def _restore(self, conn: psycopg.Connection[Any], engine: DecisionEngine, core: RunnerCore) -> None:
         labels = sorted({lb for lb, _ in engine.positions})
+        core.seen_fills = store.load_fill_ids(conn, labels, 0)
+        core.progress = store.load_progress(conn)
+        core.watermark = max(core.progress.values(), default=0)
+        # 1. Warm-up first, on flat positions: strategies replay their own state as it was built (an opening
+        #    range breakout counts the day's entries it made), not against today's position.
+        warmed = 0
+        marks_by_tf: dict[str, dict[int, int]] = {}
+        for tf in self.registry.timeframes():
+            tokens = sorted(engine.tokens(tf))
+            marks = marks_by_tf[tf] = {t: core.progress[(tf, t)] for t in tokens if (tf, t) in core.progress}
+            # decided before: warm on the last bars up to each instrument's mark ...
+            warmed += core.warm(store.load_bars_upto(conn, tf, marks, self.args.warmup_bars), tf)
+            # ... and, for an instrument never decided, on its last stored bars, which then count as decided
+            fresh = [t for t in tokens if t not in marks]
+            hist = store.load_bars(conn, tf, fresh, self.args.warmup_bars)
+            warmed += core.warm(hist, tf)
+            for b in hist:
+                core.progress[(tf, b.instrument_token)] = max(core.progress.get((tf, b.instrument_token), 0), b.ts)
+        # 2. Positions: filled quantities from fills, the decided direction/stop/entry time, open orders.
         positions = store.load_positions(conn, labels)
         states = store.load_states(conn)
         stops = store.load_last_stops(conn, labels)
@@ -145,22 +164,10 @@ class StrategyRunner(StreamService):
                 d = derived.get(key, (qty > 0) - (qty < 0))
                 stop, entry_ts = (stops.get(key) if d else None), None
             engine.restore(key[0], key[1], qty, avg, d, stop, pending.get(key, ()), entry_ts)
-        core.seen_fills = store.load_fill_ids(conn, labels, 0)
-        core.progress = store.load_progress(conn)
-        core.watermark = max(core.progress.values(), default=0)
-        warmed = caught = 0
+        # 3. Catch-up: bars stored after what was decided (a crash, an embedded broker that restarted empty).
+        caught = 0
         now_ms = int(time.time() * 1000)
-        for tf in self.registry.timeframes():
-            tokens = sorted(engine.tokens(tf))
-            marks = {t: core.progress[(tf, t)] for t in tokens if (tf, t) in core.progress}
-            # decided before: warm on the last bars up to each instrument's mark ...
-            warmed += core.warm(store.load_bars_upto(conn, tf, marks, self.args.warmup_bars), tf)
-            # ... and, for an instrument never decided, on its last stored bars, which then count as decided
-            fresh = [t for t in tokens if t not in marks]
-            hist = store.load_bars(conn, tf, fresh, self.args.warmup_bars)
-            warmed += core.warm(hist, tf)
-            for b in hist:
-                core.progress[(tf, b.instrument_token)] = max(core.progress.get((tf, b.instrument_token), 0), b.ts)
+        for tf, marks in marks_by_tf.items():
             caught += core.catch_up(store.load_bars_after(conn, tf, marks), tf, now_ms)
         self.m_warm.set(warmed)
         self.log.info("restored positions=%d states=%d pending_orders=%d fills_seen=%d warmup_bars=%d "
