@@ -136,7 +136,6 @@ class DecisionEngine:
         self.counts: dict[str, int] = {"signals": 0, "orders": 0}  # signals: those that reached a decision
         self.signals: dict[str, int] = {}  # by strategy (or ensemble) label, every signal given
         self.n_bars = 0
-        self._last_session: tuple[int, int, SessionFacts] = (-1, -1, NO_SESSION)
         self.dirty: set[tuple[str, int]] = set()  # positions whose direction/stop/entry time changed
         ens_by_label = {e.label: e for e in ensembles}
         shared: dict[tuple[str, int], tuple[list[Callable[[BarLike], Any]], dict[Any, int]]] = {}
@@ -160,9 +159,10 @@ class DecisionEngine:
 
                 slot = _Slot(spec.cls(spec.params), ctx, spec.label, owner is not None, share)
                 self._slots.setdefault((spec.tf, token), []).append(slot)
-        self._by_tf: dict[str, dict[int, tuple[list[Callable[[BarLike], Any]], list[_Slot]]]] = {}
+        self._by_tf: dict[str, dict[int, list[Any]]] = {}
         for (tf, token), slots in self._slots.items():
-            self._by_tf.setdefault(tf, {})[token] = (shared[(tf, token)][0], slots)
+            # [indicator updates, slots, IST day of the cached session facts, those facts]
+            self._by_tf.setdefault(tf, {})[token] = [shared[(tf, token)][0], slots, -1, NO_SESSION]
         for ens in ensembles:
             self._products[ens.label] = ens.product
             for token in sorted(ens.tokens):
@@ -219,17 +219,14 @@ class DecisionEngine:
         group = by_token.get(token) if by_token is not None else None
         if group is None:
             return []
-        updates, slots = group
+        updates, slots, cached_day, session = group
         self.n_bars += 1
         ts = bar.ts
         decision_ts = ts + TF_MS[tf]
         day = (ts + IST_OFFSET_MS) // DAY_MS
-        cached = self._last_session
-        if cached[0] == token and cached[1] == day:
-            session = cached[2]
-        else:
-            session = self.session_facts(self.instruments[token].exchange, ts)
-            self._last_session = (token, day, session)
+        if day != cached_day:
+            session = group[3] = self.session_facts(self.instruments[token].exchange, ts)
+            group[2] = day
         orders: list[dict[str, Any]] = []
         votes: dict[str, Signal | None] | None = None
         res = [update(bar) for update in updates]

@@ -69,8 +69,9 @@ class StrategyRunner(StreamService):
     group_id = "strategy_runner"
     batch_size = 2000
     #: Short: librdkafka's batch consume waits out its timeout unless the batch fills, and a bar's order
-    #: should not wait for a batch of bars that comes once a minute (bar-to-order latency).
-    poll_timeout = 0.01
+    #: should not wait for a batch of bars that comes once a minute (bar-to-order latency). Measured with
+    #: the strategy bench: 10 ms -> p50 ~15 ms; 2 ms -> p50 ~10 ms. Idle, 500 empty polls/s cost ~1% CPU.
+    poll_timeout = 0.002
 
     def __init__(self, settings: Settings, metrics: Metrics, args: argparse.Namespace,
                  registry: Registry | None = None) -> None:
@@ -92,6 +93,15 @@ class StrategyRunner(StreamService):
         self.m_warm = m.gauge("warmup_bars", "Bars fed at start without orders (warm-up)")
         self.m_latency = m.histogram("decision_seconds", "Time to decide one bar that produced orders",
                                      buckets=(1e-5, 3e-5, 1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 0.1))
+
+    def build_consumer(self, bootstrap: str) -> Any:
+        from core import bus  # noqa: PLC0415
+
+        return bus.Consumer(bootstrap, self.group_id, self.input_topics, on_revoke=self._on_revoke,
+                            on_assign=self._on_assign, on_lost=self._on_lost,
+                            # the broker answers a fetch within 5 ms even with nothing new (default 100 ms
+                            # here): measured p50 bar-to-order 29 ms -> 14 ms
+                            **{"client.id": self.name, "fetch.wait.max.ms": 5})
 
     def build_processor(self) -> RunnerCore:
         if self.args.group:

@@ -29,7 +29,8 @@ OPEN_STATUSES = ("NEW", "SIZED", "ALLOWED", "SUBMITTED", "OPEN", "PARTIALLY_FILL
 
 _INSERT_ORDER = (f"INSERT INTO orders ({', '.join(ORDER_COLUMNS)}) VALUES "
                  f"({', '.join(['%s'] * len(ORDER_COLUMNS))}) ON CONFLICT (order_id) DO NOTHING")
-_PROGRESS = ("INSERT INTO strategy_progress (tf, instrument_token, last_ts) VALUES (%s, %s, %s) "
+_PROGRESS = ("INSERT INTO strategy_progress (tf, instrument_token, last_ts) "
+             "SELECT * FROM unnest(%s::text[], %s::bigint[], %s::timestamptz[]) "
              "ON CONFLICT (tf, instrument_token) DO UPDATE SET last_ts = GREATEST(strategy_progress.last_ts, "
              "EXCLUDED.last_ts), updated_at = now()")
 
@@ -77,8 +78,10 @@ def write_orders(conn: psycopg.Connection[Any], rows: RunnerRows) -> None:
     with conn.cursor() as cur:
         if rows.orders:
             cur.executemany(_INSERT_ORDER, [order_row(o) for o in rows.orders])
-        if rows.progress:
-            cur.executemany(_PROGRESS, [(tf, tok, _dt(ts)) for (tf, tok), ts in sorted(rows.progress.items())])
+        if rows.progress:  # one statement for the batch's marks (one per instrument and timeframe)
+            marks = sorted(rows.progress.items())
+            cur.execute(_PROGRESS, [[tf for (tf, _), _ in marks], [tok for (_, tok), _ in marks],
+                                    [_dt(ts) for _, ts in marks]])
         if rows.states:
             cur.executemany(_STATE, [(strat, tok, d, stop, None if ets is None else _dt(ets))
                                      for (strat, tok), (d, stop, ets) in sorted(rows.states.items())])
