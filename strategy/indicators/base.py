@@ -7,6 +7,7 @@ Indicators are the backtester's inner loop, so each is a plain ``__slots__`` cla
 from __future__ import annotations
 
 import math
+from collections import deque
 from typing import Any, ClassVar, NamedTuple, Protocol
 
 # TA-Lib 0.8's fixed zero band (ta_utility.h: TA_EPSILON = 1e-14, ``-eps < v < eps``). Since its #253 fix
@@ -98,3 +99,40 @@ def validate_params(cls: type[Indicator], params: dict[str, Any]) -> dict[str, A
         out[p.name] = v
     cls.check(out)
     return out
+
+
+class WindowExtremes:
+    """Highest high and lowest low of the last ``period`` bars, amortised O(1) (monotonic deques).
+
+    Shared by stoch (its %K window) and donchian (the channel); ``push`` returns None until
+    ``period`` bars have been seen.
+    """
+
+    __slots__ = ("period", "_i", "_hi", "_lo")
+
+    def __init__(self, period: int) -> None:
+        self.period = period
+        self._i = 0
+        self._hi: deque[tuple[int, float]] = deque()  # (index, high), highs decreasing
+        self._lo: deque[tuple[int, float]] = deque()  # (index, low), lows increasing
+
+    def push(self, h: float, lo: float) -> tuple[float, float] | None:
+        i = self._i
+        self._i = i + 1
+        hq = self._hi
+        while hq and hq[-1][1] <= h:
+            hq.pop()
+        hq.append((i, h))
+        lq = self._lo
+        while lq and lq[-1][1] >= lo:
+            lq.pop()
+        lq.append((i, lo))
+        start = i - self.period
+        if hq[0][0] <= start:
+            hq.popleft()
+        if lq[0][0] <= start:
+            lq.popleft()
+        if start < -1:
+            return None
+        return hq[0][1], lq[0][1]
+

@@ -23,7 +23,7 @@ from __future__ import annotations
 from collections import deque
 from typing import Any, ClassVar
 
-from strategy.indicators.base import TA_EPSILON, BarLike, Indicator, Param, validate_params
+from strategy.indicators.base import TA_EPSILON, BarLike, Indicator, Param, WindowExtremes, validate_params
 
 
 class RSI(Indicator):
@@ -156,7 +156,7 @@ class Stoch(Indicator):
     The window's highest high and lowest low come from monotonic deques (O(1) amortised per bar).
     """
 
-    __slots__ = ("k_period", "k_smooth", "d_period", "_i", "_hi", "_lo", "_kq", "_ksum", "_dq", "_dsum")
+    __slots__ = ("k_period", "k_smooth", "d_period", "_ext", "_kq", "_ksum", "_dq", "_dsum")
     name: ClassVar[str] = "stoch"
     PARAMS: ClassVar[tuple[Param, ...]] = (Param("k_period", "int", 14, 1), Param("k_smooth", "int", 3, 1),
                                            Param("d_period", "int", 3, 1))
@@ -169,9 +169,7 @@ class Stoch(Indicator):
 
     def reset(self) -> None:
         """Forget every bar seen."""
-        self._i = 0
-        self._hi: deque[tuple[int, float]] = deque()  # (index, high), highs decreasing
-        self._lo: deque[tuple[int, float]] = deque()  # (index, low), lows increasing
+        self._ext = WindowExtremes(self.k_period)
         self._kq: deque[float] = deque()  # fast %K values in the slow-%K window
         self._ksum = 0.0
         self._dq: deque[float] = deque()  # slow %K values in the %D window
@@ -179,27 +177,10 @@ class Stoch(Indicator):
         self.value: dict[str, float] | None = None
 
     def update(self, bar: BarLike) -> dict[str, float] | None:
-        i = self._i
-        self._i = i + 1
-        h = bar.high
-        lo = bar.low
-        hq = self._hi
-        while hq and hq[-1][1] <= h:
-            hq.pop()
-        hq.append((i, h))
-        lq = self._lo
-        while lq and lq[-1][1] >= lo:
-            lq.pop()
-        lq.append((i, lo))
-        start = i - self.k_period
-        if hq[0][0] <= start:
-            hq.popleft()
-        if lq[0][0] <= start:
-            lq.popleft()
-        if start < -1:
+        ext = self._ext.push(bar.high, bar.low)
+        if ext is None:
             return None
-        highest = hq[0][1]
-        lowest = lq[0][1]
+        highest, lowest = ext
         diff = highest - lowest
         # a flat window (range zero relative to its own extremes, TA_IS_ZERO_SCALED) gives 0
         fk = (bar.close - lowest) / diff * 100.0 if diff > TA_EPSILON * (abs(highest) + abs(lowest)) else 0.0

@@ -19,7 +19,7 @@ import math
 from collections import deque
 from typing import ClassVar
 
-from strategy.indicators.base import BarLike, Indicator, Param, validate_params
+from strategy.indicators.base import BarLike, Indicator, Param, WindowExtremes, validate_params
 
 
 class ATR(Indicator):
@@ -170,7 +170,7 @@ class Donchian(Indicator):
     Monotonic deques of (index, price) keep the window extremes in O(1) amortised per bar.
     """
 
-    __slots__ = ("period", "_i", "_hi", "_lo")
+    __slots__ = ("period", "_ext")
     name: ClassVar[str] = "donchian"
     PARAMS: ClassVar[tuple[Param, ...]] = (Param("period", "int", 20, 2),)
 
@@ -181,33 +181,14 @@ class Donchian(Indicator):
 
     def reset(self) -> None:
         """Forget every bar seen."""
-        self._i = 0
-        self._hi: deque[tuple[int, float]] = deque()
-        self._lo: deque[tuple[int, float]] = deque()
+        self._ext = WindowExtremes(self.period)
         self.value: dict[str, float] | None = None
 
     def update(self, bar: BarLike) -> dict[str, float] | None:
-        i = self._i
-        self._i = i + 1
-        h = bar.high
-        lo = bar.low
-        hq = self._hi
-        while hq and hq[-1][1] <= h:
-            hq.pop()
-        hq.append((i, h))
-        lq = self._lo
-        while lq and lq[-1][1] >= lo:
-            lq.pop()
-        lq.append((i, lo))
-        start = i - self.period
-        if hq[0][0] <= start:
-            hq.popleft()
-        if lq[0][0] <= start:
-            lq.popleft()
-        if start < -1:
+        ext = self._ext.push(bar.high, bar.low)
+        if ext is None:
             return None
-        upper = hq[0][1]
-        lower = lq[0][1]
+        upper, lower = ext
         v = {"upper": upper, "middle": (upper + lower) / 2.0, "lower": lower}
         self.value = v
         return v
