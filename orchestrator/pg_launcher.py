@@ -223,6 +223,11 @@ def exec_postgres(data_dir: Path, port: int, fast: bool = False, settings: list[
     bins = server_bin_dir(user)
     if user is not None:
         _adopt_legacy_cluster(requested, data_dir)
+        if data_dir != requested:
+            for gone in pg_system_dir.reap_clusters():
+                print(f"pg_launcher: removed {gone} (its data dir's parent no longer exists)", file=sys.stderr,
+                      flush=True)
+            pg_system_dir.record_origin(requested)
     created = init_cluster(data_dir, user, fast, bins)
     if user is not None:
         prepare_for_user(data_dir, user)

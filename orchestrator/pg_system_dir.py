@@ -12,7 +12,10 @@ everything that user needs lives under :data:`SYSTEM_DIR`
   rpath), made once per wheel content: copied into a temp dir, then renamed,
   so two processes racing both end up using one complete copy;
 - ``clusters/<name>-<hash>/``: the data dir for a requested ``--data-dir``
-  (name and hash from its absolute path: the same request, the same cluster);
+  (name and hash from its absolute path: the same request, the same cluster),
+  with ``clusters/<name>-<hash>.origin`` naming that path; a cluster whose
+  requested path's parent is gone (the clone deleted, ``make clean-var``, a
+  test's temp dir) is removed at the next start of any cluster (:func:`reap_clusters`);
 - ``scratch/<pid>-<hash>/data``: throwaway clusters of test fixtures, removed
   by their owner (``remove_scratch``, or at its exit) and, if it died, by the
   next start.
@@ -146,6 +149,37 @@ def _path_name(path: Path) -> str:
 def cluster_dir(requested: Path, root: Path = SYSTEM_DIR) -> Path:
     """The system data dir for ``requested`` (absolute): stable, short enough for the socket."""
     return root / "clusters" / _path_name(requested)
+
+
+def record_origin(requested: Path, root: Path = SYSTEM_DIR) -> None:
+    """Note which ``--data-dir`` a system cluster serves (for :func:`reap_clusters`)."""
+    d = cluster_dir(requested, root)
+    if root == SYSTEM_DIR:
+        ensure_root_dir(d.parent)
+    else:  # a test's root
+        d.parent.mkdir(parents=True, exist_ok=True)
+    Path(f"{d}.origin").write_text(f"{requested}\n")
+
+
+def reap_clusters(root: Path = SYSTEM_DIR) -> list[Path]:
+    """Remove system clusters whose requested ``--data-dir`` has no parent any more; returns them.
+
+    A cluster without an ``.origin`` file (made before they existed) or whose server runs is kept.
+    """
+    removed = []
+    for origin in sorted((root / "clusters").glob("*.origin")):
+        data = Path(str(origin)[: -len(".origin")])
+        try:
+            requested = Path(origin.read_text().strip())
+        except OSError:
+            continue
+        if not requested.is_absolute() or requested.parent.exists() or _postmaster_alive(data):
+            continue
+        shutil.rmtree(data, ignore_errors=True)
+        if not data.exists():
+            origin.unlink(missing_ok=True)
+            removed.append(data)
+    return removed
 
 
 def is_inside(path: Path, root: Path = SYSTEM_DIR) -> bool:
