@@ -14,8 +14,8 @@ everything that user needs lives under :data:`SYSTEM_DIR`
 - ``clusters/<name>-<hash>/``: the data dir for a requested ``--data-dir``
   (name and hash from its absolute path: the same request, the same cluster),
   with ``clusters/<name>-<hash>.origin`` naming that path; a cluster whose
-  requested path's parent is gone (the clone deleted, ``make clean-var``, a
-  test's temp dir) is removed at the next start of any cluster (:func:`reap_clusters`);
+  requested path's parent is gone (the clone deleted, a test's temp dir) is
+  removed at the next start of any cluster (:func:`reap_clusters`);
 - ``scratch/<pid>-<hash>/data``: throwaway clusters of test fixtures, removed
   by their owner (``remove_scratch``, or at its exit) and, if it died, by the
   next start.
