@@ -23,6 +23,7 @@ MIS square-off).
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import Any, ClassVar, Literal, Protocol
 
@@ -144,7 +145,7 @@ class Params(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=False, frozen=True)
 
 
-class Strategy:
+class Strategy(ABC):
     """Base class: subclasses set ``name``, ``Params`` and implement ``indicators`` and ``on_bar``.
 
     One instance runs one (strategy, instrument, timeframe): it may keep state
@@ -167,8 +168,9 @@ class Strategy:
         """``{value name: (indicator name, params)}``; the engine builds and updates them."""
         return {}
 
+    @abstractmethod
     def on_bar(self, bar: BarLike, ctx: Context) -> Signal | None:
-        raise NotImplementedError
+        """The strategy's intent on this closed bar, or None."""
 
     @staticmethod
     def stop_touched(bar: BarLike, pos: Position) -> bool:

@@ -32,7 +32,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from core.sessions import DAY_MS, IST_OFFSET_MS, MINUTE_MS, ExchangeCalendar, hhmm_minutes, ist_date
 from strategy.api import TF_MS, BarLike, Context, InstrumentInfo, Params, Position, SessionFacts, Signal, Strategy
@@ -64,17 +64,16 @@ class StrategySpec:
     """Set when the strategy votes in an ensemble: its signals go to the ensemble, not to orders."""
 
 
-class EnsembleLike:
-    """What the engine needs from :class:`strategy.ensemble_engine.Ensemble` (duck-typed)."""
+class EnsembleLike(Protocol):
+    """What the engine needs from :class:`strategy.ensemble_engine.Ensemble`."""
 
-    def combine(self, votes: Mapping[str, Signal | None]) -> tuple[Signal | None, dict[str, Any]]:
-        raise NotImplementedError
+    def combine(self, votes: Mapping[str, Signal | None]) -> tuple[Signal | None, dict[str, Any]]: ...
 
 
 @dataclass(frozen=True)
 class EnsembleSpec:
     label: str
-    ensemble: Any
+    ensemble: EnsembleLike
     members: tuple[str, ...]
     tf: str
     tokens: frozenset[int]

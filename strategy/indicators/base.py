@@ -7,6 +7,7 @@ Indicators are the backtester's inner loop, so each is a plain ``__slots__`` cla
 from __future__ import annotations
 
 import math
+from abc import ABC, abstractmethod
 from collections import deque
 from typing import Any, ClassVar, NamedTuple, Protocol
 
@@ -41,7 +42,7 @@ class Param(NamedTuple):
     minimum: int | float
 
 
-class Indicator:
+class Indicator(ABC):
     """Base class: ``update(bar)`` returns None while warming up, then the output (also kept in ``value``).
 
     ``warmup`` is the number of bars before the first value (TA-Lib's lookback + 1), so the first
@@ -60,15 +61,18 @@ class Indicator:
         """True once the first value has been produced."""
         return self.value is not None
 
-    def update(self, bar: BarLike) -> Any:  # pragma: no cover - every subclass overrides
-        raise NotImplementedError
+    @abstractmethod
+    def update(self, bar: BarLike) -> Any:
+        """Take one bar; None while warming up, then the value."""
 
-    def reset(self) -> None:  # pragma: no cover - every subclass overrides
-        raise NotImplementedError
+    @abstractmethod
+    def reset(self) -> None:
+        """Forget every bar seen."""
 
     @classmethod
     def check(cls, params: dict[str, Any]) -> None:
         """Cross-parameter rules (e.g. macd fast < slow); raise ValueError. Single-parameter rules are in PARAMS."""
+        return None  # most indicators have none
 
     def __repr__(self) -> str:
         args = ", ".join(f"{p.name}={getattr(self, p.name)!r}" for p in self.PARAMS)
