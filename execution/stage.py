@@ -1,0 +1,248 @@
+"""An order stage: consume orders at one OMS state, decide each once, publish what the database says.
+
+The risk manager (``orders`` -> ``orders.sized``), the budget guard (``orders.sized`` ->
+``orders.allowed``) and the gateways are stages. Per batch:
+
+1. poll; undecodable or out-of-range messages go to ``dlq`` (counted, the stage goes on);
+2. add the orders the table says wait at the stage's input state that no message brought: at
+   start all of them (the embedded broker restarts empty: Postgres is the outbox), then every
+   :attr:`OrderStage.redrive_interval` those unchanged for :attr:`OrderStage.redrive_after` s;
+3. one Postgres transaction: the OMS upserts missing rows, locks them, and the stage decides the
+   orders still at its input state (:meth:`OrderStage.decide`); orders already past it are not
+   decided again: the decision recorded before is published again if the order still sits at the
+   stage's output state (a crash between this commit and the produce);
+4. produce the outputs and the OMS's ``order.updates``, ``flush()``;
+5. commit the offsets.
+
+The decision is made in the database first, then published: a decision is taken exactly once (a
+replay, a re-drive or a restart re-publishes it, never re-decides it), and every message on the
+output topic is a decision the database holds. Downstream stages dedupe by order_id and OMS state.
+"""
+
+from __future__ import annotations
+
+import time
+from abc import abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+import psycopg
+from confluent_kafka import Message
+from pydantic import BaseModel
+
+from core import db
+from core.errors import PoisonMessage
+from core.metrics import Metrics
+from core.service import Backoff
+from core.settings import Settings
+from core.stream import Emission, OutMessage, Record, RecordProcessor, StreamService
+from core.topics import ORDER_UPDATES
+from execution import oms
+from execution.oms import OmsMetrics, OmsTx, Status
+from schemas.codec import decode
+
+
+class OrderDecoder(RecordProcessor):
+    """Decode each message as the stage's contract model; poison (and a non-positive qty) is rejected."""
+
+    def __init__(self, model: type[BaseModel]) -> None:
+        self.model = model
+
+    def decode(self, topic: str, value: bytes | None) -> Any:
+        order = decode(self.model, value).model_dump()
+        qty = order.get("qty")
+        if qty is not None and qty <= 0:
+            raise PoisonMessage(f"qty must be positive or null, got {qty}")
+        return order
+
+    def process_records(self, records: Sequence[Record], now_ms: int) -> Emission:
+        return Emission(rows=[r.value for r in records])
+
+
+@dataclass(slots=True)
+class Decision:
+    """What a stage decided for one order: the state to move it to, and its output message (if any)."""
+
+    to: Status
+    detail: str | None = None
+    qty: int | None = None
+    fields: dict[str, Any] = field(default_factory=dict)
+    output: dict[str, Any] | None = None
+    reason: str | None = None
+
+
+def _strip(row: dict[str, Any]) -> dict[str, Any]:
+    """An order message from an ``orders`` row (the OMS's bookkeeping columns dropped, nulls kept)."""
+    out = {k: v for k, v in row.items()
+           if k not in ("status", "filled_qty", "avg_price", "status_detail", "broker_order_id", "venue", "version")}
+    if out.get("extra") is None:
+        out.pop("extra", None)
+    return out
+
+
+class OrderStage(StreamService):
+    """Base of the order stages (see the module docstring)."""
+
+    input_model: type[BaseModel]
+    input_status: Status
+    output_topic: str
+    #: States this stage decides to; an order found at one of them (and not yet further) re-publishes.
+    output_states: frozenset[Status]
+    #: Output states that carry a message on ``output_topic`` (e.g. SIZED, not REJECTED_RISK).
+    passing_states: frozenset[Status]
+    batch_size = 500
+    poll_timeout = 0.005
+    redrive_interval = 5.0
+    redrive_after = 10.0
+    redrive_limit = 2000
+
+    def __init__(self, settings: Settings, metrics: Metrics) -> None:
+        super().__init__(settings, metrics)
+        self.oms_metrics = OmsMetrics(metrics)
+        self.m_decisions = metrics.counter("decisions_total", "Orders decided, by resulting OMS state", ["status"])
+        self.m_redriven = metrics.counter("redriven_total", "Orders re-driven from the orders table")
+        self.m_republished = metrics.counter("republished_total", "Earlier decisions published again")
+        self.m_latency = metrics.histogram(
+            "decision_latency_seconds", "created_ts of the order to its decision being published (wall clock)",
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0, 5.0))
+        self._next_redrive = 0.0  # at start: everything waiting at the input state
+        self._db_backoff = Backoff()
+
+    # -- to override ----------------------------------------------------------
+    @abstractmethod
+    def decide(self, conn: psycopg.Connection[Any], tx: OmsTx, orders: list[dict[str, Any]]) -> list[Decision]:
+        """Decide orders that wait at :attr:`input_status` (same order as given)."""
+
+    def after_batch(self, conn: psycopg.Connection[Any], decided: list[tuple[dict[str, Any], Decision]]) -> None:
+        """Hook inside the batch's transaction (e.g. write a summary)."""
+
+    # -- wiring ---------------------------------------------------------------
+    def build_processor(self) -> OrderDecoder:
+        return OrderDecoder(self.input_model)
+
+    def build_sink(self) -> Any:
+        return _no_sink  # the pool is opened by StreamService; rows are written in step()
+
+    def step(self) -> None:
+        assert self.consumer is not None and self.producer is not None
+        msgs = self.consumer.poll_batch(self.batch_size, self.poll_timeout)
+        self._failed = True
+        self._track_consumed(msgs)
+        emission = self.processor.process(msgs, int(time.time() * 1000))
+        orders: list[dict[str, Any]] = list(emission.rows or [])
+        redriven = self._redrive_candidates({o["order_id"] for o in orders})
+        orders.extend(redriven)
+        if not orders and not emission.rejects:
+            self._failed = False
+            self._maybe_report_lag()
+            return
+        out = self._decide_all(orders, emission.rejects)
+        if out is None:
+            return  # stop requested while the database was down: nothing committed
+        if not self._deliver(Emission(messages=out, rejects=emission.rejects)):
+            return
+        self._commit(self.processor.committable(dict(self._consumed)))
+        self._failed = False
+        now = time.time() * 1000
+        for o in orders:
+            created = o.get("created_ts")
+            if isinstance(created, int) and 0 <= now - created < 3_600_000:
+                self.m_latency.observe((now - created) / 1000)
+        self._maybe_report_lag()
+
+    # -- internals ------------------------------------------------------------
+    def _redrive_candidates(self, have: set[str]) -> list[dict[str, Any]]:
+        now = time.monotonic()
+        if now < self._next_redrive or self.pool is None:
+            return []
+        first = self._next_redrive == 0.0
+        self._next_redrive = now + self.redrive_interval
+        try:
+            with db.transaction(self.pool) as conn:
+                rows = oms.load_orders(conn, statuses=[self.input_status.value],
+                                       older_than_ms=None if first else int(self.redrive_after * 1000),
+                                       limit=self.redrive_limit)
+        except Exception as exc:  # noqa: BLE001 - a failed scan is retried at the next interval
+            if not db.is_transient(exc):
+                raise
+            self.log.warning("re-drive scan failed, next in %.0fs: %s", self.redrive_interval, type(exc).__name__)
+            return []
+        out = [_strip(r) for r in rows if r["order_id"] not in have]
+        if out:
+            self.m_redriven.inc(len(out))
+            self.log.info("re-driving orders=%d waiting at %s (%s)", len(out), self.input_status,
+                          "start-up" if first else f"unchanged > {self.redrive_after:.0f}s")
+        return out
+
+    def _decide_all(self, orders: list[dict[str, Any]], rejects: list[tuple[Message, str]]) -> list[OutMessage] | None:
+        """Decide the batch in one transaction (retried while the database is down); None if stopped."""
+        seen: set[str] = set()
+        unique = []
+        for o in orders:
+            if o["order_id"] not in seen:
+                seen.add(o["order_id"])
+                unique.append(o)
+        while True:
+            try:
+                return self._decide_tx(unique)
+            except (psycopg.errors.DataError, psycopg.errors.IntegrityError) as exc:
+                if len(unique) == 1:
+                    self._dead_letter_row(unique[0], exc)
+                    return []
+                out: list[OutMessage] = []
+                for o in unique:  # find the order the database refuses; decide the others
+                    sub = self._decide_all([o], [])
+                    if sub is None:
+                        return None
+                    out.extend(sub)
+                return out
+            except Exception as exc:  # noqa: BLE001
+                if not db.is_transient(exc):
+                    raise
+                self.m_retry.labels("upsert").inc()
+                delay = self._db_backoff.next_delay()
+                self.log.warning("database unavailable, retrying the batch in %.1fs (nothing committed): %s",
+                                 delay, type(exc).__name__)
+                if self.sleep(delay):
+                    return None
+
+    def _decide_tx(self, orders: list[dict[str, Any]]) -> list[OutMessage]:
+        assert self.pool is not None
+        now_ms = int(time.time() * 1000)
+        msgs: list[OutMessage] = []
+        with db.transaction(self.pool) as conn:
+            tx = OmsTx(conn, self.name, now_ms, self.oms_metrics)
+            states = tx.ensure(orders, self.input_status)
+            todo = [o for o in orders if states[o["order_id"]].status == self.input_status]
+            again = [o["order_id"] for o in orders if states[o["order_id"]].status in self.output_states]
+            decisions = self.decide(conn, tx, todo) if todo else []
+            decided: list[tuple[dict[str, Any], Decision]] = []
+            for o, d in zip(todo, decisions, strict=True):
+                out = tx.transition(o["order_id"], d.to, d.detail, qty=d.qty, fields=d.fields)
+                if out.applied:
+                    decided.append((o, d))
+                    self.m_decisions.labels(d.to.value).inc()
+                    if d.output is not None:
+                        msgs.append(OutMessage(self.output_topic, o["order_id"].encode(), orjson.dumps(d.output)))
+            self.after_batch(conn, decided)
+            updates = tx.finish()
+            if again:
+                msgs.extend(self._republish(conn, again))
+        msgs.extend(OutMessage(ORDER_UPDATES, u["order_id"].encode(), orjson.dumps(u)) for u in updates)
+        self._db_backoff.reset()
+        return msgs
+
+    def _republish(self, conn: psycopg.Connection[Any], ids: list[str]) -> list[OutMessage]:
+        rows = oms.load_orders(conn, ids=ids)
+        out = [OutMessage(self.output_topic, r["order_id"].encode(), orjson.dumps(_strip(r)))
+               for r in rows if Status(r["status"]) in self.passing_states]
+        out.extend(OutMessage(ORDER_UPDATES, u["order_id"].encode(), orjson.dumps(u))
+                   for u in oms.replay_updates(conn, ids, self.name))
+        self.m_republished.inc(len(ids))
+        return out
+
+
+def _no_sink(_conn: psycopg.Connection[Any], _rows: Any) -> None:
+    return None

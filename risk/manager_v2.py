@@ -1,0 +1,193 @@
+"""Risk sizing manager v2: ``orders`` -> ``orders.sized`` (the orders table: NEW -> SIZED | REJECTED_RISK).
+
+Sizes each entry on :mod:`risk.sizing` (``configs/risk_budget.yaml``): qty = floor(risk amount /
+stop distance), rounded down to the lot size, capped by notional, position and freeze limits.
+Exits keep the strategy's quantity.
+
+- **Entry price**: the order's price (LIMIT/SL; SL-M its trigger), or for MARKET orders the close of
+  the latest 1 s bar at or before ``signal_ts`` (``bars_1s``, at most ``max_price_age_s`` old), else
+  the broker's LTP (one quote call per batch), else the order's ``extra.ref_price`` (the close of the
+  bar that decided it); ``risk.price_source`` says which.
+- **Equity**: ``KiteConnect.margins("equity")["net"]`` (``KITE_ROOT``: kitesim in paper/dry and tests),
+  cached ``margins_ttl_s``. When the broker fails, sizing uses the configured ``capital`` with
+  ``risk.sizing_source = "fallback"`` and ``sizing_fallback_total`` counts it: never a zero, never a
+  crash. ``equity_source: capital`` pins it (replays, parity runs).
+- A rejection sets REJECTED_RISK with its reason (``orders.status_detail``, ``risk.reason``, an
+  ``order.updates`` message, ``rejects_total{reason}``).
+
+Delivery: :class:`execution.stage.OrderStage` (decide in Postgres once, then publish; NEW orders
+the topic no longer holds are re-driven from the table).
+
+    python -m risk.manager_v2 [--budget configs/risk_budget.yaml] [--group ID]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+import psycopg
+
+from core.metrics import Metrics
+from core.service import run_service
+from core.sessions import load_calendar
+from core.settings import Settings
+from core.topics import ORDERS, ORDERS_SIZED
+from core.universe import load_universe
+from execution.oms import OmsTx, Status
+from execution.stage import Decision, OrderStage
+from risk import broker, exposure, sizing
+from risk.config import RiskBudget, default_path, load_budget
+from schemas.models import Order
+
+
+class RiskManager(OrderStage):
+    name = "risk_manager"
+    group_id = "risk_manager"
+    input_topics = (ORDERS,)
+    input_model = Order
+    input_status = Status.NEW
+    output_topic = ORDERS_SIZED
+    output_states = frozenset({Status.SIZED, Status.REJECTED_RISK})
+    passing_states = frozenset({Status.SIZED})
+
+    def __init__(self, settings: Settings, metrics: Metrics, cfg: RiskBudget, kite: Any | None = None) -> None:
+        self.cfg = cfg
+        super().__init__(settings, metrics)
+        m = metrics
+        self.m_sized = m.counter("sized_total", "Orders sized", ["intent"])
+        self.m_rejects = m.counter("rejects_total", "Orders rejected (REJECTED_RISK), by reason", ["reason"])
+        self.m_fallback = m.counter("sizing_fallback_total",
+                                    "Entries sized on the configured capital: broker margins failed")
+        self.m_broker_err = m.counter("broker_errors_total", "Broker API errors (margins, ltp), by type",
+                                      ["call", "error"])
+        self.m_equity = m.gauge("equity", "Equity the last entry was sized on (rupees)")
+        self.m_price_src = m.counter("entry_price_source_total", "Where entry prices came from", ["source"])
+        self.calendar = load_calendar()
+        self.instruments = {i.instrument_token: i for i in load_universe(settings.config_dir / "tokens.csv")}
+        if kite is None and cfg.equity_source == "broker":
+            kite = broker.kite_client(settings.kite_api_key.get_secret_value(),
+                                      settings.kite_access_token.get_secret_value(), settings.kite_root,
+                                      cfg.margins_timeout_s)
+        self.kite = kite
+        self.equity = broker.EquityCache(kite, cfg.capital, cfg.margins_ttl_s, pinned=cfg.equity_source == "capital",
+                                         on_error=lambda e: self.m_broker_err.labels("margins", e).inc())
+        self._lots: dict[int, tuple[int, str | None]] = {}
+
+    # -- the decision ---------------------------------------------------------
+    def decide(self, conn: psycopg.Connection[Any], tx: OmsTx, orders: list[dict[str, Any]]) -> list[Decision]:
+        entries = [o for o in orders if sizing.is_entry(o)]
+        eq = self.equity.get() if entries else broker.Equity(self.cfg.capital, "n/a")
+        prices = self._entry_prices(conn, entries)
+        tokens = sorted({int(o["instrument_token"]) for o in entries})
+        held = exposure.instrument_exposure(conn, tokens) if tokens else {}
+        lots = self._lot_sizes(conn, tokens)
+        out: list[Decision] = []
+        for o in orders:
+            tok = int(o["instrument_token"])
+            price, src = prices.get(o["order_id"], (None, None))
+            lot, name = lots.get(tok, (1, None))
+            q, n = held.get(tok, (0, 0.0))
+            mkt = sizing.Market(eq.value, eq.source, price, src, lot, name, q, n)
+            s = sizing.size(o, mkt, self.cfg, self.calendar)
+            if s.rejected:
+                reason = s.reason or "rejected"
+                s.risk["reason"] = reason
+                detail = f"{reason}: {s.risk.get('detail', '')}".rstrip(": ")
+                self.m_rejects.labels(reason).inc()
+                out.append(Decision(Status.REJECTED_RISK, detail, fields={"risk": s.risk, "status_detail": detail},
+                                    reason=reason))
+                continue
+            assert s.qty is not None
+            if sizing.is_entry(o):
+                held[tok] = (q + s.qty, n + s.qty * (price or 0.0))  # the next entry of this batch sees it
+                self.m_equity.set(eq.value)
+                if eq.source == "fallback":
+                    self.m_fallback.inc()
+                self.m_price_src.labels(str(src)).inc()
+            self.m_sized.labels(sizing.intent_of(o)).inc()
+            detail = (f"qty {s.qty} risking {s.risk.get('risk_amount')} of equity {s.risk.get('equity')} "
+                      f"({eq.source})" if sizing.is_entry(o) else f"exit qty {s.qty}")
+            output = {**o, "qty": s.qty, "risk": s.risk}
+            out.append(Decision(Status.SIZED, detail, qty=s.qty, fields={"risk": s.risk}, output=output))
+        return out
+
+    def _entry_prices(self, conn: psycopg.Connection[Any], entries: list[dict[str, Any]]
+                      ) -> dict[str, tuple[float | None, str | None]]:
+        """order_id -> (price, source): order price, latest 1 s bar, broker LTP, ref price."""
+        out: dict[str, tuple[float | None, str | None]] = {}
+        need: dict[int, list[dict[str, Any]]] = {}
+        for o in entries:
+            p = sizing.order_price(o)
+            if p is not None and p > 0:
+                out[o["order_id"]] = (p, "order")
+            else:
+                need.setdefault(int(o["signal_ts"]), []).append(o)
+        age = int(self.cfg.max_price_age_s * 1000)
+        missing: list[dict[str, Any]] = []
+        for ts, group in need.items():  # event time: the latest bar at or before each signal
+            closes = exposure.latest_closes(conn, [int(o["instrument_token"]) for o in group], ts, age)
+            for o in group:
+                c = closes.get(int(o["instrument_token"]))
+                if c is not None:
+                    out[o["order_id"]] = (c, "bar_1s")
+                else:
+                    missing.append(o)
+        if missing:
+            keys = {f"{o['exchange']}:{o['symbol']}": o for o in missing}
+            quotes = broker.ltp(self.kite, list(keys),
+                                on_error=lambda e: self.m_broker_err.labels("ltp", e).inc())
+            for o in missing:
+                p = quotes.get(f"{o['exchange']}:{o['symbol']}")
+                if p is not None:
+                    out[o["order_id"]] = (p, "ltp")
+                    continue
+                ref = (o.get("extra") or {}).get("ref_price")
+                if isinstance(ref, int | float) and ref > 0:
+                    out[o["order_id"]] = (float(ref), "ref_price")
+        return out
+
+    def _lot_sizes(self, conn: psycopg.Connection[Any], tokens: list[int]) -> dict[int, tuple[int, str | None]]:
+        """token -> (lot size, name): the universe, else the instrument master table, else 1."""
+        unknown = [t for t in tokens if t not in self._lots and t not in self.instruments]
+        if unknown:
+            for tok, lot, name in conn.execute(
+                    "SELECT instrument_token, lot_size, name FROM instruments WHERE instrument_token = ANY(%s)",
+                    (unknown,)).fetchall():
+                self._lots[int(tok)] = (max(1, int(lot or 1)), name)
+        out: dict[int, tuple[int, str | None]] = {}
+        for t in tokens:
+            if t in self.instruments:
+                inst = self.instruments[t]
+                out[t] = (max(1, inst.lot_size), inst.name or None)
+            else:
+                out[t] = self._lots.get(t, (1, None))
+        return out
+
+    def heartbeat_fields(self) -> dict[str, Any]:
+        eq = self.equity
+        return {**super().heartbeat_fields(), "equity_source": "capital" if eq.pinned else
+                ("fallback" if eq.last_error else "broker")}
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point."""
+    ap = argparse.ArgumentParser(prog="python -m risk.manager_v2", description=__doc__.splitlines()[0])
+    ap.add_argument("--budget", type=Path, default=None,
+                    help="risk policy (env RISK_BUDGET, default <config dir>/risk_budget.yaml)")
+    ap.add_argument("--group", help="consumer group id (default risk_manager)")
+    args = ap.parse_args(argv)
+
+    def factory(settings: Settings, metrics: Metrics) -> RiskManager:
+        svc = RiskManager(settings, metrics, load_budget(args.budget or default_path()))
+        if args.group:
+            svc.group_id = args.group
+        return svc
+
+    return run_service(factory, RiskManager.name)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,171 @@
+"""Position sizing and the manager's order rules, pure (no I/O): :mod:`risk.manager_v2` and the backtester.
+
+An entry is sized so that hitting its stop loses ``risk_per_trade_pct`` of equity::
+
+    qty = floor(equity x risk% / |entry price - stop_loss|)   rounded down to the lot size,
+          then capped by max_notional_per_order, the instrument's position limits and the
+          exchange freeze quantity.
+
+An exit keeps the quantity the strategy gave it (the position it closes). Rejections carry one
+of the ``REJECT_*`` reasons (REJECTED_RISK). Time rules read the order's ``signal_ts``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+from core.sessions import DAY_MS, IST_OFFSET_MS, ExchangeCalendar
+from risk.config import RiskBudget
+
+REJECT_PRODUCT = "product_not_allowed"
+REJECT_HOURS = "outside_entry_hours"
+REJECT_NO_PRICE = "no_price"
+REJECT_STOP_SIDE = "stop_wrong_side"
+REJECT_STOP_WIDE = "stop_too_wide"
+REJECT_NOTIONAL = "notional_cap_below_lot"
+REJECT_POSITION = "position_limit"
+REJECT_EXIT_QTY = "exit_without_qty"
+REJECT_BAD_ORDER = "invalid_order"
+REASONS = (REJECT_PRODUCT, REJECT_HOURS, REJECT_NO_PRICE, REJECT_STOP_SIDE, REJECT_STOP_WIDE, REJECT_NOTIONAL,
+           REJECT_POSITION, REJECT_EXIT_QTY, REJECT_BAD_ORDER)
+
+
+def intent_of(order: dict[str, Any]) -> str:
+    """``entry`` unless the order says otherwise (the runner's ``extra.intent``: entry, exit, square_off, flatten)."""
+    extra = order.get("extra") or {}
+    return str(extra.get("intent") or order.get("intent") or "entry")
+
+
+def is_entry(order: dict[str, Any]) -> bool:
+    return intent_of(order) == "entry"
+
+
+@dataclass(frozen=True, slots=True)
+class Market:
+    """What sizing knows of the world for one order (gathered by the service at its edges)."""
+
+    equity: float
+    equity_source: str                 # broker | fallback | capital
+    price: float | None = None         # the entry price, from price_source
+    price_source: str | None = None    # order | bar_1s | ltp | ref_price
+    lot_size: int = 1
+    name: str | None = None            # the instrument's name (freeze quantities by underlying)
+    position_qty: int = 0              # |qty| held or pending on this instrument, all strategies
+    position_notional: float = 0.0
+
+
+@dataclass(slots=True)
+class Sizing:
+    """The decision: ``qty`` (None when rejected) with its ``reason`` and the ``risk`` record."""
+
+    qty: int | None
+    reason: str | None
+    risk: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def rejected(self) -> bool:
+        return self.qty is None
+
+
+def order_price(order: dict[str, Any]) -> float | None:
+    """The order's own price: LIMIT/SL its ``price``, SL-M its ``trigger_price``; MARKET none."""
+    ot = order.get("order_type")
+    if ot in ("LIMIT", "SL"):
+        return order.get("price")
+    if ot == "SL-M":
+        return order.get("trigger_price")
+    return None
+
+
+def entry_window_reason(order: dict[str, Any], cfg: RiskBudget, calendar: ExchangeCalendar) -> str | None:
+    """None if ``signal_ts`` is inside the entry hours, else a one-line detail."""
+    eh = cfg.entry_hours
+    ts = int(order["signal_ts"])
+    minute = ((ts + IST_OFFSET_MS) % DAY_MS) // 60_000
+    if eh.start_min is not None and minute < eh.start_min:
+        return f"signal at IST minute {minute} before entry start {eh.start}"
+    if eh.end_min is not None and minute >= eh.end_min:
+        return f"signal at IST minute {minute} at/after entry end {eh.end}"
+    if eh.within_session:
+        exch = str(order.get("exchange") or "NSE")
+        try:
+            sess = calendar.session_at(exch, ts)
+        except (KeyError, ValueError):
+            return f"exchange {exch} has no calendar"
+        if sess is None or not sess.contains(ts):
+            return f"signal outside the {exch} session"
+        if ts < sess.open_ms + eh.start_after_open_min * 60_000:
+            return f"within {eh.start_after_open_min} min of the open"
+        if ts >= sess.close_ms - eh.stop_before_close_min * 60_000:
+            return f"within {eh.stop_before_close_min} min of the close"
+    return None
+
+
+def size(order: dict[str, Any], mkt: Market, cfg: RiskBudget, calendar: ExchangeCalendar) -> Sizing:
+    """Size one order (entry or exit) or reject it with a reason."""
+    risk: dict[str, Any] = {"sizing_source": mkt.equity_source, "equity": round(mkt.equity, 2),
+                            "intent": intent_of(order), "signal_ts": order.get("signal_ts")}
+    if not is_entry(order):
+        qty = order.get("qty")
+        if not isinstance(qty, int) or qty <= 0:
+            return Sizing(None, REJECT_EXIT_QTY, {**risk, "detail": f"exit qty {qty!r}"})
+        return Sizing(qty, None, {**risk, "sizing": "exit", "qty": qty})
+    if order.get("product") not in cfg.allowed_products:
+        return Sizing(None, REJECT_PRODUCT, {**risk, "detail": f"product {order.get('product')} not in "
+                                                               f"{'/'.join(cfg.allowed_products)}"})
+    why = entry_window_reason(order, cfg, calendar)
+    if why:
+        return Sizing(None, REJECT_HOURS, {**risk, "detail": why})
+    price = mkt.price
+    if price is None or not math.isfinite(price) or price <= 0:
+        return Sizing(None, REJECT_NO_PRICE, {**risk, "detail": "no order price, fresh 1 s bar, LTP or ref price"})
+    risk.update(entry_price=price, price_source=mkt.price_source)
+    stop = order.get("stop_loss")
+    if stop is not None:
+        buy = order["side"] == "BUY"
+        if (buy and stop >= price) or (not buy and stop <= price):
+            return Sizing(None, REJECT_STOP_SIDE, {**risk, "stop_loss": stop,
+                                                   "detail": f"{order['side']} at {price:g} with stop {stop:g}"})
+        dist, stop_source = abs(price - stop), "order"
+    else:
+        dist, stop_source = price * cfg.default_stop_pct / 100, "default_pct"
+    pct = cfg.risk_pct(str(order["strategy"]))
+    amount = mkt.equity * pct / 100
+    lot = max(1, mkt.lot_size)
+    qty_risk = math.floor(amount / dist + 1e-9)
+    qty = qty_risk // lot * lot
+    risk.update(stop_loss=stop, stop_distance=round(dist, 6), stop_source=stop_source, risk_pct=pct,
+                risk_amount=round(amount, 2), qty_risk=qty_risk, lot_size=lot)
+    if qty <= 0:
+        return Sizing(None, REJECT_STOP_WIDE, {**risk, "detail": f"risk {amount:.2f} / stop distance {dist:g} "
+                                                                 f"is below one lot of {lot}"})
+    caps: list[str] = []
+
+    def cap(limit_qty: int, name: str) -> None:
+        nonlocal qty
+        limit_qty = max(0, limit_qty) // lot * lot
+        if limit_qty < qty:
+            qty = limit_qty
+            caps.append(name)
+
+    cap(math.floor(cfg.max_notional_per_order / price + 1e-9), "max_notional_per_order")
+    if qty <= 0:
+        return Sizing(None, REJECT_NOTIONAL, {**risk, "caps": caps, "detail": f"max_notional_per_order "
+                      f"{cfg.max_notional_per_order:g} is below one lot of {lot} at {price:g}"})
+    if cfg.max_position_notional is not None:
+        cap(math.floor((cfg.max_position_notional - mkt.position_notional) / price + 1e-9), "max_position_notional")
+    if cfg.max_position_qty is not None:
+        cap(cfg.max_position_qty - mkt.position_qty, "max_position_qty")
+    if qty <= 0:
+        return Sizing(None, REJECT_POSITION, {**risk, "caps": caps, "position_qty": mkt.position_qty,
+                      "position_notional": round(mkt.position_notional, 2),
+                      "detail": "the instrument's position limit is reached"})
+    freeze = cfg.freeze_of(str(order.get("symbol")), mkt.name)
+    if freeze is not None:
+        cap(freeze, "freeze_qty")
+        if qty <= 0:
+            return Sizing(None, REJECT_POSITION, {**risk, "caps": caps, "detail": f"freeze qty {freeze} < one lot"})
+    risk.update(qty=qty, notional=round(qty * price, 2), caps=caps)
+    return Sizing(qty, None, risk)
