@@ -108,10 +108,38 @@ def size(order: dict[str, Any], mkt: Market, cfg: RiskBudget, calendar: Exchange
     risk: dict[str, Any] = {"sizing_source": mkt.equity_source, "equity": round(mkt.equity, 2),
                             "intent": intent_of(order), "signal_ts": order.get("signal_ts")}
     if not is_entry(order):
-        qty = order.get("qty")
-        if not isinstance(qty, int) or qty <= 0:
-            return Sizing(None, REJECT_EXIT_QTY, {**risk, "detail": f"exit qty {qty!r}"})
-        return Sizing(qty, None, {**risk, "sizing": "exit", "qty": qty})
+        return _size_exit(order, risk)
+    refused = _entry_refusal(order, mkt, cfg, calendar, risk)
+    if refused is not None:
+        return refused
+    assert mkt.price is not None  # _entry_refusal rejects an entry without a price
+    price = mkt.price
+    risk.update(entry_price=price, price_source=mkt.price_source)
+    stop = _stop(order, price, cfg, risk)
+    if isinstance(stop, Sizing):
+        return stop
+    lot = max(1, mkt.lot_size)
+    pct = cfg.risk_pct(str(order["strategy"]))
+    amount = mkt.equity * pct / 100
+    qty_risk = math.floor(amount / stop + 1e-9)
+    risk.update(risk_pct=pct, risk_amount=round(amount, 2), qty_risk=qty_risk, lot_size=lot)
+    if qty_risk // lot * lot <= 0:
+        return Sizing(None, REJECT_STOP_WIDE, {**risk, "detail": f"risk {amount:.2f} / stop distance {stop:g} "
+                                                                 f"is below one lot of {lot}"})
+    return _capped(order, mkt, cfg, price, qty_risk // lot * lot, risk)
+
+
+def _size_exit(order: dict[str, Any], risk: dict[str, Any]) -> Sizing:
+    """An exit keeps the strategy's quantity (the position it closes)."""
+    qty = order.get("qty")
+    if not isinstance(qty, int) or qty <= 0:
+        return Sizing(None, REJECT_EXIT_QTY, {**risk, "detail": f"exit qty {qty!r}"})
+    return Sizing(qty, None, {**risk, "sizing": "exit", "qty": qty})
+
+
+def _entry_refusal(order: dict[str, Any], mkt: Market, cfg: RiskBudget, calendar: ExchangeCalendar,
+                   risk: dict[str, Any]) -> Sizing | None:
+    """The rules an entry must pass before it is sized: product, entry hours, a usable price."""
     if order.get("product") not in cfg.allowed_products:
         return Sizing(None, REJECT_PRODUCT, {**risk, "detail": f"product {order.get('product')} not in "
                                                                f"{'/'.join(cfg.allowed_products)}"})
@@ -121,51 +149,62 @@ def size(order: dict[str, Any], mkt: Market, cfg: RiskBudget, calendar: Exchange
     price = mkt.price
     if price is None or not math.isfinite(price) or price <= 0:
         return Sizing(None, REJECT_NO_PRICE, {**risk, "detail": "no order price, fresh 1 s bar, LTP or ref price"})
-    risk.update(entry_price=price, price_source=mkt.price_source)
+    return None
+
+
+def _stop(order: dict[str, Any], price: float, cfg: RiskBudget, risk: dict[str, Any]) -> float | Sizing:
+    """The stop distance per share (the order's stop, else ``default_stop_pct`` of the price), or a rejection."""
     stop = order.get("stop_loss")
     if stop is not None:
         buy = order["side"] == "BUY"
         if (buy and stop >= price) or (not buy and stop <= price):
             return Sizing(None, REJECT_STOP_SIDE, {**risk, "stop_loss": stop,
                                                    "detail": f"{order['side']} at {price:g} with stop {stop:g}"})
-        dist, stop_source = abs(price - stop), "order"
+        dist, stop_source = abs(price - float(stop)), "order"
     else:
         dist, stop_source = price * cfg.default_stop_pct / 100, "default_pct"
-    pct = cfg.risk_pct(str(order["strategy"]))
-    amount = mkt.equity * pct / 100
-    lot = max(1, mkt.lot_size)
-    qty_risk = math.floor(amount / dist + 1e-9)
-    qty = qty_risk // lot * lot
-    risk.update(stop_loss=stop, stop_distance=round(dist, 6), stop_source=stop_source, risk_pct=pct,
-                risk_amount=round(amount, 2), qty_risk=qty_risk, lot_size=lot)
-    if qty <= 0:
-        return Sizing(None, REJECT_STOP_WIDE, {**risk, "detail": f"risk {amount:.2f} / stop distance {dist:g} "
-                                                                 f"is below one lot of {lot}"})
-    caps: list[str] = []
+    risk.update(stop_loss=stop, stop_distance=round(dist, 6), stop_source=stop_source)
+    return dist
 
-    def cap(limit_qty: int, name: str) -> None:
-        nonlocal qty
-        limit_qty = max(0, limit_qty) // lot * lot
-        if limit_qty < qty:
-            qty = limit_qty
-            caps.append(name)
 
-    cap(math.floor(cfg.max_notional_per_order / price + 1e-9), "max_notional_per_order")
-    if qty <= 0:
-        return Sizing(None, REJECT_NOTIONAL, {**risk, "caps": caps, "detail": f"max_notional_per_order "
+class _Caps:
+    """Lowers a quantity to each limit in turn (in whole lots), remembering which limits bit."""
+
+    def __init__(self, qty: int, lot: int) -> None:
+        self.qty = qty
+        self.lot = lot
+        self.names: list[str] = []
+
+    def apply(self, limit_qty: int, name: str) -> None:
+        limit_qty = max(0, limit_qty) // self.lot * self.lot
+        if limit_qty < self.qty:
+            self.qty = limit_qty
+            self.names.append(name)
+
+
+def _capped(order: dict[str, Any], mkt: Market, cfg: RiskBudget, price: float, qty: int,
+            risk: dict[str, Any]) -> Sizing:
+    """The risk quantity capped by the order notional, the instrument's position limits and the freeze qty."""
+    lot = risk["lot_size"]
+    caps = _Caps(qty, lot)
+    caps.apply(math.floor(cfg.max_notional_per_order / price + 1e-9), "max_notional_per_order")
+    if caps.qty <= 0:
+        return Sizing(None, REJECT_NOTIONAL, {**risk, "caps": caps.names, "detail": f"max_notional_per_order "
                       f"{cfg.max_notional_per_order:g} is below one lot of {lot} at {price:g}"})
     if cfg.max_position_notional is not None:
-        cap(math.floor((cfg.max_position_notional - mkt.position_notional) / price + 1e-9), "max_position_notional")
+        caps.apply(math.floor((cfg.max_position_notional - mkt.position_notional) / price + 1e-9),
+                   "max_position_notional")
     if cfg.max_position_qty is not None:
-        cap(cfg.max_position_qty - mkt.position_qty, "max_position_qty")
-    if qty <= 0:
-        return Sizing(None, REJECT_POSITION, {**risk, "caps": caps, "position_qty": mkt.position_qty,
+        caps.apply(cfg.max_position_qty - mkt.position_qty, "max_position_qty")
+    if caps.qty <= 0:
+        return Sizing(None, REJECT_POSITION, {**risk, "caps": caps.names, "position_qty": mkt.position_qty,
                       "position_notional": round(mkt.position_notional, 2),
                       "detail": "the instrument's position limit is reached"})
     freeze = cfg.freeze_of(str(order.get("symbol")), mkt.name)
     if freeze is not None:
-        cap(freeze, "freeze_qty")
-        if qty <= 0:
-            return Sizing(None, REJECT_POSITION, {**risk, "caps": caps, "detail": f"freeze qty {freeze} < one lot"})
-    risk.update(qty=qty, notional=round(qty * price, 2), caps=caps)
-    return Sizing(qty, None, risk)
+        caps.apply(freeze, "freeze_qty")
+        if caps.qty <= 0:
+            return Sizing(None, REJECT_POSITION, {**risk, "caps": caps.names,
+                                                  "detail": f"freeze qty {freeze} < one lot"})
+    risk.update(qty=caps.qty, notional=round(caps.qty * price, 2), caps=caps.names)
+    return Sizing(caps.qty, None, risk)
