@@ -170,6 +170,10 @@ class OmsTx:
     def fill(self, fill: dict[str, Any]) -> Outcome | None:
         """Record a Fill (contract dict) and count it on its order. None: a duplicate fill_id."""
         live = self._require(fill["order_id"])
+        # A fill already recorded is a duplicate before anything else: offered to the state machine
+        # again it would look like an overfill (the order already counts it) and be audited as refused.
+        if self.conn.execute("SELECT 1 FROM fills WHERE fill_id = %s", (fill["fill_id"],)).fetchone():
+            return None
         out = oms_core.apply_fill(live.state, fill["qty"], fill["price"], fill["fill_id"])
         if out.applied:
             row = self.conn.execute(
@@ -285,7 +289,8 @@ def load_orders(conn: psycopg.Connection[Any], *, ids: Sequence[str] | None = No
                 statuses: Sequence[str] | None = None, older_than_ms: int | None = None,
                 limit: int = 10_000) -> list[dict[str, Any]]:
     """Orders by id, or by status (optionally only those unchanged for ``older_than_ms``), oldest first."""
-    where, params = [], []
+    where: list[str] = []
+    params: list[Any] = []
     if ids is not None:
         where.append("order_id = ANY(%s)")
         params.append(list(ids))

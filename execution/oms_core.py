@@ -181,15 +181,20 @@ def apply_kite(cur: OrderState, kite_status: str, filled: int, detail: str | Non
 
 
 def apply_fill(cur: OrderState, qty: int, price: float, detail: str | None = None) -> Outcome:
-    """Count a (new, deduplicated by the caller) fill of ``qty`` at ``price``."""
+    """Count a (new, deduplicated by the caller) fill of ``qty`` at ``price``.
+
+    ``detail`` (the fill's id) is in every outcome's detail, refusals included: two different
+    refused fills are two audit rows, a repeat of the same one is the same row.
+    """
+    why = f" ({detail})" if detail else ""
     if qty <= 0:
-        return Outcome("illegal", cur, cur, f"fill of {qty}: quantity must be positive")
+        return Outcome("illegal", cur, cur, f"fill of {qty}: quantity must be positive{why}")
     if cur.qty is None:
-        return Outcome("illegal", cur, cur, f"fill of {qty} on an unsized order ({cur.status})")
+        return Outcome("illegal", cur, cur, f"fill of {qty} on an unsized order ({cur.status}){why}")
     if cur.filled_qty + qty > cur.qty:
-        return Outcome("illegal", cur, cur, f"overfill refused: {cur.filled_qty} + {qty} > qty {cur.qty}")
+        return Outcome("illegal", cur, cur, f"overfill refused: {cur.filled_qty} + {qty} > qty {cur.qty}{why}")
     if cur.status in (S.NEW, S.SIZED, S.REJECTED_RISK, S.REJECTED_BUDGET, S.REJECTED):
-        return Outcome("illegal", cur, cur, f"fill of {qty} on an order in {cur.status}")
+        return Outcome("illegal", cur, cur, f"fill of {qty} on an order in {cur.status}{why}")
     filled = cur.filled_qty + qty
     avg = price if not cur.filled_qty or cur.avg_price is None else \
         (cur.avg_price * cur.filled_qty + price * qty) / filled
@@ -198,7 +203,7 @@ def apply_fill(cur: OrderState, qty: int, price: float, detail: str | None = Non
     else:
         status = S.FILLED if filled == cur.qty else S.PARTIALLY_FILLED
     after = replace(cur, status=status, filled_qty=filled, avg_price=avg)
-    return Outcome("applied", cur, after, f"fill {qty} @ {price:g}" + (f" ({detail})" if detail else ""))
+    return Outcome("applied", cur, after, f"fill {qty} @ {price:g}{why}")
 
 
 def cancel_failed(cur: OrderState, detail: str | None = None) -> Outcome:
