@@ -16,6 +16,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
+from core.errors import ConfigError
 from core.sessions import DAY_MS, IST_OFFSET_MS, ExchangeCalendar
 from risk.config import RiskBudget
 
@@ -30,6 +31,10 @@ REJECT_EXIT_QTY = "exit_without_qty"
 REJECT_BAD_ORDER = "invalid_order"
 REASONS = (REJECT_PRODUCT, REJECT_HOURS, REJECT_NO_PRICE, REJECT_STOP_SIDE, REJECT_STOP_WIDE, REJECT_NOTIONAL,
            REJECT_POSITION, REJECT_EXIT_QTY, REJECT_BAD_ORDER)
+
+
+#: The runner's intents (strategy.engine): only ``entry`` opens risk; the others close a position.
+INTENTS = ("entry", "exit", "square_off", "flatten")
 
 
 def intent_of(order: dict[str, Any]) -> str:
@@ -92,7 +97,7 @@ def entry_window_reason(order: dict[str, Any], cfg: RiskBudget, calendar: Exchan
         exch = str(order.get("exchange") or "NSE")
         try:
             sess = calendar.session_at(exch, ts)
-        except (KeyError, ValueError):
+        except (ConfigError, KeyError, ValueError):  # the calendar raises ConfigError for an unknown exchange
             return f"exchange {exch} has no calendar"
         if sess is None or not sess.contains(ts):
             return f"signal outside the {exch} session"
@@ -107,6 +112,8 @@ def size(order: dict[str, Any], mkt: Market, cfg: RiskBudget, calendar: Exchange
     """Size one order (entry or exit) or reject it with a reason."""
     risk: dict[str, Any] = {"sizing_source": mkt.equity_source, "equity": round(mkt.equity, 2),
                             "intent": intent_of(order), "signal_ts": order.get("signal_ts")}
+    if risk["intent"] not in INTENTS:  # never let a misspelt intent pass as an exit (exits skip every limit)
+        return Sizing(None, REJECT_BAD_ORDER, {**risk, "detail": f"unknown intent {risk['intent']!r}"})
     if not is_entry(order):
         return _size_exit(order, risk)
     refused = _entry_refusal(order, mkt, cfg, calendar, risk)
