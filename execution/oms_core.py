@@ -169,13 +169,20 @@ def transition(cur: OrderState, to: Status, detail: str | None = None, *, qty: i
     return Outcome("applied", cur, after, detail)
 
 
+#: How far along a working order is; a Kite snapshot of an earlier stage is stale (see apply_kite).
+_STAGE = {S.ALLOWED: 0, S.SUBMITTED: 1, S.OPEN: 2, S.PARTIALLY_FILLED: 3, S.CANCEL_REQUESTED: 4}
+
+
 def apply_kite(cur: OrderState, kite_status: str, filled: int, detail: str | None = None) -> Outcome:
     """Offer a Kite status snapshot; quantities are not taken from it (fills carry them)."""
     target = kite_target(kite_status, filled, cur.qty, cur.status)
     if target == cur.status:
         return Outcome("noop", cur, cur)
-    if cur.status == S.PARTIALLY_FILLED and target == S.OPEN:
-        return Outcome("noop", cur, cur)  # an older snapshot (before the fill): nothing new
+    if _STAGE.get(target, 99) < _STAGE.get(cur.status, -1):
+        # Kite's postbacks and order-book reads arrive in any order: a snapshot from an earlier stage
+        # of a working order (OPEN PENDING after OPEN, OPEN after a fill or after our cancel request)
+        # is older news, not a move back. A cancel that failed is the gateway's word (cancel_failed).
+        return Outcome("noop", cur, cur, f"stale kite {kite_status} on {cur.status}")
     note = f"kite {kite_status}" + (f": {detail}" if detail else "")
     return transition(cur, target, note)
 

@@ -20,7 +20,7 @@ from typing import Any
 import psycopg
 
 from core.sessions import DAY_MS, ist_date, ist_midnight_ms
-from risk.budget import ACCOUNT, Book, windows
+from risk.budget import ACCOUNT, Book
 
 #: OMS states of an entry that still holds budget for its unfilled part.
 PENDING = ("ALLOWED", "SUBMITTED", "OPEN", "PARTIALLY_FILLED", "CANCEL_REQUESTED")

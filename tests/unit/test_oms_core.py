@@ -118,10 +118,24 @@ def test_older_open_snapshot_after_a_fill_then_noop():
     assert out.kind == "noop" and out.after is cur
 
 
-def test_interim_status_after_open_then_illegal_and_state_kept():
+def test_interim_status_after_open_then_stale_noop_and_state_kept():
     cur = order(S.OPEN)
     out = apply_kite(cur, "OPEN PENDING", 0)
-    assert out.kind == "illegal" and out.after is cur
+    assert out.kind == "noop" and out.after is cur and "stale" in (out.detail or "")
+
+
+def test_open_snapshot_after_our_cancel_request_then_stale_not_a_failed_cancel():
+    cur = order(S.CANCEL_REQUESTED, filled=2)
+    for status, filled in (("OPEN", 0), ("OPEN", 2), ("PUT ORDER REQ RECEIVED", 0)):
+        out = apply_kite(cur, status, filled)
+        assert out.kind == "noop" and out.after is cur, status
+    assert cancel_failed(cur).after.status == S.PARTIALLY_FILLED  # the gateway's word moves it back
+
+
+def test_working_status_on_a_final_order_then_illegal():
+    for final in (S.FILLED, S.CANCELLED, S.REJECTED):
+        out = apply_kite(order(final), "OPEN", 0)
+        assert out.kind == "illegal" and out.after.status == final
 
 
 # -- replays and illegal transitions -----------------------------------------------
