@@ -34,8 +34,8 @@ from core.topics import DLQ, ORDER_UPDATES, ORDERS, ORDERS_ALLOWED, ORDERS_SIZED
 from execution.oms import OmsTx, Status
 from kitesim.testing import control, running_simulator
 from tests.conftest import query, run_module
-from tests.integration.test_stream_delivery import _drain
 from tests.integration.kite_harness import metric_sum, read_topic, scrape, stop_process, wait_for
+from tests.integration.test_stream_delivery import _drain
 
 pytestmark = pytest.mark.integration
 
@@ -401,3 +401,77 @@ def test_kill9_mid_stream_of_1000_orders_one_decision_each(risk, victim: str) ->
     time.sleep(0.5)
     r.start(victim)
     _assert_one_decision_each(r, [o["order_id"] for o in orders])
+
+
+def test_make_risk_v2_mid_stream_restarts_exactly_the_risk_group(tmp_path: Path, risk, sim) -> None:
+    """The supervisor runs the shipped risk services (plus a bystander); `make risk-v2` in the middle of
+    1,000 orders restarts those two only, and every order still gets exactly one decision."""
+    import os
+    import threading
+
+    import yaml
+
+    from core.settings import PROJECT_ROOT
+    from orchestrator.control import RunPaths, request
+    from tests.conftest import free_port
+
+    r = risk(equity_source="capital", capital=100_000_000, max_open=1000)
+    seed_bars(r.dsn, ts_at(9, 30))
+    shipped = yaml.safe_load((PROJECT_ROOT / "configs/process_supervisor.yaml").read_text())
+    services = {n: {k: v for k, v in shipped["services"][n].items() if k != "depends_on"}
+                for n in ("risk_manager", "order_budget_guard")}
+    assert {s["group"] for s in services.values()} == {"risk"}
+    services["bystander"] = {"cmd": [_py(), "-c", "import time; time.sleep(600)"], "group": "other",
+                             "ready_after": 0.2}
+    cfg_path = tmp_path / "supervisor.yaml"
+    cfg_path.write_text(yaml.safe_dump({"env": {}, "services": services}, sort_keys=False))
+    var = tmp_path / "var"
+    env = {**r.env, "TRADESTACK_VAR_DIR": str(var), "RISK_MANAGER_METRICS_PORT": str(free_port()),
+           "BUDGET_GUARD_METRICS_PORT": str(free_port()), "TRADING_MODE": "paper"}
+    env.pop("METRICS_PORT", None)
+    sup = subprocess.Popen([_py(), "-m", "orchestrator.process_supervisor", "--config", str(cfg_path)],
+                           cwd=PROJECT_ROOT, env=env, stdout=(tmp_path / "sup.out").open("wb"),
+                           stderr=subprocess.STDOUT, start_new_session=True)
+    paths = RunPaths(var)
+
+    def pids() -> dict[str, int]:
+        return {s["name"]: s["pid"] for s in request(paths.socket, {"cmd": "status"}, timeout=5)["services"]}
+
+    try:
+        ready = subprocess.run([_py(), "-m", "orchestrator.ctl", "wait-ready", "--timeout", "90"], cwd=PROJECT_ROOT,
+                               env=env, capture_output=True, text=True, timeout=120)
+        assert ready.returncode == 0, ready.stdout + ready.stderr + (tmp_path / "sup.out").read_text()
+        before = pids()
+        orders = stream(1000)
+
+        def feed() -> None:  # ~250 orders/s for 4 s
+            p = bus.Producer(r.bootstrap)
+            for i, o in enumerate(orders):
+                p.produce(ORDERS, orjson.dumps(o), o["order_id"].encode())
+                if i % 25 == 24:
+                    p.flush()
+                    time.sleep(0.1)
+            p.flush()
+
+        t = threading.Thread(target=feed)
+        t.start()
+        wait_for(lambda: query(r.dsn, "SELECT count(*) FROM orders WHERE status <> 'NEW'")[0][0] >= 150, 60, 0.05,
+                 "some decided")
+        assert t.is_alive(), "the feed ended before the restart: not mid-stream"
+        made = subprocess.run(["make", "--no-print-directory", "risk-v2"], cwd=PROJECT_ROOT, env=env,
+                              capture_output=True, text=True, timeout=120)
+        t.join(60)
+        assert made.returncode == 0, made.stdout + made.stderr
+        assert "risk_manager" in made.stdout and "order_budget_guard" in made.stdout and "bystander" not in made.stdout
+        after = pids()
+        assert after["bystander"] == before["bystander"]
+        assert after["risk_manager"] != before["risk_manager"]
+        assert after["order_budget_guard"] != before["order_budget_guard"]
+        _assert_one_decision_each(r, [o["order_id"] for o in orders])
+    finally:
+        subprocess.run([_py(), "-m", "orchestrator.ctl", "stop", "--timeout", "60"], cwd=PROJECT_ROOT, env=env,
+                       capture_output=True, timeout=90)
+        try:
+            sup.wait(30)
+        except subprocess.TimeoutExpired:
+            os.killpg(sup.pid, signal.SIGKILL)
