@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import threading
 import time
@@ -16,13 +17,28 @@ from compute.sessions import NSE
 from core import bus, codec
 from core.db import connect
 from core.topics import TICKS, all_topics
-from tests.conftest import run_module
+from tests.conftest import ROOT, run_module
 
 BAR_SERVICES = ("compute.bar_builder_1s", "compute.bar_aggregator_1m", "compute.bar_aggregator_1m_to_multi")
 
 #: Sentinel ticks, per instrument, this long after the cut: the first lies in the 1 m bucket that
 #: starts at the cut and its 1 s bar ends that bucket; the second closes that 1 s bar by event time.
 SENTINEL_OFFSETS_MS = (59_000, 62_000)
+
+
+def base_service_env() -> dict[str, str]:
+    """The ``service_env`` fixture's environment without its broker (for module-scoped fixtures)."""
+    env = dict(os.environ)
+    env.update({"PYTHONPATH": str(ROOT), "KAFKA_PARTITIONS": "3", "METRICS_PORT": "0", "PYTHONUNBUFFERED": "1"})
+    return env
+
+
+def selected_engines(request: Any, test_name: str) -> list[str]:
+    """The ``engine`` params of ``test_name``'s items this session runs (a module fixture that runs
+    every engine's scenario side by side starts only the ones selected, e.g. with ``-k python``)."""
+    return sorted({item.callspec.params["engine"] for item in request.session.items
+                   if getattr(item, "originalname", None) == test_name and hasattr(item, "callspec")
+                   and item.module is request.module})
 
 
 def service_env_without_wall_knobs(service_env: Mapping[str, str], **extra: str) -> dict[str, str]:
