@@ -21,6 +21,7 @@ import yaml
 from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient
 
+from compute import holds
 from core.settings import PROJECT_ROOT
 from orchestrator.ctl import format_broker_lines
 from orchestrator.kafka_launcher import BrokerMemory, parse_warn_fraction
@@ -32,6 +33,15 @@ REAL = yaml.safe_load((PROJECT_ROOT / "configs" / "process_supervisor.yaml").rea
 # The multi-minute aggregator is left out of the reset test: its open 60 m bar holds bars.1m uncommitted
 # until the bucket ends, so a drain takes up to an hour of wall time (the refusal's job, not a test's).
 BAR_SERVICES = ("bar_builder_1s", "bar_aggregator_1m")
+# The reset test is about the drain and the reset, not the shipped wall-clock defaults: short but
+# still valid knobs (check_chain accepts them) make the drain wait for the open minute + ~12 s
+# instead of + ~45 s (a 25 s clock stall after the sources stop, then the 20 s wall grace).
+FAST_KNOBS = holds.Knobs(bar_grace_ms=1000, bar_wall_grace_ms=1000,
+                         agg_1m_wall_grace_ms=holds.min_wall_grace(holds.builder_hold(1000, 1000)),
+                         agg_silent_close_ms=holds.LIVE_WINDOW_MS + 3000)
+assert not holds.check_chain(FAST_KNOBS, "1m"), holds.check_chain(FAST_KNOBS, "1m")
+FAST_KNOB_ENV = {holds.ENV[f]: str(getattr(FAST_KNOBS, f))
+                 for f in ("bar_grace_ms", "bar_wall_grace_ms", "agg_1m_wall_grace_ms", "agg_silent_close_ms")}
 
 
 def real_config(*names: str) -> dict[str, Any]:
@@ -184,7 +194,8 @@ def test_reset_broker_refuses_while_consumers_are_behind_then_starts_the_broker_
            "KAFKA_BOOTSTRAP_SERVERS": bootstrap, "TRADESTACK_EMBEDDED_PG": "true",
            "TRADESTACK_EMBEDDED_KAFKA": "true", "SMOKE_PRODUCER_ENABLED": "true",
            "SMOKE_METRICS_PORT": str(free_port()), "BAR_BUILDER_METRICS_PORT": str(free_port()),
-           "BAR_AGG_1M_METRICS_PORT": str(free_port()), "BAR_AGG_MULTI_METRICS_PORT": str(free_port())}
+           "BAR_AGG_1M_METRICS_PORT": str(free_port()), "BAR_AGG_MULTI_METRICS_PORT": str(free_port()),
+           **FAST_KNOB_ENV}
     stack = stack_factory(real_config(*names), env=env)
     ready = stack.ctl("wait-ready", "--timeout", "120", timeout=150)
     assert ready.returncode == 0, ready.stderr + stack.out.read_text()[-3000:]
