@@ -1,20 +1,26 @@
 """The bar builder service on its native engine (librdkafka batches -> C++ core), as a real process.
 
 Poison ticks go to ``dlq`` with provenance headers while good ticks become bars; the service
-survives an empty restart of the embedded broker; the python engine gives the same rows.
+survives an empty restart of the embedded broker; the python engine gives the same rows. The
+scenarios that mostly wait (poison per engine, the broker restart) run side by side in the background
+from the module's first test, each on its own broker, database and process.
 """
 
 from __future__ import annotations
 
 import signal
 import time
+from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from pathlib import Path
 
 import orjson
 import pytest
 
 from core import bus
 from core.topics import TICKS, all_topics
-from tests.conftest import free_port, query, run_module, wait_tcp
+from tests.conftest import _fresh_db as fresh_db, free_port, query, run_module, tansu_broker, wait_tcp
+from tests.e2e.pipeline import base_service_env, selected_engines
 from tests.integration.test_stream_delivery import _drain
 
 pytestmark = pytest.mark.integration
@@ -51,8 +57,41 @@ def _env(service_env: dict[str, str], bootstrap: str, dsn: str, engine: str) -> 
             "KAFKA_PARTITIONS": "1"}
 
 
+POISON_TEST = "test_poison_to_dlq_good_ticks_to_bars"
+
+
+@pytest.fixture(scope="module")
+def background(request: pytest.FixtureRequest, pg_server: str,
+               tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Future[None]]]:
+    """The scenarios that mostly wait on the wall clock, started side by side (each its own broker,
+    database and process): both engines' poison runs and the broker restart (which waits out the
+    builder's 30 s bounded flush to the emptied broker). Each test waits for its own and re-raises."""
+    names = {item.originalname for item in request.session.items if item.module is request.module}
+    with ThreadPoolExecutor(max_workers=3, thread_name_prefix="builder") as pool:
+        runs: dict[str, Future[None]] = {}
+        if RESTART_TEST in names:
+            runs["restart"] = pool.submit(_broker_restart_run, pg_server, tmp_path_factory.mktemp("restart"))
+        for engine in selected_engines(request, POISON_TEST):
+            runs[engine] = pool.submit(_poison_run, engine, pg_server, tmp_path_factory.mktemp(f"poison-{engine}"))
+        yield runs
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _start_background(background: dict[str, Future[None]]) -> None:
+    """Start :func:`background` with the module's first test, so the restart overlaps the others."""
+
+
 @pytest.mark.parametrize("engine", ["native", "python"])
-def test_poison_to_dlq_good_ticks_to_bars(broker, fresh_pg_dsn, service_env, tmp_path, engine):
+def test_poison_to_dlq_good_ticks_to_bars(background, engine):
+    background[engine].result(timeout=240)
+
+
+def _poison_run(engine: str, pg_server: str, tmp_path: Path) -> None:
+    with tansu_broker() as broker:
+        _check_poison(engine, broker, fresh_db(pg_server), base_service_env(), tmp_path)
+
+
+def _check_poison(engine: str, broker: str, fresh_pg_dsn: str, service_env: dict[str, str], tmp_path: Path) -> None:
     bus.ensure_topics(broker, all_topics(1))
     p = bus.Producer(broker)
     good = [_tick(256265, T0 + i * 400, 100.0 + i, 1000 + 10 * i) for i in range(20)]  # buckets T0..T0+7s
@@ -96,8 +135,13 @@ def test_poison_to_dlq_good_ticks_to_bars(broker, fresh_pg_dsn, service_env, tmp
         assert proc.wait(30) == 0
 
 
-def test_native_builder_survives_broker_restart(fresh_pg_dsn, service_env, tmp_path):
+RESTART_TEST = "test_native_builder_survives_broker_restart"
+
+
+def _broker_restart_run(pg_server: str, tmp_path: Path) -> None:
     from orchestrator.kafka_launcher import start_tansu
+
+    fresh_pg_dsn, service_env = fresh_db(pg_server), base_service_env()
 
     port = free_port()
     broker = start_tansu(port)
@@ -158,3 +202,8 @@ def test_native_builder_rejoins_after_losing_its_partitions(broker, fresh_pg_dsn
         proc.send_signal(signal.SIGCONT)
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(30) == 0
+
+
+def test_native_builder_survives_broker_restart(background):
+    """Last in the module: its run started with the first test and overlapped the others."""
+    background["restart"].result(timeout=240)
