@@ -10,7 +10,10 @@ of stream per second) while the three services are SIGKILLed and restarted;
 the builder is killed right after sparse instruments' last ticks before a
 minute ends, so their 1 s bars are held across the restart and the 1 m
 aggregator's wall grace is what keeps their 1 m bars whole. The final tables
-must equal the reference, for both builder engines.
+must equal the reference, for both builder engines (the two engines' runs go
+side by side on one live stream, each on its own broker, database and
+processes: they wait on the wall clock, so running them in turn only doubles
+the wait).
 
 No test sets a wall-clock knob (compute.holds derives the defaults): every
 stream ends with two sentinel ticks per instrument (tests.e2e.pipeline.with_sentinels)
@@ -25,18 +28,25 @@ import random
 import signal
 import threading
 import time
+from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 
 from compute import holds
 from compute.bars import ALL_TFS
+from tests.conftest import _fresh_db as fresh_db, tansu_broker
 from tests.e2e.pipeline import (
     BAR_SERVICES,
+    base_service_env,
     bucket_end,
     closed_by,
     db_rows,
     live_feed,
     produce_ticks,
+    selected_engines,
     service_env_without_wall_knobs,
     shift_to_live,
     start_service,
@@ -162,34 +172,71 @@ def _kill_plan(ticks: list[dict], cut: int, rng: random.Random) -> list[tuple[fl
     return sorted(plan)
 
 
+@dataclass
+class LiveRun:
+    """What one engine's live kill run left behind, for its test to check."""
+
+    ref: dict[str, list[tuple]]
+    settle: int
+    expected: dict[str, int]
+    kills: list[str]
+    got: dict[str, list[tuple]]
+    builder_log: str
+
+
+def _live_run(engine: str, stream: Stream, plan: list[tuple[float, str]], pg_server: str,
+              log_dir: Path) -> LiveRun:
+    """Feed the live stream to a fresh broker, database and pipeline on ``engine``, SIGKILLing by ``plan``."""
+    ticks, ref, settle = stream
+    with tansu_broker() as broker:
+        dsn = fresh_db(pg_server)
+        env = _env(base_service_env(), broker, dsn, engine)
+        procs = {m: start_service(m, env, log_dir) for m in BAR_SERVICES}
+        expected = _expected_counts(ref, settle)
+        kills: list[str] = []
+        try:
+            done = threading.Event()
+            feeder = live_feed(broker, ticks, done)
+            for at, victim in plan:
+                time.sleep(max(0.0, at - time.time()))
+                assert procs[victim].poll() is None, f"{victim} exited by itself with {procs[victim].returncode}"
+                procs[victim].send_signal(signal.SIGKILL)
+                procs[victim].wait(10)
+                kills.append(victim)
+                procs[victim] = start_service(victim, env, log_dir)
+            feeder.join(30)
+            assert done.is_set()
+            wait_for_rows(dsn, expected, 120, procs)
+            time.sleep(1.0)
+            got = db_rows(dsn)
+        finally:
+            stop_all(procs)
+    return LiveRun(ref, settle, expected, kills, got, (log_dir / "bar_builder_1s.log").read_text())
+
+
+@pytest.fixture(scope="module")
+def live_runs(request: pytest.FixtureRequest, pg_server: str,
+              tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Future[LiveRun]]]:
+    """Both engines' live kill runs, side by side on one live stream (each its own broker, database and
+    processes): the runs are paced by the wall clock, so running them one after the other only waits
+    twice as long. Each engine's test waits for its own run and checks it."""
+    stream = _live_stream()
+    plan = _kill_plan(stream[0], stream[2] - 60_000, random.Random(2026))
+    with ThreadPoolExecutor(max_workers=2, thread_name_prefix="live-run") as pool:
+        runs = {engine: pool.submit(_live_run, engine, stream, plan, pg_server,
+                                    tmp_path_factory.mktemp(f"live-{engine}"))
+                for engine in selected_engines(request, LIVE_TEST)}
+        yield runs
+
+
+LIVE_TEST = "test_pipeline_when_live_feed_and_sigkills_on_default_knobs_then_tables_equal_reference"
+
+
 @pytest.mark.parametrize("engine", ["native", "python"])
-def test_pipeline_when_live_feed_and_sigkills_on_default_knobs_then_tables_equal_reference(
-        broker, fresh_pg_dsn, service_env, tmp_path, engine):
-    ticks, ref, settle = _live_stream()
-    env = _env(service_env, broker, fresh_pg_dsn, engine)
-    plan = _kill_plan(ticks, settle - 60_000, random.Random(2026))
-    procs = {m: start_service(m, env, tmp_path) for m in BAR_SERVICES}
-    expected = _expected_counts(ref, settle)
-    kills: list[str] = []
-    try:
-        done = threading.Event()
-        feeder = live_feed(broker, ticks, done)
-        for at, victim in plan:
-            time.sleep(max(0.0, at - time.time()))
-            assert procs[victim].poll() is None, f"{victim} exited by itself with {procs[victim].returncode}"
-            procs[victim].send_signal(signal.SIGKILL)
-            procs[victim].wait(10)
-            kills.append(victim)
-            procs[victim] = start_service(victim, env, tmp_path)
-        feeder.join(30)
-        assert done.is_set()
-        wait_for_rows(fresh_pg_dsn, expected, 120, procs)
-        time.sleep(1.0)
-        got = db_rows(fresh_pg_dsn)
-    finally:
-        stop_all(procs)
+def test_pipeline_when_live_feed_and_sigkills_on_default_knobs_then_tables_equal_reference(live_runs, engine):
+    run = live_runs[engine].result(timeout=600)
+    kills, got, ref, settle, expected = run.kills, run.got, run.ref, run.settle, run.expected
     assert len(kills) >= 8 and set(kills) == set(BAR_SERVICES), kills
     assert {tf: len(rows) for tf, rows in closed_by(got, settle).items()} == expected
     _assert_equal_to_reference(got, ref, settle)
-    log = (tmp_path / "bar_builder_1s.log").read_text()
-    assert log.count(f"engine={engine}") == 1 + kills.count(BUILDER)
+    assert run.builder_log.count(f"engine={engine}") == 1 + kills.count(BUILDER)
