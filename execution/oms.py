@@ -123,10 +123,12 @@ class OmsTx:
             found = {r[0] for r in rows}
             missing = [by_id[i] for i in sorted(set(ids) - found)]
             created: list[str] = []
-            for o in missing:
-                cur.execute(_INSERT, _insert_row(o, status))
-                if cur.fetchone() is not None:
-                    created.append(o["order_id"])
+            if missing:  # one pipelined round trip; RETURNING tells which inserts won a race
+                cur.executemany(_INSERT, [_insert_row(o, status) for o in missing], returning=True)
+                for _ in cur.results():
+                    row = cur.fetchone()
+                    if row is not None:
+                        created.append(row[0])
             if missing:
                 rows = cur.execute(_SELECT, (ids,)).fetchall()
         for oid, st, qty, filled, avg, version in rows:

@@ -32,7 +32,7 @@ import psycopg
 from confluent_kafka import Message
 from pydantic import BaseModel
 
-from core import db
+from core import bus, db
 from core.errors import PoisonMessage
 from core.metrics import Metrics
 from core.service import Backoff
@@ -122,12 +122,20 @@ class OrderStage(StreamService):
     def build_processor(self) -> OrderDecoder:
         return OrderDecoder(self.input_model)
 
+    def build_consumer(self, bootstrap: str) -> Any:
+        # An order waits on no batch: the broker answers a fetch within 5 ms (default 100 ms, which
+        # cost each stage ~50 ms of latency at 500 orders/s), and a backlog is drained in large batches.
+        return bus.DrainingConsumer(bootstrap, self.group_id, self.input_topics, on_revoke=self._on_revoke,
+                                    on_assign=self._on_assign, on_lost=self._on_lost,
+                                    **{"client.id": self.name, "fetch.wait.max.ms": 5})
+
     def build_sink(self) -> Any:
         return _no_sink  # the pool is opened by StreamService; rows are written in step()
 
     def step(self) -> None:
         assert self.consumer is not None and self.producer is not None
         msgs = self.consumer.poll_batch(self.batch_size, self.poll_timeout)
+        t0 = time.perf_counter()
         self._failed = True
         self._track_consumed(msgs)
         emission = self.processor.process(msgs, int(time.time() * 1000))
@@ -145,6 +153,7 @@ class OrderStage(StreamService):
             return
         self._commit(self.processor.committable(dict(self._consumed)))
         self._failed = False
+        self.m_batch.observe(time.perf_counter() - t0)
         now = time.time() * 1000
         for o in orders:
             created = o.get("created_ts")

@@ -14,7 +14,7 @@ import os
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, PrivateAttr, field_validator, model_validator
 
 from core.config import StrictModel, load_config
 from core.sessions import hhmm_minutes
@@ -108,6 +108,7 @@ class RiskBudget(StrictModel):
                                            description="default caps for each strategy (strategies.X.order_caps wins)")
     buckets: dict[str, Bucket]
     strategies: dict[str, StrategyLimits] = Field(default_factory=dict)
+    _bucket_memo: dict[str, str] = PrivateAttr(default_factory=dict)
 
     @field_validator("freeze_qty")
     @classmethod
@@ -137,6 +138,12 @@ class RiskBudget(StrictModel):
     # -- lookups ---------------------------------------------------------------
     def bucket_of(self, strategy: str) -> str:
         """The bucket a strategy draws on (exact name, then patterns in file order, else ``default``)."""
+        hit = self._bucket_memo.get(strategy)
+        if hit is None:
+            hit = self._bucket_memo[strategy] = self._find_bucket(strategy)
+        return hit
+
+    def _find_bucket(self, strategy: str) -> str:
         for name, b in self.buckets.items():
             if strategy in b.strategies:
                 return name

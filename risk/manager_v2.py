@@ -118,23 +118,23 @@ class RiskManager(OrderStage):
                       ) -> dict[str, tuple[float | None, str | None]]:
         """order_id -> (price, source): order price, latest 1 s bar, broker LTP, ref price."""
         out: dict[str, tuple[float | None, str | None]] = {}
-        need: dict[int, list[dict[str, Any]]] = {}
+        need: list[dict[str, Any]] = []
         for o in entries:
             p = sizing.order_price(o)
             if p is not None and p > 0:
                 out[o["order_id"]] = (p, "order")
             else:
-                need.setdefault(int(o["signal_ts"]), []).append(o)
+                need.append(o)
         age = int(self.cfg.max_price_age_s * 1000)
+        # event time: the latest bar at or before each order's own signal (one query for the batch)
+        closes = exposure.latest_closes(conn, [(int(o["instrument_token"]), int(o["signal_ts"])) for o in need], age)
         missing: list[dict[str, Any]] = []
-        for ts, group in need.items():  # event time: the latest bar at or before each signal
-            closes = exposure.latest_closes(conn, [int(o["instrument_token"]) for o in group], ts, age)
-            for o in group:
-                c = closes.get(int(o["instrument_token"]))
-                if c is not None:
-                    out[o["order_id"]] = (c, "bar_1s")
-                else:
-                    missing.append(o)
+        for o in need:
+            c = closes.get((int(o["instrument_token"]), int(o["signal_ts"])))
+            if c is not None:
+                out[o["order_id"]] = (c, "bar_1s")
+            else:
+                missing.append(o)
         if missing:
             keys = {f"{o['exchange']}:{o['symbol']}": o for o in missing}
             quotes = broker.ltp(self.kite, list(keys),

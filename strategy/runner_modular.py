@@ -96,7 +96,7 @@ class StrategyRunner(StreamService):
                                      buckets=(1e-5, 3e-5, 1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 0.1))
 
     def build_consumer(self, bootstrap: str) -> Any:
-        return _DrainingConsumer(bootstrap, self.group_id, self.input_topics, on_revoke=self._on_revoke,
+        return bus.DrainingConsumer(bootstrap, self.group_id, self.input_topics, on_revoke=self._on_revoke,
                             on_assign=self._on_assign, on_lost=self._on_lost,
                             # the broker answers a fetch within 5 ms even with nothing new (default 100 ms
                             # here): measured p50 bar-to-order 29 ms -> 14 ms
@@ -239,24 +239,6 @@ class StrategyRunner(StreamService):
         ready, total = self.engine.ready_counts()
         return {**super().heartbeat_fields(), "bars": core.counts["bars"], "orders": self.engine.counts["orders"],
                 "fills": core.counts["fills"], "ready": f"{ready}/{total}"}
-
-
-class _DrainingConsumer(bus.Consumer):
-    """A short poll, then whatever librdkafka has already fetched, without waiting again.
-
-    With a 2 ms poll alone, a backlog came in small batches and each paid the batch's flush,
-    database transaction and commit; draining the local queue keeps batches large under load
-    and adds no wait when the input is live.
-    """
-
-    def poll_batch(self, max_messages: int = 1000, timeout: float = 0.5) -> list[Any]:
-        out = super().poll_batch(max_messages, timeout)
-        while out and len(out) < max_messages:
-            more = super().poll_batch(max_messages - len(out), 0)
-            if not more:
-                break
-            out.extend(more)
-        return out
 
 
 def main(argv: list[str] | None = None) -> int:

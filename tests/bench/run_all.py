@@ -21,6 +21,7 @@ BENCHES = {
     "broker_memory": "tests.bench.bench_broker_memory",  # the whole stack on make up's ports, ~7 min
     "indicators": "tests.bench.bench_indicators",
     "strategy": "tests.bench.bench_strategy",
+    "risk": "tests.bench.bench_risk",
 }
 
 
