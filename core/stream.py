@@ -27,7 +27,7 @@ from typing import Any, Protocol
 
 import orjson
 import psycopg
-from confluent_kafka import KafkaException, Message
+from confluent_kafka import KafkaException, Message, TopicPartition
 from psycopg_pool import ConnectionPool
 
 from core import bus, db
@@ -433,17 +433,26 @@ class StreamService(Service, ABC):
             self._committed.pop(tp, None)
 
     def _maybe_report_lag(self) -> None:
+        """Lag every 5 s from the high watermarks of the last fetch responses (cached: no broker round trip).
+
+        Asking the broker for each partition's watermarks took ~0.1 s per partition on the embedded
+        broker (measured in the strategy bench's profile: 12 partitions, 1.15 s per report, the loop
+        stalled meanwhile; in the risk bench a 100 ms latency spike every 5 s). A native consumer
+        without librdkafka's cache asks the broker.
+        """
         now = time.monotonic()
         if now - self._last_lag < 5.0 or self.consumer is None:
             return
         self._last_lag = now
+        raw = getattr(self.consumer, "raw", None)
         for topic, part in list(self.consumer.assigned):
             try:
-                _low, high = self.consumer.watermarks(topic, part)
+                if raw is not None:
+                    _low, high = raw.get_watermark_offsets(TopicPartition(topic, part), cached=True)
+                else:
+                    _low, high = self.consumer.watermarks(topic, part)
             except (KafkaException, RuntimeError):
                 continue
             pos = self._consumed.get((topic, part))
-            if pos is not None and high >= 0:
+            if pos is not None and high is not None and high >= 0:
                 self.m_lag.labels(topic, str(part)).set(max(0, high - pos))
-
-

@@ -97,6 +97,8 @@ class OrderStage(StreamService):
     redrive_interval = 5.0
     redrive_after = 10.0
     redrive_limit = 2000
+    #: A batch slower than this is logged with where its time went.
+    slow_batch_s = 0.25
 
     def __init__(self, settings: Settings, metrics: Metrics) -> None:
         super().__init__(settings, metrics)
@@ -146,14 +148,22 @@ class OrderStage(StreamService):
             self._failed = False
             self._maybe_report_lag()
             return
+        t1 = time.perf_counter()
         out = self._decide_all(orders, emission.rejects)
         if out is None:
             return  # stop requested while the database was down: nothing committed
+        t2 = time.perf_counter()
         if not self._deliver(Emission(messages=out, rejects=emission.rejects)):
             return
+        t3 = time.perf_counter()
         self._commit(self.processor.committable(dict(self._consumed)))
         self._failed = False
-        self.m_batch.observe(time.perf_counter() - t0)
+        t4 = time.perf_counter()
+        self.m_batch.observe(t4 - t0)
+        if t4 - t0 > self.slow_batch_s:
+            self.log.warning("slow batch orders=%d total_ms=%.0f decode_ms=%.0f decide_ms=%.0f produce_ms=%.0f "
+                             "commit_ms=%.0f", len(orders), (t4 - t0) * 1000, (t1 - t0) * 1000, (t2 - t1) * 1000,
+                             (t3 - t2) * 1000, (t4 - t3) * 1000)
         now = time.time() * 1000
         for o in orders:
             created = o.get("created_ts")

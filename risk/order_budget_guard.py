@@ -66,6 +66,7 @@ class BudgetGuard(OrderStage):
         self.m_status = m.gauge("orders_by_status", "Orders in the table by OMS state", ["status"])
         self._kill: bool | None = None
         self._last_status = 0.0
+        self._last_counts = 0.0
         for b in cfg.buckets:
             self.m_budget.labels(b).set(cfg.bucket_budget(b))
 
@@ -120,17 +121,24 @@ class BudgetGuard(OrderStage):
             self._poll_status()
 
     def _poll_status(self) -> None:
-        """Kill switch state and orders by status for the metrics, also while no order flows."""
+        """Kill switch state (every 5 s) and orders by status (every 30 s: a scan of the table) for the
+        metrics, also while no order flows."""
         assert self.pool is not None
+        now = time.monotonic()
+        counts = None
         try:
             with self.pool.connection() as conn:
                 kill, reason = exposure.kill_switch(conn)
-                counts = conn.execute("SELECT status, count(*) FROM orders GROUP BY status").fetchall()
+                if now - self._last_counts >= 30.0:
+                    self._last_counts = now
+                    counts = conn.execute("SELECT status, count(*) FROM orders GROUP BY status").fetchall()
                 conn.rollback()
         except Exception as exc:  # noqa: BLE001 - metrics only; the next batch retries the database
             self.log.debug("status poll failed: %s", exc)
             return
         self._note_kill(kill, reason)
+        if counts is None:
+            return
         for st in Status:
             self.m_status.labels(st.value).set(0)
         for st, n in counts:

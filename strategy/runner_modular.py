@@ -36,7 +36,6 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
-from confluent_kafka import KafkaException, TopicPartition
 
 from core import bus, db
 from core.cli import env_int
@@ -186,30 +185,6 @@ class StrategyRunner(StreamService):
                       len(core.seen_fills), warmed, caught, len(core.pending), core.counts["late_bars"])
 
     # -- metrics --------------------------------------------------------------
-    def _maybe_report_lag(self) -> None:
-        """Lag from the high watermarks of the last fetch responses (cached: no broker round trip).
-
-        ``StreamService`` asks the broker for each partition's watermarks every 5 s: on the embedded
-        broker that took ~0.1 s per partition (measured in the strategy bench's profile: 12 partitions,
-        1.15 s per report, the runner's loop stalled meanwhile), a bar-to-order latency spike each time.
-        """
-        now = time.monotonic()
-        if now - self._last_lag < 5.0 or self.consumer is None:
-            return
-        self._last_lag = now
-        raw = getattr(self.consumer, "raw", None)
-        if raw is None:
-            super()._maybe_report_lag()
-            return
-        for topic, part in list(self.consumer.assigned):
-            try:
-                _low, high = raw.get_watermark_offsets(TopicPartition(topic, part), cached=True)
-            except (KafkaException, RuntimeError):
-                continue
-            pos = self._consumed.get((topic, part))
-            if pos is not None and high >= 0:
-                self.m_lag.labels(topic, str(part)).set(max(0, high - pos))
-
     def _report(self) -> None:
         core: RunnerCore = self.processor  # type: ignore[assignment]
         now = time.monotonic()
