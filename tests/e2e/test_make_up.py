@@ -33,7 +33,8 @@ def _stack_env(var_dir) -> dict[str, str]:  # type: ignore[no-untyped-def]
         env.pop(key, None)
     ports = ("PG_PORT", "KAFKA_PORT", "KITESIM_HTTP_PORT", "KITESIM_WS_PORT", "SMOKE_METRICS_PORT",
              "ZERODHA_WS_METRICS_PORT", "BAR_BUILDER_METRICS_PORT", "BAR_AGG_1M_METRICS_PORT",
-             "BAR_AGG_MULTI_METRICS_PORT", "STRATEGY_RUNNER_METRICS_PORT")
+             "BAR_AGG_MULTI_METRICS_PORT", "STRATEGY_RUNNER_METRICS_PORT", "RISK_MANAGER_METRICS_PORT",
+             "BUDGET_GUARD_METRICS_PORT")
     env.update({p: str(free_port()) for p in ports})
     env.update({"TRADESTACK_VAR_DIR": str(var_dir), "UP_TIMEOUT": "60"})
     return env
@@ -45,6 +46,16 @@ def _count(env: dict[str, str], table: str) -> int:
     dsn = f"postgresql://tradestack@127.0.0.1:{env['PG_PORT']}/tradestack"
     with psycopg.connect(dsn) as conn:
         return int(conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0])  # type: ignore[index]
+
+
+def _decided(env: dict[str, str]) -> list[tuple]:  # type: ignore[type-arg]
+    """Orders past NEW: (status, qty, risk, budget, status_detail)."""
+    import psycopg
+
+    dsn = f"postgresql://tradestack@127.0.0.1:{env['PG_PORT']}/tradestack"
+    with psycopg.connect(dsn) as conn:
+        return conn.execute("SELECT status, qty, risk, budget, status_detail FROM orders "
+                            "WHERE status <> 'NEW'").fetchall()
 
 
 def session_now_config(tmp_path) -> str:  # type: ignore[no-untyped-def]
@@ -102,7 +113,8 @@ def test_make_up_status_down_leaves_no_process(tmp_path, target, feed):
                              cwd=ROOT, env=env, capture_output=True, text=True, timeout=30)
         services = json.loads(raw.stdout)["services"]
         states = {s["name"]: s["state"] for s in services}
-        for name in ("postgres", "kafka", feed, "bar_builder_1s", "bar_aggregator_1m", "strategy_runner"):
+        for name in ("postgres", "kafka", feed, "bar_builder_1s", "bar_aggregator_1m", "strategy_runner",
+                     "risk_manager", "order_budget_guard"):
             assert states[name] == "ready", states
         pids = [s["pid"] for s in services if s.get("pid")]
         sup = psutil.Process(_supervisor_pid(var_dir))
@@ -114,11 +126,22 @@ def test_make_up_status_down_leaves_no_process(tmp_path, target, feed):
             time.sleep(1)
         assert _count(env, "bars_1s") > 0, "no 1s bars reached Postgres"
         if feed == "zerodha_ws":
-            # ... and on into the strategies: orders from kitesim's market (status NEW: nothing sizes them yet)
+            # ... and on into the strategies and the risk services: orders from kitesim's market, sized on
+            # kitesim's margins and allowed, or rejected with a reason
             deadline = time.monotonic() + 120
-            while time.monotonic() < deadline and _count(env, "orders") == 0:
+            while time.monotonic() < deadline and not _decided(env):
                 time.sleep(2)
-            assert _count(env, "orders") > 0, "no orders from the strategy runner"
+            decided = _decided(env)
+            assert decided, f"no order got a risk decision (orders: {_count(env, 'orders')})"
+            for status, qty, risk, budget, detail in decided:
+                if status == "REJECTED_RISK":
+                    assert risk["reason"] and detail, (status, risk, detail)
+                elif status == "REJECTED_BUDGET":
+                    assert budget["reason"] and detail, (status, budget, detail)
+                else:
+                    assert qty > 0 and risk["sizing_source"] in ("broker", "fallback"), (status, qty, risk)
+                    if status != "SIZED":
+                        assert budget["decision"] == "allowed", (status, budget)
     finally:
         down = _make("down", env)
     assert down.returncode == 0, down.stdout + down.stderr
