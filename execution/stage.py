@@ -33,6 +33,7 @@ from confluent_kafka import Message
 from pydantic import BaseModel
 
 from core import bus, db
+from core.cli import env_int
 from core.errors import PoisonMessage
 from core.metrics import Metrics
 from core.service import Backoff
@@ -97,7 +98,7 @@ class OrderStage(StreamService):
     redrive_interval = 5.0
     redrive_after = 10.0
     redrive_limit = 2000
-    #: A batch slower than this is logged with where its time went.
+    #: A batch slower than this is logged with where its time went (env ``STAGE_SLOW_BATCH_MS``).
     slow_batch_s = 0.25
 
     def __init__(self, settings: Settings, metrics: Metrics) -> None:
@@ -110,6 +111,7 @@ class OrderStage(StreamService):
             "decision_latency_seconds", "created_ts of the order to its decision being published (wall clock)",
             buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0, 5.0))
         self._next_redrive = 0.0  # at start: everything waiting at the input state
+        self.slow_batch_s = env_int("STAGE_SLOW_BATCH_MS", int(self.slow_batch_s * 1000)) / 1000
         self._db_backoff = Backoff()
 
     # -- to override ----------------------------------------------------------

@@ -37,34 +37,55 @@ def _ms(dt: datetime) -> int:
     return round(dt.timestamp() * 1000)
 
 
-def open_positions(conn: psycopg.Connection[Any], tokens: Sequence[int] | None = None
-                   ) -> dict[tuple[str, int], tuple[int, float]]:
-    """(strategy, token) -> (net qty, average entry price) of every open position."""
+def _positions_q(tokens: Sequence[int] | None) -> tuple[str, tuple[Any, ...]]:
     sql = ("SELECT strategy, instrument_token, net_qty, buy_qty, buy_value, sell_qty, sell_value FROM positions "
            "WHERE net_qty <> 0")  # positions: a table kept from fills by a trigger (13_risk.sql)
-    params: tuple[Any, ...] = ()
-    if tokens is not None:
-        sql += " AND instrument_token = ANY(%s)"
-        params = (list(tokens),)
+    if tokens is None:
+        return sql, ()
+    return sql + " AND instrument_token = ANY(%s)", (list(tokens),)
+
+
+def _positions(rows: Sequence[Sequence[Any]]) -> dict[tuple[str, int], tuple[int, float]]:
     out: dict[tuple[str, int], tuple[int, float]] = {}
-    for strat, tok, net, bq, bv, sq, sv in conn.execute(sql, params).fetchall():
+    for strat, tok, net, bq, bv, sq, sv in rows:
         avg = (bv / bq if bq else 0.0) if net > 0 else (sv / sq if sq else 0.0)
         out[(strat or "", int(tok))] = (int(net), float(avg))
     return out
+
+
+def open_positions(conn: psycopg.Connection[Any], tokens: Sequence[int] | None = None
+                   ) -> dict[tuple[str, int], tuple[int, float]]:
+    """(strategy, token) -> (net qty, average entry price) of every open position."""
+    return _positions(conn.execute(*_positions_q(tokens)).fetchall())
+
+
+def _pending_q(include_sized: bool, tokens: Sequence[int] | None) -> tuple[str, tuple[Any, ...]]:
+    q, n = ("pending_qty + sized_qty", "pending_notional + sized_notional") if include_sized else \
+        ("pending_qty", "pending_notional")
+    sql = f"SELECT strategy, instrument_token, {q}, {n} FROM risk_pending WHERE {q} > 0"
+    if tokens is None:
+        return sql, ()
+    return sql + " AND instrument_token = ANY(%s)", (list(tokens),)
 
 
 def pending_entries(conn: psycopg.Connection[Any], include_sized: bool = False,
                     tokens: Sequence[int] | None = None) -> list[tuple[str, int, int, float]]:
     """(strategy, token, unfilled qty, notional at the sized entry price) of entries on their way (ALLOWED ..
     CANCEL_REQUESTED; with ``include_sized`` also SIZED), from ``risk_pending`` (kept by a trigger on orders)."""
-    q, n = ("pending_qty + sized_qty", "pending_notional + sized_notional") if include_sized else \
-        ("pending_qty", "pending_notional")
-    sql = f"SELECT strategy, instrument_token, {q}, {n} FROM risk_pending WHERE {q} > 0"
-    params: list[Any] = []
-    if tokens is not None:
-        sql += " AND instrument_token = ANY(%s)"
-        params.append(list(tokens))
-    return [(s, int(t), int(qty), float(nv)) for s, t, qty, nv in conn.execute(sql, params).fetchall()]
+    rows = conn.execute(*_pending_q(include_sized, tokens)).fetchall()
+    return [(st, int(t), int(qty), float(nv)) for st, t, qty, nv in rows]
+
+
+def _closes_q(pairs: Sequence[tuple[int, int]], max_age_ms: int | None) -> tuple[str, tuple[Any, ...]]:
+    age = _dt(0) if max_age_ms is None else None
+    return ("SELECT w.t, w.at, b.close FROM unnest(%s::bigint[], %s::timestamptz[]) AS w(t, at), "
+            "LATERAL (SELECT close FROM bars_1s WHERE instrument_token = w.t AND ts <= w.at "
+            "AND ts >= COALESCE(%s::timestamptz, w.at - make_interval(secs => %s)) ORDER BY ts DESC LIMIT 1) b",
+            ([t for t, _ in pairs], [_dt(a) for _, a in pairs], age, (max_age_ms or 0) / 1000))
+
+
+def _closes(rows: Sequence[Sequence[Any]]) -> dict[tuple[int, int], float]:
+    return {(int(t), _ms(at)): float(c) for t, at, c in rows}
 
 
 def latest_closes(conn: psycopg.Connection[Any], wants: Sequence[tuple[int, int]],
@@ -74,55 +95,70 @@ def latest_closes(conn: psycopg.Connection[Any], wants: Sequence[tuple[int, int]
     pairs = sorted(set(wants))
     if not pairs:
         return {}
-    age = _dt(0) if max_age_ms is None else None
-    rows = conn.execute(
-        "SELECT w.t, w.at, b.close FROM unnest(%s::bigint[], %s::timestamptz[]) AS w(t, at), "
-        "LATERAL (SELECT close FROM bars_1s WHERE instrument_token = w.t AND ts <= w.at "
-        "AND ts >= COALESCE(%s::timestamptz, w.at - make_interval(secs => %s)) ORDER BY ts DESC LIMIT 1) b",
-        ([t for t, _ in pairs], [_dt(a) for _, a in pairs], age,
-         (max_age_ms or 0) / 1000)).fetchall()
-    return {(int(t), _ms(at)): float(c) for t, at, c in rows}
+    return _closes(conn.execute(*_closes_q(pairs, max_age_ms)).fetchall())
 
 
-def instrument_exposure(conn: psycopg.Connection[Any], tokens: Sequence[int]) -> dict[int, tuple[int, float]]:
-    """token -> (|qty|, notional) held or pending on it across strategies (the manager's position limits)."""
+def _by_instrument(positions: dict[tuple[str, int], tuple[int, float]],
+                   pending: Sequence[Sequence[Any]]) -> dict[int, tuple[int, float]]:
     out: dict[int, tuple[int, float]] = {}
-    for (_s, tok), (net, avg) in open_positions(conn, tokens).items():
+    for (_s, tok), (net, avg) in positions.items():
         q, n = out.get(tok, (0, 0.0))
         out[tok] = (q + abs(net), n + abs(net) * avg)
-    for _s, tok, q, notional in pending_entries(conn, include_sized=True, tokens=tokens):
-        q0, n0 = out.get(tok, (0, 0.0))
-        out[tok] = (q0 + q, n0 + notional)
+    for _s, tok, q, notional in pending:
+        q0, n0 = out.get(int(tok), (0, 0.0))
+        out[int(tok)] = (q0 + int(q), n0 + float(notional))
     return out
 
 
+def instrument_exposure(conn: psycopg.Connection[Any], tokens: Sequence[int]) -> dict[int, tuple[int, float]]:
+    """token -> (|qty|, notional) held or pending (SIZED included) on it across strategies (the manager's
+    position limits)."""
+    return _by_instrument(open_positions(conn, tokens), pending_entries(conn, include_sized=True, tokens=tokens))
+
+
+def sizing_reads(conn: psycopg.Connection[Any], wants: Sequence[tuple[int, int]], max_age_ms: int | None,
+                 tokens: Sequence[int]) -> tuple[dict[tuple[int, int], float], dict[int, tuple[int, float]]]:
+    """:func:`latest_closes` and :func:`instrument_exposure` in one pipeline (one round trip)."""
+    pairs = sorted(set(wants))
+    with conn.pipeline():
+        c_close = conn.execute(*_closes_q(pairs, max_age_ms)) if pairs else None
+        c_pos = conn.execute(*_positions_q(tokens)) if tokens else None
+        c_pend = conn.execute(*_pending_q(True, tokens)) if tokens else None
+    closes = _closes(c_close.fetchall()) if c_close is not None else {}
+    held = _by_instrument(_positions(c_pos.fetchall()), c_pend.fetchall()) if c_pos is not None and \
+        c_pend is not None else {}
+    return closes, held
+
+
+_KILL = "SELECT active, reason FROM risk_kill_switch WHERE id"
+
+
 def kill_switch(conn: psycopg.Connection[Any]) -> tuple[bool, str | None]:
-    row = conn.execute("SELECT active, reason FROM risk_kill_switch WHERE id").fetchone()
+    row = conn.execute(_KILL).fetchone()
     return (bool(row[0]), row[1]) if row else (False, None)
 
 
-def day_pnl(conn: psycopg.Connection[Any], day_ordinal: int, mark_at_ms: int) -> float:
-    """PnL of one IST day: realised from its fills, the rest marked to the latest 1 s bar at ``mark_at_ms``."""
+def _day_pnl_q(day_ordinal: int, mark_at_ms: int) -> tuple[str, tuple[Any, ...]]:
     start = ist_midnight_ms(date.fromordinal(day_ordinal))
-    rows = conn.execute(
-        "SELECT instrument_token, COALESCE(sum(qty) FILTER (WHERE side = 'BUY'), 0), "
-        "COALESCE(sum(qty * price) FILTER (WHERE side = 'BUY'), 0), "
-        "COALESCE(sum(qty) FILTER (WHERE side = 'SELL'), 0), "
-        "COALESCE(sum(qty * price) FILTER (WHERE side = 'SELL'), 0) "
-        "FROM fills WHERE ts >= %s AND ts < %s GROUP BY strategy, instrument_token",
-        (_dt(start), _dt(start + DAY_MS))).fetchall()
-    if not rows:
-        return 0.0
-    marks = {t: c for (t, _), c in latest_closes(conn, [(int(r[0]), mark_at_ms) for r in rows]).items()}
+    return ("WITH f AS (SELECT instrument_token AS t, COALESCE(sum(qty) FILTER (WHERE side = 'BUY'), 0) AS bq, "
+            "COALESCE(sum(qty * price) FILTER (WHERE side = 'BUY'), 0) AS bv, "
+            "COALESCE(sum(qty) FILTER (WHERE side = 'SELL'), 0) AS sq, "
+            "COALESCE(sum(qty * price) FILTER (WHERE side = 'SELL'), 0) AS sv "
+            "FROM fills WHERE ts >= %s AND ts < %s GROUP BY strategy, instrument_token) "
+            "SELECT f.bq, f.bv, f.sq, f.sv, m.close FROM f LEFT JOIN LATERAL (SELECT close FROM bars_1s "
+            "WHERE instrument_token = f.t AND ts <= %s ORDER BY ts DESC LIMIT 1) m ON true",
+            (_dt(start), _dt(start + DAY_MS), _dt(mark_at_ms)))
+
+
+def _day_pnl(rows: Sequence[Sequence[Any]]) -> float:
     total = 0.0
-    for tok, bq, bv, sq, sv in rows:
+    for bq, bv, sq, sv, mark in rows:
         ab = bv / bq if bq else 0.0
         asl = sv / sq if sq else 0.0
         matched = min(bq, sq)
         if matched:
             total += matched * (asl - ab)
         net = bq - sq
-        mark = marks.get(int(tok))
         if net > 0 and mark is not None:
             total += net * (mark - ab)
         elif net < 0 and mark is not None:
@@ -130,39 +166,66 @@ def day_pnl(conn: psycopg.Connection[Any], day_ordinal: int, mark_at_ms: int) ->
     return float(total)
 
 
-def order_counts(conn: psycopg.Connection[Any], signal_ts: Sequence[int]) -> dict[tuple[str, str, int], int]:
-    """Allowed orders per (strategy or ACCOUNT, window, key) for the windows of these signal times, from
-    ``risk_order_counts`` (kept by a trigger on orders)."""
+def day_pnl(conn: psycopg.Connection[Any], day_ordinal: int, mark_at_ms: int) -> float:
+    """PnL of one IST day: realised from its fills, the rest marked to the latest 1 s bar at ``mark_at_ms``."""
+    return _day_pnl(conn.execute(*_day_pnl_q(day_ordinal, mark_at_ms)).fetchall())
+
+
+_WINDOWS = {"s": "second", "m": "minute", "d": "day"}
+
+
+def _counts_q(signal_ts: Sequence[int]) -> tuple[str, tuple[Any, ...]]:
     secs = sorted({ts // 1000 for ts in signal_ts})
     mins = sorted({ts // 60_000 for ts in signal_ts})
     days = sorted({ist_date(ts).toordinal() for ts in signal_ts})
+    return ("SELECT strategy, win, key, n FROM risk_order_counts WHERE (win = 's' AND key = ANY(%s)) "
+            "OR (win = 'm' AND key = ANY(%s)) OR (win = 'd' AND key = ANY(%s))", (secs, mins, days))
+
+
+def _counts(rows: Sequence[Sequence[Any]]) -> dict[tuple[str, str, int], int]:
     out: dict[tuple[str, str, int], int] = {}
-    names = {"s": "second", "m": "minute", "d": "day"}
-    for strat, win, key, n in conn.execute(
-            "SELECT strategy, win, key, n FROM risk_order_counts WHERE (win = 's' AND key = ANY(%s)) "
-            "OR (win = 'm' AND key = ANY(%s)) OR (win = 'd' AND key = ANY(%s))", (secs, mins, days)).fetchall():
+    for strat, win, key, n in rows:
         for who in (strat, ACCOUNT):
-            k = (who, names[win], int(key))
+            k = (who, _WINDOWS[win], int(key))
             out[k] = out.get(k, 0) + int(n)
     return out
 
 
-def load_book(conn: psycopg.Connection[Any], orders: Sequence[dict[str, Any]]) -> Book:
+def order_counts(conn: psycopg.Connection[Any], signal_ts: Sequence[int]) -> dict[tuple[str, str, int], int]:
+    """Allowed orders per (strategy or ACCOUNT, window, key) for the windows of these signal times, from
+    ``risk_order_counts`` (kept by a trigger on orders)."""
+    return _counts(conn.execute(*_counts_q(signal_ts)).fetchall())
+
+
+def load_book(conn: psycopg.Connection[Any], orders: Sequence[dict[str, Any]], lock_key: int | None = None) -> Book:
     """The :class:`Book` a batch of sized orders is decided against (they are SIZED: in no pending total,
-    no count, until the guard decides them)."""
-    kill, reason = kill_switch(conn)
-    book = Book(kill=kill, kill_reason=reason)
-    for (strat, tok), (net, avg) in open_positions(conn).items():
+    no count, until the guard decides them).
+
+    Every read goes out in one pipeline (a single round trip to Postgres), after ``pg_advisory_xact_lock
+    (lock_key)`` when given (guards deciding against the same books take turns).
+    """
+    stamps = [int(o["signal_ts"]) for o in orders]
+    days = sorted({ist_date(ts).toordinal() for ts in stamps})
+    with conn.pipeline():
+        if lock_key is not None:
+            conn.execute("SELECT pg_advisory_xact_lock(%s)", (lock_key,))
+        c_kill = conn.execute(_KILL)
+        c_pos = conn.execute(*_positions_q(None))
+        c_pend = conn.execute(*_pending_q(False, None))
+        c_days = [(d, conn.execute(*_day_pnl_q(d, max(ts for ts in stamps if ist_date(ts).toordinal() == d))))
+                  for d in days]
+        c_cnt = conn.execute(*_counts_q(stamps)) if stamps else None
+    row = c_kill.fetchone()
+    book = Book(kill=bool(row[0]) if row else False, kill_reason=row[1] if row else None)
+    for (strat, tok), (net, avg) in _positions(c_pos.fetchall()).items():
         book.used_by_strategy[strat] = book.used_by_strategy.get(strat, 0.0) + abs(net) * avg
         book.open_keys.add((strat, tok))
-    for strat, tok, _q, notional in pending_entries(conn):
-        book.used_by_strategy[strat] = book.used_by_strategy.get(strat, 0.0) + notional
-        book.pending_by_strategy[strat] = book.pending_by_strategy.get(strat, 0.0) + notional
-        book.open_keys.add((strat, tok))
-    stamps = [int(o["signal_ts"]) for o in orders]
-    if stamps:
-        for d in sorted({ist_date(ts).toordinal() for ts in stamps}):
-            at = max(ts for ts in stamps if ist_date(ts).toordinal() == d)
-            book.day_pnl[d] = day_pnl(conn, d, at)
-        book.counts.update(order_counts(conn, stamps))
+    for strat, tok, _q, notional in c_pend.fetchall():
+        book.used_by_strategy[strat] = book.used_by_strategy.get(strat, 0.0) + float(notional)
+        book.pending_by_strategy[strat] = book.pending_by_strategy.get(strat, 0.0) + float(notional)
+        book.open_keys.add((strat, int(tok)))
+    for d, c in c_days:
+        book.day_pnl[d] = _day_pnl(c.fetchall())
+    if c_cnt is not None:
+        book.counts.update(_counts(c_cnt.fetchall()))
     return book

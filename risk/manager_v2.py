@@ -80,9 +80,8 @@ class RiskManager(OrderStage):
     def decide(self, conn: psycopg.Connection[Any], tx: OmsTx, orders: list[dict[str, Any]]) -> list[Decision]:
         entries = [o for o in orders if sizing.is_entry(o)]
         eq = self.equity.get() if entries else broker.Equity(self.cfg.capital, "n/a")
-        prices = self._entry_prices(conn, entries)
         tokens = sorted({int(o["instrument_token"]) for o in entries})
-        held = exposure.instrument_exposure(conn, tokens) if tokens else {}
+        prices, held = self._entry_prices(conn, entries, tokens)
         lots = self._lot_sizes(conn, tokens)
         out: list[Decision] = []
         for o in orders:
@@ -114,9 +113,10 @@ class RiskManager(OrderStage):
             out.append(Decision(Status.SIZED, detail, qty=s.qty, fields={"risk": s.risk}, output=output))
         return out
 
-    def _entry_prices(self, conn: psycopg.Connection[Any], entries: list[dict[str, Any]]
-                      ) -> dict[str, tuple[float | None, str | None]]:
-        """order_id -> (price, source): order price, latest 1 s bar, broker LTP, ref price."""
+    def _entry_prices(self, conn: psycopg.Connection[Any], entries: list[dict[str, Any]], tokens: list[int]
+                      ) -> tuple[dict[str, tuple[float | None, str | None]], dict[int, tuple[int, float]]]:
+        """(order_id -> (price, source): order price, latest 1 s bar, broker LTP, ref price; and what is
+        held or pending on each token), the database reads in one round trip."""
         out: dict[str, tuple[float | None, str | None]] = {}
         need: list[dict[str, Any]] = []
         for o in entries:
@@ -126,8 +126,9 @@ class RiskManager(OrderStage):
             else:
                 need.append(o)
         age = int(self.cfg.max_price_age_s * 1000)
-        # event time: the latest bar at or before each order's own signal (one query for the batch)
-        closes = exposure.latest_closes(conn, [(int(o["instrument_token"]), int(o["signal_ts"])) for o in need], age)
+        # event time: the latest bar at or before each order's own signal
+        closes, held = exposure.sizing_reads(
+            conn, [(int(o["instrument_token"]), int(o["signal_ts"])) for o in need], age, tokens)
         missing: list[dict[str, Any]] = []
         for o in need:
             c = closes.get((int(o["instrument_token"]), int(o["signal_ts"])))
@@ -147,7 +148,7 @@ class RiskManager(OrderStage):
                 ref = (o.get("extra") or {}).get("ref_price")
                 if isinstance(ref, int | float) and ref > 0:
                     out[o["order_id"]] = (float(ref), "ref_price")
-        return out
+        return out, held
 
     def _lot_sizes(self, conn: psycopg.Connection[Any], tokens: list[int]) -> dict[int, tuple[int, str | None]]:
         """token -> (lot size, name): the universe, else the instrument master table, else 1."""

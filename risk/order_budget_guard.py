@@ -71,8 +71,7 @@ class BudgetGuard(OrderStage):
             self.m_budget.labels(b).set(cfg.bucket_budget(b))
 
     def decide(self, conn: psycopg.Connection[Any], tx: OmsTx, orders: list[dict[str, Any]]) -> list[Decision]:
-        conn.execute("SELECT pg_advisory_xact_lock(%s)", (LOCK_KEY,))
-        book = exposure.load_book(conn, orders)
+        book = exposure.load_book(conn, orders, lock_key=LOCK_KEY)
         self._note_kill(book.kill, book.kill_reason)
         out: list[Decision] = []
         for o in orders:
