@@ -16,9 +16,11 @@ Each stage opens an :class:`OmsTx` inside its own Postgres transaction::
   an audit row per applied change, never two). A replay is a no-op. Illegal: an ``order_audit``
   row with ``applied = false`` (once per distinct attempt) and the ``oms_illegal_transitions_total``
   counter; the order does not change.
-- **Fills** (:meth:`OmsTx.fill`): inserted into ``fills`` by ``fill_id`` (a duplicate is a no-op),
-  then counted on the order with the overfill guard (a fill that would take ``filled_qty`` past
-  ``qty`` is refused whole and audited).
+- **Fills** (:meth:`OmsTx.fill`): always inserted into ``fills`` by ``fill_id`` (a duplicate is a
+  no-op), then counted on the order with the overfill guard. ``fills`` is the record of executions
+  (``positions`` follows it by trigger, and risk reads positions), so a trade that happened is kept
+  even when the state machine refuses to count it on the order (an overfill, a fill on an unsized,
+  NEW, SIZED or rejected order): only the order's update is refused, audited and counted.
 - Every applied change comes back from :meth:`OmsTx.finish` as an OrderUpdate for ``order.updates``;
   the caller produces them after its transaction commits. :func:`replay_updates` re-reads a
   stage's audited updates, so a stage that re-drives a decided order (a crash between the commit
@@ -170,23 +172,28 @@ class OmsTx:
         return self._offer(order_id, oms_core.cancel_failed(live.state, detail), None)
 
     def fill(self, fill: dict[str, Any]) -> Outcome | None:
-        """Record a Fill (contract dict) and count it on its order. None: a duplicate fill_id."""
+        """Record a Fill (contract dict) and count it on its order. None: a duplicate fill_id.
+
+        The fill goes into ``fills`` whatever the state machine says of the order: an execution
+        that happened stays on record (and in ``positions``); a refusal ("illegal") only means
+        the order's ``filled_qty``/status did not move, and is audited as refused.
+        """
         live = self._require(fill["order_id"])
-        # A fill already recorded is a duplicate before anything else: offered to the state machine
-        # again it would look like an overfill (the order already counts it) and be audited as refused.
-        if self.conn.execute("SELECT 1 FROM fills WHERE fill_id = %s", (fill["fill_id"],)).fetchone():
-            return None
         out = oms_core.apply_fill(live.state, fill["qty"], fill["price"], fill["fill_id"])
-        if out.applied:
-            row = self.conn.execute(
-                "INSERT INTO fills (fill_id, order_id, broker_order_id, instrument_token, side, qty, price, ts, "
-                "venue, strategy) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s) "
-                "ON CONFLICT (fill_id) DO NOTHING RETURNING fill_id",
-                (fill["fill_id"], fill["order_id"], fill.get("broker_order_id"), fill["instrument_token"],
-                 fill["side"], fill["qty"], fill["price"], _dt(fill["ts"]), fill["venue"],
-                 fill.get("strategy"))).fetchone()
-            if row is None:
-                return None
+        if fill["qty"] <= 0:
+            # Not an execution (fills.qty > 0 by CHECK): nothing to record, the refusal is audited.
+            return self._offer(fill["order_id"], out, None)
+        # Inserted first: a fill already recorded is a duplicate before anything else (offered to the
+        # state machine again it would look like an overfill and be audited as refused).
+        row = self.conn.execute(
+            "INSERT INTO fills (fill_id, order_id, broker_order_id, instrument_token, side, qty, price, ts, "
+            "venue, strategy) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s) "
+            "ON CONFLICT (fill_id) DO NOTHING RETURNING fill_id",
+            (fill["fill_id"], fill["order_id"], fill.get("broker_order_id"), fill["instrument_token"],
+             fill["side"], fill["qty"], fill["price"], _dt(fill["ts"]), fill["venue"],
+             fill.get("strategy"))).fetchone()
+        if row is None:
+            return None
         return self._offer(fill["order_id"], out, None)
 
     # -- writing ---------------------------------------------------------------

@@ -21,7 +21,11 @@ Rules:
   cancel request (it stays CANCEL_REQUESTED until the fill completes the order or the
   cancel lands) and on CANCELLED/EXPIRED (a late trade report of a fill that happened
   before the cancel: quantity counted, status kept).
-- ``filled_qty`` never exceeds ``qty``: a fill that would overfill is refused whole.
+- ``filled_qty`` never exceeds ``qty``: a fill that would overfill is refused whole (on the order:
+  :mod:`execution.oms` still records the execution in ``fills``).
+- Kite's postbacks and order-book reads arrive in any order: a snapshot of a working stage on a
+  final order (OPEN after COMPLETE, OPEN PENDING after CANCELLED) is stale news, a no-op; a
+  different final status on a final order (COMPLETE after CANCELLED) is illegal.
 """
 
 from __future__ import annotations
@@ -95,6 +99,14 @@ class UnknownKiteStatus(ValueError):
     """A status string Kite does not document."""
 
 
+def _kite_status(kite_status: str) -> Status | None:
+    """The state a Kite status names by itself (None: none of its own); raises on an unknown one."""
+    key = kite_status.strip().upper()
+    if key not in KITE_STATUS:
+        raise UnknownKiteStatus(f"unknown Kite order status {kite_status!r}")
+    return KITE_STATUS[key]
+
+
 def kite_target(kite_status: str, filled: int, qty: int | None, current: Status) -> Status:
     """The internal state a Kite order snapshot (status + ``filled_quantity``) puts the order in.
 
@@ -102,10 +114,7 @@ def kite_target(kite_status: str, filled: int, qty: int | None, current: Status)
     a status with no state of its own keeps ``current`` (moved to PARTIALLY_FILLED when the
     snapshot shows a fill and the order is merely OPEN/SUBMITTED).
     """
-    key = kite_status.strip().upper()
-    if key not in KITE_STATUS:
-        raise UnknownKiteStatus(f"unknown Kite order status {kite_status!r}")
-    target = KITE_STATUS[key]
+    target = _kite_status(kite_status)
     if target is None:
         target = current
     if target in (S.OPEN, S.SUBMITTED) and filled > 0:
@@ -176,6 +185,11 @@ _STAGE = {S.ALLOWED: 0, S.SUBMITTED: 1, S.OPEN: 2, S.PARTIALLY_FILLED: 3, S.CANC
 def apply_kite(cur: OrderState, kite_status: str, filled: int, detail: str | None = None) -> Outcome:
     """Offer a Kite status snapshot; quantities are not taken from it (fills carry them)."""
     target = kite_target(kite_status, filled, cur.qty, cur.status)
+    named = _kite_status(kite_status)
+    if cur.status in FINAL and (named is None or named in WORKING):
+        # A snapshot taken while the order was still working (OPEN, part-filled or not, an interim
+        # status, a modification, an UPDATE), delivered after its end: older news, not a move.
+        return Outcome("noop", cur, cur, f"stale kite {kite_status} on {cur.status}")
     if target == cur.status:
         return Outcome("noop", cur, cur)
     if _STAGE.get(target, 99) < _STAGE.get(cur.status, -1):

@@ -1,7 +1,8 @@
 """execution.oms (OmsTx) against a real, freshly migrated Postgres.
 
 The idempotent upsert, versioned audit rows (applied and refused), fills deduplicated by
-fill_id with the overfill guard, the OrderUpdates finish() returns, replay_updates and
+fill_id with the overfill guard (a refused fill is still an execution: it is in ``fills`` and
+``positions``, only the order does not count it), the OrderUpdates finish() returns, replay_updates and
 load_orders, and two transactions on one order serializing on its row lock.
 """
 
@@ -51,6 +52,11 @@ def in_tx(dsn: str, fn: Callable[[OmsTx], Any], *, source: str = "test", now_ms:
 
 def order_row(dsn: str, oid: str = "o1") -> tuple[Any, ...]:
     return query(dsn, "SELECT status, qty, filled_qty, avg_price, version FROM orders WHERE order_id = %s", oid)[0]
+
+
+def net_qty(dsn: str, strategy: str = "mac", token: int = 738561) -> int | None:
+    rows = query(dsn, "SELECT net_qty FROM positions WHERE strategy = %s AND instrument_token = %s", strategy, token)
+    return rows[0][0] if rows else None
 
 
 def audit(dsn: str, oid: str = "o1") -> list[tuple[Any, ...]]:
@@ -251,25 +257,67 @@ def test_two_fills_at_the_same_instant_then_both_audited(fresh_pg_dsn):
     assert len(updates) == 2
 
 
-def test_overfill_then_refused_whole_and_audited_as_refused(fresh_pg_dsn):
+def test_overfill_then_refused_on_the_order_audited_but_recorded_in_fills_and_positions(fresh_pg_dsn):
     at_allowed(fresh_pg_dsn)
     in_tx(fresh_pg_dsn, _fill(make_fill("f1", 8)))
-    out, updates = in_tx(fresh_pg_dsn, _fill(make_fill("f2", 3)))
+    metrics = OmsMetrics(Metrics("oms_test"))
+    out, updates = in_tx(fresh_pg_dsn, _fill(make_fill("f2", 3)), metrics=metrics)
     assert out.kind == "illegal" and updates == []
     assert order_row(fresh_pg_dsn)[:3] == ("PARTIALLY_FILLED", 10, 8)
-    assert query(fresh_pg_dsn, "SELECT fill_id FROM fills") == [("f1",)]
+    # the execution happened: it is on record, and the position holds all 11
+    assert query(fresh_pg_dsn, "SELECT fill_id, qty FROM fills ORDER BY fill_id") == [("f1", 8), ("f2", 3)]
+    assert net_qty(fresh_pg_dsn) == 11
     refused = [r for r in audit(fresh_pg_dsn) if not r[2]]
     assert len(refused) == 1 and "overfill" in refused[0][6]
+    assert metrics.illegal.labels("PARTIALLY_FILLED", "PARTIALLY_FILLED")._value.get() == 1
 
 
-def test_two_distinct_refused_fills_then_each_audited(fresh_pg_dsn):
+def test_two_distinct_refused_fills_then_each_audited_and_recorded_once(fresh_pg_dsn):
     at_allowed(fresh_pg_dsn)
     in_tx(fresh_pg_dsn, _fill(make_fill("f1", 8)))
     in_tx(fresh_pg_dsn, _fill(make_fill("f2", 3)))
     in_tx(fresh_pg_dsn, _fill(make_fill("f3", 3)))
-    in_tx(fresh_pg_dsn, _fill(make_fill("f3", 3)))  # the same refused fill again: no second row
+    before = (order_row(fresh_pg_dsn), audit(fresh_pg_dsn), net_qty(fresh_pg_dsn))
+    again, updates = in_tx(fresh_pg_dsn, _fill(make_fill("f3", 3)), now_ms=T0 + 10)  # the same refused fill
+    assert again is None and updates == []
+    assert (order_row(fresh_pg_dsn), audit(fresh_pg_dsn), net_qty(fresh_pg_dsn)) == before
     refused = [r[6] for r in audit(fresh_pg_dsn) if not r[2]]
     assert len(refused) == 2 and any("f2" in d for d in refused) and any("f3" in d for d in refused)
+    assert query(fresh_pg_dsn, "SELECT fill_id FROM fills ORDER BY fill_id") == [("f1",), ("f2",), ("f3",)]
+    assert net_qty(fresh_pg_dsn) == 14 and order_row(fresh_pg_dsn)[:3] == ("PARTIALLY_FILLED", 10, 8)
+
+
+def test_fill_on_a_rejected_order_then_in_fills_and_positions_but_not_on_the_order(fresh_pg_dsn):
+    at_allowed(fresh_pg_dsn)
+
+    def reject(tx: OmsTx) -> None:
+        tx.load(["o1"])
+        assert tx.kite_status("o1", "REJECTED", 0, "margin exceeds").applied
+    in_tx(fresh_pg_dsn, reject, source="gateway")
+    before = order_row(fresh_pg_dsn)
+    metrics = OmsMetrics(Metrics("oms_test"))
+    out, updates = in_tx(fresh_pg_dsn, _fill(make_fill("f1", 4, 1001.0)), source="poller", metrics=metrics)
+    assert out.kind == "illegal" and out.after.status == S.REJECTED and updates == []
+    assert order_row(fresh_pg_dsn) == before == ("REJECTED", 10, 0, None, 4)
+    assert query(fresh_pg_dsn, "SELECT fill_id, order_id, qty, price FROM fills") == [("f1", "o1", 4, 1001.0)]
+    assert net_qty(fresh_pg_dsn) == 4
+    refused = [r for r in audit(fresh_pg_dsn) if not r[2]]
+    assert refused == [("REJECTED", "REJECTED", False, None, 0, "poller", "fill of 4 on an order in REJECTED (f1)")]
+    assert metrics.illegal.labels("REJECTED", "REJECTED")._value.get() == 1
+
+
+@pytest.mark.parametrize("status", [S.NEW, S.SIZED])
+def test_fill_on_an_order_not_yet_allowed_then_in_fills_and_positions_but_not_on_the_order(fresh_pg_dsn, status):
+    def create(tx: OmsTx) -> None:
+        tx.ensure([make_order()], S.NEW)
+        if status == S.SIZED:
+            assert tx.transition("o1", S.SIZED, "sized", qty=10).applied
+    in_tx(fresh_pg_dsn, create)
+    before = order_row(fresh_pg_dsn)
+    out, updates = in_tx(fresh_pg_dsn, _fill(make_fill("f1", 2)))
+    assert out.kind == "illegal" and updates == []
+    assert order_row(fresh_pg_dsn) == before
+    assert query(fresh_pg_dsn, "SELECT fill_id FROM fills") == [("f1",)] and net_qty(fresh_pg_dsn) == 2
 
 
 def test_late_fill_after_cancel_then_counted_status_kept(fresh_pg_dsn):
@@ -284,6 +332,24 @@ def test_late_fill_after_cancel_then_counted_status_kept(fresh_pg_dsn):
         assert tx.fill(make_fill("f2", 1)).after.status == S.CANCELLED
     in_tx(fresh_pg_dsn, go)
     assert order_row(fresh_pg_dsn)[:3] == ("CANCELLED", 10, 5)
+
+
+def test_working_kite_snapshot_after_the_order_ended_then_stale_noop_not_audited(fresh_pg_dsn):
+    at_allowed(fresh_pg_dsn)
+    metrics = OmsMetrics(Metrics("oms_test"))
+
+    def go(tx: OmsTx) -> None:
+        tx.load(["o1"])
+        assert tx.kite_status("o1", "CANCELLED", 0).applied
+        for kite, filled in (("OPEN", 0), ("OPEN", 3), ("OPEN PENDING", 0), ("UPDATE", 0)):
+            out = tx.kite_status("o1", kite, filled)
+            assert out.kind == "noop" and out.detail == f"stale kite {kite} on CANCELLED"
+        assert tx.kite_status("o1", "COMPLETE", 10).kind == "illegal"  # a different end stays illegal
+    _, updates = in_tx(fresh_pg_dsn, go, metrics=metrics)
+    assert [(u["from_status"], u["to_status"]) for u in updates] == [("ALLOWED", "CANCELLED")]
+    assert order_row(fresh_pg_dsn)[0] == "CANCELLED"
+    assert [(r[0], r[1]) for r in audit(fresh_pg_dsn) if not r[2]] == [("CANCELLED", "FILLED")]
+    assert metrics.illegal.labels("CANCELLED", "FILLED")._value.get() == 1
 
 
 # -- finish, replay_updates, load_orders --------------------------------------------------

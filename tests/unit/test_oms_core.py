@@ -132,10 +132,34 @@ def test_open_snapshot_after_our_cancel_request_then_stale_not_a_failed_cancel()
     assert cancel_failed(cur).after.status == S.PARTIALLY_FILLED  # the gateway's word moves it back
 
 
-def test_working_status_on_a_final_order_then_illegal():
-    for final in (S.FILLED, S.CANCELLED, S.REJECTED):
-        out = apply_kite(order(final), "OPEN", 0)
-        assert out.kind == "illegal" and out.after.status == final
+WORKING_SNAPSHOTS = (("OPEN", 0), ("OPEN", 4), ("OPEN", 10), ("OPEN PENDING", 0), ("PUT ORDER REQ RECEIVED", 0),
+                     ("TRIGGER PENDING", 0), ("CANCEL PENDING", 0), ("MODIFY PENDING", 4), ("UPDATE", 4))
+
+
+@pytest.mark.parametrize("final", sorted(FINAL))
+@pytest.mark.parametrize(("kite", "filled"), WORKING_SNAPSHOTS)
+def test_working_status_on_a_final_order_then_stale_noop_and_state_kept(final, kite, filled):
+    # Postbacks arrive in any order: a snapshot from while the order was working, after its end.
+    cur = order(final, filled=4 if final in (S.CANCELLED, S.EXPIRED) else 0)
+    out = apply_kite(cur, kite, filled)
+    assert out.kind == "noop" and not out.applied and out.after is cur
+    assert out.detail == f"stale kite {kite} on {final}"
+
+
+@pytest.mark.parametrize(("final", "kite"), [(S.CANCELLED, "COMPLETE"), (S.FILLED, "REJECTED"),
+                                             (S.FILLED, "CANCELLED"), (S.REJECTED, "COMPLETE"),
+                                             (S.EXPIRED, "CANCELLED"), (S.CANCELLED, "LAPSED"),
+                                             (S.REJECTED_RISK, "COMPLETE"), (S.REJECTED_BUDGET, "REJECTED")])
+def test_different_final_status_on_a_final_order_then_illegal_and_state_kept(final, kite):
+    cur = order(final)
+    out = apply_kite(cur, kite, 0)
+    assert out.kind == "illegal" and out.after is cur
+    assert out.detail is not None and out.detail.startswith(f"illegal transition {final} -> ")
+
+
+def test_same_final_status_again_on_a_final_order_then_plain_noop():
+    out = apply_kite(order(S.FILLED), "COMPLETE", 10)
+    assert out.kind == "noop" and out.detail is None
 
 
 # -- replays and illegal transitions -----------------------------------------------
