@@ -55,7 +55,7 @@ _INSERT = ("INSERT INTO orders (order_id, strategy, instrument_token, symbol, ex
            "price, trigger_price, stop_loss, qty, tf, signal_ts, created_ts, risk, budget, extra, status, version) "
            "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, 1) "
            "ON CONFLICT (order_id) DO NOTHING RETURNING order_id")
-_SELECT = ("SELECT order_id, status, qty, filled_qty, avg_price, version FROM orders "
+_SELECT = ("SELECT order_id, status, qty, filled_qty, avg_price, version, strategy, instrument_token FROM orders "
            "WHERE order_id = ANY(%s) ORDER BY order_id FOR UPDATE")
 _UPDATE = ("UPDATE orders SET status = %s, qty = %s, filled_qty = %s, avg_price = %s, version = %s, "
            "status_detail = COALESCE(%s, status_detail), "
@@ -94,6 +94,8 @@ class _Live:
 
     state: OrderState
     version: int
+    #: (strategy, instrument_token): the order the books' rows are locked in (see finish)
+    book_key: tuple[str, int] = ("", 0)
     fields: dict[str, Any] = field(default_factory=dict)
     dirty: bool = False
 
@@ -133,8 +135,8 @@ class OmsTx:
                         created.append(row[0])
             if missing:
                 rows = cur.execute(_SELECT, (ids,)).fetchall()
-        for oid, st, qty, filled, avg, version in rows:
-            self._live[oid] = _Live(OrderState(oid, Status(st), qty, filled or 0, avg), version)
+        for oid, st, qty, filled, avg, version, strat, tok in rows:
+            self._live[oid] = _Live(OrderState(oid, Status(st), qty, filled or 0, avg), version, (strat, tok))
         for oid in created:
             o = by_id[oid]
             out = oms_core.create(oid, status, o.get("qty"), f"created from the {status} message")
@@ -145,8 +147,8 @@ class OmsTx:
         """Lock and read existing orders (unknown ids are absent from the result)."""
         ids = [i for i in order_ids if i not in self._live]
         if ids:
-            for oid, st, qty, filled, avg, version in self.conn.execute(_SELECT, (ids,)).fetchall():
-                self._live[oid] = _Live(OrderState(oid, Status(st), qty, filled or 0, avg), version)
+            for oid, st, qty, filled, avg, version, strat, tok in self.conn.execute(_SELECT, (ids,)).fetchall():
+                self._live[oid] = _Live(OrderState(oid, Status(st), qty, filled or 0, avg), version, (strat, tok))
         return {i: self._live[i].state for i in order_ids if i in self._live}
 
     def state(self, order_id: str) -> OrderState | None:
@@ -201,7 +203,10 @@ class OmsTx:
         """Write the changed rows and the audit; return the OrderUpdates to publish (in order)."""
         with self.conn.cursor() as cur:
             rows = []
-            for oid, live in self._live.items():
+            # Updated in (strategy, instrument) order: the triggers lock the books' rows (risk_pending,
+            # risk_order_counts) of each order they touch, and every stage taking them in the same order
+            # cannot deadlock another.
+            for oid, live in sorted(self._live.items(), key=lambda kv: (kv[1].book_key, kv[0])):
                 if not live.dirty:
                     continue
                 st, f = live.state, live.fields

@@ -93,6 +93,9 @@ class OrderStage(StreamService):
     output_states: frozenset[Status]
     #: Output states that carry a message on ``output_topic`` (e.g. SIZED, not REJECTED_RISK).
     passing_states: frozenset[Status]
+    #: Where an order the stage cannot decide goes (an exception deciding it): the state and its jsonb column.
+    reject_state: Status
+    reject_field: str
     batch_size = 500
     poll_timeout = 0.005
     redrive_interval = 5.0
@@ -121,6 +124,12 @@ class OrderStage(StreamService):
 
     def after_batch(self, conn: psycopg.Connection[Any], decided: list[tuple[dict[str, Any], Decision]]) -> None:
         """Hook inside the batch's transaction (e.g. write a summary)."""
+
+    def on_decided(self, decided: list[tuple[dict[str, Any], Decision]]) -> None:
+        """Hook once the batch's decisions are committed and published (metrics: a retried batch counts once)."""
+
+    def prepare(self, orders: list[dict[str, Any]]) -> None:
+        """Hook before the batch's transaction: broker calls that must not hold row locks (equity)."""
 
     # -- wiring ---------------------------------------------------------------
     def build_processor(self) -> OrderDecoder:
@@ -151,6 +160,8 @@ class OrderStage(StreamService):
             self._maybe_report_lag()
             return
         t1 = time.perf_counter()
+        self._batch_decided: list[tuple[dict[str, Any], Decision]] = []
+        self.prepare(orders)
         out = self._decide_all(orders, emission.rejects)
         if out is None:
             return  # stop requested while the database was down: nothing committed
@@ -160,6 +171,7 @@ class OrderStage(StreamService):
         t3 = time.perf_counter()
         self._commit(self.processor.committable(dict(self._consumed)))
         self._failed = False
+        self.on_decided(self._batch_decided)
         t4 = time.perf_counter()
         self.m_batch.observe(t4 - t0)
         if t4 - t0 > self.slow_batch_s:
@@ -238,7 +250,7 @@ class OrderStage(StreamService):
             states = tx.ensure(orders, self.input_status)
             todo = [o for o in orders if states[o["order_id"]].status == self.input_status]
             again = [o["order_id"] for o in orders if states[o["order_id"]].status in self.output_states]
-            decisions = self.decide(conn, tx, todo) if todo else []
+            decisions = self._decide_each(conn, tx, todo) if todo else []
             decided: list[tuple[dict[str, Any], Decision]] = []
             for o, d in zip(todo, decisions, strict=True):
                 out = tx.transition(o["order_id"], d.to, d.detail, qty=d.qty, fields=d.fields)
@@ -249,11 +261,43 @@ class OrderStage(StreamService):
                         msgs.append(OutMessage(self.output_topic, o["order_id"].encode(), orjson.dumps(d.output)))
             self.after_batch(conn, decided)
             updates = tx.finish()
+            self._batch_decided.extend(decided)
             if again:
                 msgs.extend(self._republish(conn, again))
         msgs.extend(OutMessage(ORDER_UPDATES, u["order_id"].encode(), orjson.dumps(u)) for u in updates)
         self._db_backoff.reset()
         return msgs
+
+    def _decide_each(self, conn: psycopg.Connection[Any], tx: OmsTx, todo: list[dict[str, Any]]) -> list[Decision]:
+        """:meth:`decide` on the batch; if it raises (not a database error), order by order, and an order
+        that still raises is rejected ``invalid_order`` with the error: one bad order never stops a stage
+        (it would crash-loop on its own re-drive)."""
+        try:
+            return self.decide(conn, tx, todo)
+        except psycopg.Error:
+            raise
+        except Exception:  # noqa: BLE001 - isolate the culprit below
+            if len(todo) == 1:
+                return [self._invalid(todo[0])]
+        out: list[Decision] = []
+        for o in todo:
+            try:
+                out.extend(self.decide(conn, tx, [o]))
+            except psycopg.Error:
+                raise
+            except Exception:  # noqa: BLE001
+                out.append(self._invalid(o))
+        return out
+
+    def _invalid(self, order: dict[str, Any]) -> Decision:
+        import traceback
+
+        err = traceback.format_exc().strip().splitlines()[-1][:300]
+        detail = f"invalid_order: cannot decide: {err}"
+        self.log.warning("order cannot be decided, rejected order_id=%s error=%s", order.get("order_id"), err)
+        return Decision(self.reject_state, detail, fields={self.reject_field: {"reason": "invalid_order",
+                                                                              "detail": detail},
+                                                           "status_detail": detail}, reason="invalid_order")
 
     def _republish(self, conn: psycopg.Connection[Any], ids: list[str]) -> list[OutMessage]:
         rows = oms.load_orders(conn, ids=ids)

@@ -90,6 +90,8 @@ class RiskBudget(StrictModel):
         default="broker", description="broker: KiteConnect.margins (cached); capital: pinned (replays, backtests)")
     margins_ttl_s: float = Field(default=30.0, gt=0, le=3600)
     margins_timeout_s: float = Field(default=3.0, gt=0, le=60)
+    margins_retry_s: float = Field(default=5.0, gt=0, le=3600,
+                                   description="after a failed margins call, size on capital this long, then ask again")
     risk_per_trade_pct: float = Field(gt=0, le=100, description="% of equity lost if the stop is hit")
     default_stop_pct: float = Field(default=1.0, gt=0, le=100,
                                     description="stop distance for an entry without stop_loss, % of price")

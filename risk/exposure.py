@@ -116,18 +116,33 @@ def instrument_exposure(conn: psycopg.Connection[Any], tokens: Sequence[int]) ->
     return _by_instrument(open_positions(conn, tokens), pending_entries(conn, include_sized=True, tokens=tokens))
 
 
+Closes = dict[tuple[int, int], float]
+Held = dict[int, tuple[int, float]]
+ExitRoom = dict[tuple[str, int], tuple[int, int]]
+
+
 def sizing_reads(conn: psycopg.Connection[Any], wants: Sequence[tuple[int, int]], max_age_ms: int | None,
-                 tokens: Sequence[int]) -> tuple[dict[tuple[int, int], float], dict[int, tuple[int, float]]]:
-    """:func:`latest_closes` and :func:`instrument_exposure` in one pipeline (one round trip)."""
+                 tokens: Sequence[int], exit_keys: Sequence[tuple[str, int]] = ()) -> tuple[Closes, Held, ExitRoom]:
+    """:func:`latest_closes`, :func:`instrument_exposure` and, per (strategy, token) an exit may close,
+    (net position qty, unfilled entry qty on its way incl. SIZED), in one pipeline (one round trip)."""
     pairs = sorted(set(wants))
+    keys = sorted(set(exit_keys))
     with conn.pipeline():
         c_close = conn.execute(*_closes_q(pairs, max_age_ms)) if pairs else None
         c_pos = conn.execute(*_positions_q(tokens)) if tokens else None
         c_pend = conn.execute(*_pending_q(True, tokens)) if tokens else None
+        c_exit = conn.execute(
+            "SELECT k.s, k.t, COALESCE(p.net_qty, 0), COALESCE(r.pending_qty + r.sized_qty, 0) "
+            "FROM unnest(%s::text[], %s::bigint[]) AS k(s, t) "
+            "LEFT JOIN positions p ON p.strategy = k.s AND p.instrument_token = k.t "
+            "LEFT JOIN risk_pending r ON r.strategy = k.s AND r.instrument_token = k.t",
+            ([s_ for s_, _ in keys], [t for _, t in keys])) if keys else None
     closes = _closes(c_close.fetchall()) if c_close is not None else {}
     held = _by_instrument(_positions(c_pos.fetchall()), c_pend.fetchall()) if c_pos is not None and \
         c_pend is not None else {}
-    return closes, held
+    exits = {(st, int(t)): (int(net), int(pq)) for st, t, net, pq in c_exit.fetchall()} if c_exit is not None \
+        else {}
+    return closes, held, exits
 
 
 _KILL = "SELECT active, reason FROM risk_kill_switch WHERE id"

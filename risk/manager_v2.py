@@ -52,6 +52,8 @@ class RiskManager(OrderStage):
     output_topic = ORDERS_SIZED
     output_states = frozenset({Status.SIZED, Status.REJECTED_RISK})
     passing_states = frozenset({Status.SIZED})
+    reject_state = Status.REJECTED_RISK
+    reject_field = "risk"
 
     def __init__(self, settings: Settings, metrics: Metrics, cfg: RiskBudget, kite: Any | None = None) -> None:
         self.cfg = cfg
@@ -72,49 +74,74 @@ class RiskManager(OrderStage):
                                       settings.kite_access_token.get_secret_value(), settings.kite_root,
                                       cfg.margins_timeout_s)
         self.kite = kite
-        self.equity = broker.EquityCache(kite, cfg.capital, cfg.margins_ttl_s, pinned=cfg.equity_source == "capital",
+        self.equity = broker.EquityCache(kite, cfg.capital, cfg.margins_ttl_s, retry_s=cfg.margins_retry_s,
+                                         pinned=cfg.equity_source == "capital",
                                          on_error=lambda e: self.m_broker_err.labels("margins", e).inc())
         self._lots: dict[int, tuple[int, str | None]] = {}
+        self._equity: broker.Equity | None = None
 
     # -- the decision ---------------------------------------------------------
     def decide(self, conn: psycopg.Connection[Any], tx: OmsTx, orders: list[dict[str, Any]]) -> list[Decision]:
         entries = [o for o in orders if sizing.is_entry(o)]
-        eq = self.equity.get() if entries else broker.Equity(self.cfg.capital, "n/a")
+        eq = self._equity if entries and self._equity is not None else self.equity.get() if entries else \
+            broker.Equity(self.cfg.capital, "n/a")
         tokens = sorted({int(o["instrument_token"]) for o in entries})
-        prices, held = self._entry_prices(conn, entries, tokens)
+        exit_keys = sorted({(str(o["strategy"]), int(o["instrument_token"])) for o in orders if not sizing.is_entry(o)})
+        prices, held, exits = self._entry_prices(conn, entries, tokens, exit_keys)
         lots = self._lot_sizes(conn, tokens)
+        used_exits: dict[tuple[str, int], int] = {}
         out: list[Decision] = []
         for o in orders:
             tok = int(o["instrument_token"])
             price, src = prices.get(o["order_id"], (None, None))
             lot, name = lots.get(tok, (1, None))
             q, n = held.get(tok, (0, 0.0))
-            mkt = sizing.Market(eq.value, eq.source, price, src, lot, name, q, n)
+            avail = None
+            if not sizing.is_entry(o):
+                net, pending = exits.get((str(o["strategy"]), tok), (0, 0))
+                closing = max(net, 0) if o["side"] == "SELL" else max(-net, 0)
+                avail = closing + pending - used_exits.get((str(o["strategy"]), tok), 0)
+            mkt = sizing.Market(eq.value, eq.source, price, src, lot, name, q, n, avail)
             s = sizing.size(o, mkt, self.cfg, self.calendar)
             if s.rejected:
                 reason = s.reason or "rejected"
                 s.risk["reason"] = reason
                 detail = f"{reason}: {s.risk.get('detail', '')}".rstrip(": ")
-                self.m_rejects.labels(reason).inc()
                 out.append(Decision(Status.REJECTED_RISK, detail, fields={"risk": s.risk, "status_detail": detail},
                                     reason=reason))
                 continue
             assert s.qty is not None
+            if not sizing.is_entry(o):  # two exits of one batch do not both close the same shares
+                key = (str(o["strategy"]), tok)
+                used_exits[key] = used_exits.get(key, 0) + s.qty
             if sizing.is_entry(o):
                 held[tok] = (q + s.qty, n + s.qty * (price or 0.0))  # the next entry of this batch sees it
-                self.m_equity.set(eq.value)
-                if eq.source == "fallback":
-                    self.m_fallback.inc()
-                self.m_price_src.labels(str(src)).inc()
-            self.m_sized.labels(sizing.intent_of(o)).inc()
             detail = (f"qty {s.qty} risking {s.risk.get('risk_amount')} of equity {s.risk.get('equity')} "
                       f"({eq.source})" if sizing.is_entry(o) else f"exit qty {s.qty}")
             output = {**o, "qty": s.qty, "risk": s.risk}
             out.append(Decision(Status.SIZED, detail, qty=s.qty, fields={"risk": s.risk}, output=output))
         return out
 
-    def _entry_prices(self, conn: psycopg.Connection[Any], entries: list[dict[str, Any]], tokens: list[int]
-                      ) -> tuple[dict[str, tuple[float | None, str | None]], dict[int, tuple[int, float]]]:
+    def prepare(self, orders: list[dict[str, Any]]) -> None:
+        """Equity before the transaction: a slow margins call must not hold the orders' row locks."""
+        self._equity = self.equity.get() if any(sizing.is_entry(o) for o in orders) else None
+
+    def on_decided(self, decided: list[tuple[dict[str, Any], Decision]]) -> None:
+        for o, d in decided:
+            risk = d.fields.get("risk") or {}
+            if d.to == Status.REJECTED_RISK:
+                self.m_rejects.labels(d.reason or "rejected").inc()
+                continue
+            self.m_sized.labels(sizing.intent_of(o)).inc()
+            if sizing.is_entry(o):
+                self.m_equity.set(float(risk.get("equity") or 0.0))
+                if risk.get("sizing_source") == "fallback":
+                    self.m_fallback.inc()
+                self.m_price_src.labels(str(risk.get("price_source"))).inc()
+
+    def _entry_prices(self, conn: psycopg.Connection[Any], entries: list[dict[str, Any]], tokens: list[int],
+                      exit_keys: list[tuple[str, int]]
+                      ) -> tuple[dict[str, tuple[float | None, str | None]], exposure.Held, exposure.ExitRoom]:
         """(order_id -> (price, source): order price, latest 1 s bar, broker LTP, ref price; and what is
         held or pending on each token), the database reads in one round trip."""
         out: dict[str, tuple[float | None, str | None]] = {}
@@ -127,8 +154,8 @@ class RiskManager(OrderStage):
                 need.append(o)
         age = int(self.cfg.max_price_age_s * 1000)
         # event time: the latest bar at or before each order's own signal
-        closes, held = exposure.sizing_reads(
-            conn, [(int(o["instrument_token"]), int(o["signal_ts"])) for o in need], age, tokens)
+        closes, held, exits = exposure.sizing_reads(
+            conn, [(int(o["instrument_token"]), int(o["signal_ts"])) for o in need], age, tokens, exit_keys)
         missing: list[dict[str, Any]] = []
         for o in need:
             c = closes.get((int(o["instrument_token"]), int(o["signal_ts"])))
@@ -148,7 +175,7 @@ class RiskManager(OrderStage):
                 ref = (o.get("extra") or {}).get("ref_price")
                 if isinstance(ref, int | float) and ref > 0:
                     out[o["order_id"]] = (float(ref), "ref_price")
-        return out, held
+        return out, held, exits
 
     def _lot_sizes(self, conn: psycopg.Connection[Any], tokens: list[int]) -> dict[int, tuple[int, str | None]]:
         """token -> (lot size, name): the universe, else the instrument master table, else 1."""

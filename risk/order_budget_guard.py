@@ -52,6 +52,8 @@ class BudgetGuard(OrderStage):
     output_topic = ORDERS_ALLOWED
     output_states = frozenset({Status.ALLOWED, Status.REJECTED_BUDGET})
     passing_states = frozenset({Status.ALLOWED})
+    reject_state = Status.REJECTED_BUDGET
+    reject_field = "budget"
 
     def __init__(self, settings: Settings, metrics: Metrics, cfg: RiskBudget) -> None:
         self.cfg = cfg
@@ -67,6 +69,7 @@ class BudgetGuard(OrderStage):
         self._kill: bool | None = None
         self._last_status = 0.0
         self._last_counts = 0.0
+        self._pruned = False
         for b in cfg.buckets:
             self.m_budget.labels(b).set(cfg.bucket_budget(b))
 
@@ -77,7 +80,6 @@ class BudgetGuard(OrderStage):
         for o in orders:
             v = budget.decide(o, book, self.cfg)
             if v.allowed:
-                self.m_allowed.labels("entry" if not v.budget.get("exit") else "exit").inc()
                 detail = "exit: always allowed" if v.budget.get("exit") else \
                     f"bucket {v.budget['bucket']}: {v.budget.get('bucket_used_after')} of {v.budget['bucket_budget']}"
                 out.append(Decision(Status.ALLOWED, detail, fields={"budget": v.budget},
@@ -85,13 +87,19 @@ class BudgetGuard(OrderStage):
             else:
                 reason = v.reason or "rejected"
                 detail = f"{reason}: {v.budget.get('detail', '')}"
-                self.m_rejects.labels(reason).inc()
                 out.append(Decision(Status.REJECTED_BUDGET, detail, fields={"budget": v.budget,
                                                                            "status_detail": detail}, reason=reason))
         self._book = book
         if book.day_pnl:
             self.m_day_pnl.set(book.day_pnl[max(book.day_pnl)])
         return out
+
+    def on_decided(self, decided: list[tuple[dict[str, Any], Decision]]) -> None:
+        for _o, d in decided:
+            if d.to == Status.ALLOWED:
+                self.m_allowed.labels("exit" if (d.fields.get("budget") or {}).get("exit") else "entry").inc()
+            else:
+                self.m_rejects.labels(d.reason or "rejected").inc()
 
     def after_batch(self, conn: psycopg.Connection[Any], decided: list[tuple[dict[str, Any], Decision]]) -> None:
         book = getattr(self, "_book", None)
@@ -111,6 +119,24 @@ class BudgetGuard(OrderStage):
             "used = EXCLUDED.used, positions = EXCLUDED.positions, pending = EXCLUDED.pending, "
             "open_positions = EXCLUDED.open_positions, "
             "day_pnl = EXCLUDED.day_pnl, updated_at = now()", rows)
+
+    def start(self) -> None:
+        super().start()
+        if self._pruned or self.pool is None:
+            return
+        # per-second and per-minute counts matter only inside their window: keep two days of them (the
+        # per-day counts stay, one row per strategy and day)
+        now_s = int(time.time())
+        try:
+            with self.pool.connection() as conn:
+                n = conn.execute("DELETE FROM risk_order_counts WHERE (win = 's' AND key < %s) OR "
+                                 "(win = 'm' AND key < %s)", (now_s - 2 * 86_400, (now_s - 2 * 86_400) // 60)).rowcount
+        except Exception as exc:  # noqa: BLE001 - housekeeping; the next start tries again
+            self.log.warning("pruning risk_order_counts failed: %s", type(exc).__name__)
+            return
+        self._pruned = True
+        if n:
+            self.log.info("pruned order-count windows older than two days rows=%d", n)
 
     def step(self) -> None:
         super().step()

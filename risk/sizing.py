@@ -29,8 +29,9 @@ REJECT_NOTIONAL = "notional_cap_below_lot"
 REJECT_POSITION = "position_limit"
 REJECT_EXIT_QTY = "exit_without_qty"
 REJECT_BAD_ORDER = "invalid_order"
+REJECT_EXIT_NOTHING = "exit_without_position"
 REASONS = (REJECT_PRODUCT, REJECT_HOURS, REJECT_NO_PRICE, REJECT_STOP_SIDE, REJECT_STOP_WIDE, REJECT_NOTIONAL,
-           REJECT_POSITION, REJECT_EXIT_QTY, REJECT_BAD_ORDER)
+           REJECT_POSITION, REJECT_EXIT_QTY, REJECT_BAD_ORDER, REJECT_EXIT_NOTHING)
 
 
 #: The runner's intents (strategy.engine): only ``entry`` opens risk; the others close a position.
@@ -59,6 +60,9 @@ class Market:
     name: str | None = None            # the instrument's name (freeze quantities by underlying)
     position_qty: int = 0              # |qty| held or pending on this instrument, all strategies
     position_notional: float = 0.0
+    #: what an exit of this strategy may close on this instrument: its position on the side the exit
+    #: closes plus its entries still on their way (None: unknown, the exit's quantity is kept)
+    exit_available: int | None = None
 
 
 @dataclass(slots=True)
@@ -115,7 +119,7 @@ def size(order: dict[str, Any], mkt: Market, cfg: RiskBudget, calendar: Exchange
     if risk["intent"] not in INTENTS:  # never let a misspelt intent pass as an exit (exits skip every limit)
         return Sizing(None, REJECT_BAD_ORDER, {**risk, "detail": f"unknown intent {risk['intent']!r}"})
     if not is_entry(order):
-        return _size_exit(order, risk)
+        return _size_exit(order, mkt, risk)
     refused = _entry_refusal(order, mkt, cfg, calendar, risk)
     if refused is not None:
         return refused
@@ -136,11 +140,20 @@ def size(order: dict[str, Any], mkt: Market, cfg: RiskBudget, calendar: Exchange
     return _capped(order, mkt, cfg, price, qty_risk // lot * lot, risk)
 
 
-def _size_exit(order: dict[str, Any], risk: dict[str, Any]) -> Sizing:
-    """An exit keeps the strategy's quantity (the position it closes)."""
+def _size_exit(order: dict[str, Any], mkt: Market, risk: dict[str, Any]) -> Sizing:
+    """An exit keeps the strategy's quantity (the position it closes), at most what the strategy holds
+    (or has on its way) on the side it closes: an "exit" never opens a position, so exits can pass the
+    kill switch and the loss limit safely."""
     qty = order.get("qty")
     if not isinstance(qty, int) or qty <= 0:
         return Sizing(None, REJECT_EXIT_QTY, {**risk, "detail": f"exit qty {qty!r}"})
+    avail = mkt.exit_available
+    if avail is not None and qty > avail:
+        if avail <= 0:
+            return Sizing(None, REJECT_EXIT_NOTHING, {**risk, "exit_available": avail,
+                                                      "detail": f"{order['side']} {qty} closes nothing held"})
+        return Sizing(avail, None, {**risk, "sizing": "exit", "qty": avail, "caps": ["position_held"],
+                                    "exit_requested": qty})
     return Sizing(qty, None, {**risk, "sizing": "exit", "qty": qty})
 
 

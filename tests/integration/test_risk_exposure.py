@@ -123,6 +123,15 @@ def test_order_counts_follow_allowed_decisions_per_window_of_signal_time(fresh_p
     assert ("rsi", "day", DAY.toordinal()) in counts and counts[("rsi", "day", DAY.toordinal())] == 1
 
 
+def test_the_ist_day_key_holds_before_0530_ist_when_the_utc_date_is_the_day_before(fresh_pg_dsn: str) -> None:
+    early = ts(3, 0)  # 03:00 IST on DAY = 21:30 UTC the day before
+    run(fresh_pg_dsn, lambda tx: allow(tx, entry("early", signal_ts=early)))
+    with psycopg.connect(fresh_pg_dsn) as conn:
+        counts = exposure.order_counts(conn, [early])
+    assert counts[(ACCOUNT, "day", DAY.toordinal())] == 1
+    assert (ACCOUNT, "day", DAY.toordinal() - 1) not in counts
+
+
 def test_day_pnl_realised_plus_open_marked_to_the_latest_1s_bar_and_the_guard_halts_entries(
         fresh_pg_dsn: str) -> None:
     dsn = fresh_pg_dsn

@@ -49,6 +49,7 @@ capital: {capital}
 equity_source: {equity_source}
 margins_ttl_s: 30
 margins_timeout_s: 2
+margins_retry_s: 1
 risk_per_trade_pct: 0.5
 default_stop_pct: 1.0
 max_notional_per_order: {max_notional}
@@ -204,16 +205,20 @@ def test_orders_are_sized_on_broker_equity_allowed_or_rejected_with_reasons(risk
     entries = [order(f"e{i}", tok) for i, tok in enumerate(PRICE)]
     bad_product = order("nrml", INFY, product="NRML")
     late = order("late", TCS, signal_ts=ts_at(15, 20))  # within 15 min of the close
-    exit_ = order("x1", HDFCBANK, side="SELL", intent="exit", qty=7, strategy="other_1m")
+    exit_ = order("x1", HDFCBANK, side="SELL", intent="exit", qty=9, strategy="other_1m")
+    stray = order("x2", TCS, side="SELL", intent="exit", qty=5, strategy="other_1m")  # nothing held on TCS
+    with psycopg.connect(r.dsn) as conn:  # other_1m holds 7 HDFCBANK: the exit of 9 is trimmed to 7
+        conn.execute("INSERT INTO fills (fill_id, order_id, instrument_token, side, qty, price, ts, venue, strategy) "
+                     "VALUES ('f0', 'old', %s, 'BUY', 7, 990, now(), 'paper', 'other_1m')", (HDFCBANK,))
     r.start_all()
-    produce(r.bootstrap, [*entries, bad_product, late, exit_])
+    produce(r.bootstrap, [*entries, bad_product, late, exit_, stray])
     p = bus.Producer(r.bootstrap)
     p.produce(ORDERS, b"\xff not json", b"poison")
     p.produce(ORDERS, orjson.dumps({**order("neg"), "qty": -5}), b"neg")
     p.flush()
-    ids = [o["order_id"] for o in [*entries, bad_product, late, exit_]]
+    ids = [o["order_id"] for o in [*entries, bad_product, late, exit_, stray]]
     st = wait_final(r.dsn, ids)
-    assert st["nrml"] == "REJECTED_RISK" and st["late"] == "REJECTED_RISK"
+    assert st["nrml"] == "REJECTED_RISK" and st["late"] == "REJECTED_RISK" and st["x2"] == "REJECTED_RISK"
     assert all(st[o["order_id"]] == "ALLOWED" for o in entries) and st["x1"] == "ALLOWED", \
         query(r.dsn, "SELECT order_id, status_detail FROM orders")
     rows = {oid: (qty, risk_, budget, detail) for oid, qty, risk_, budget, detail in query(
@@ -228,7 +233,8 @@ def test_orders_are_sized_on_broker_equity_allowed_or_rejected_with_reasons(risk
         want = min(want, math.floor(500_000 / PRICE[o["instrument_token"]]))  # max_notional_per_order
         assert qty == want, (o["order_id"], qty, want)
         assert bd["decision"] == "allowed" and bd["bucket"] == "default"
-    assert rows["x1"][0] == 7 and rows["x1"][2]["exit"] is True
+    assert rows["x1"][0] == 7 and rows["x1"][1]["exit_requested"] == 9 and rows["x1"][2]["exit"] is True
+    assert rows["x2"][1]["reason"] == "exit_without_position"
     # topics carry exactly the table's decisions
     sized = {m["order_id"] for m in read_topic(r.bootstrap, ORDERS_SIZED, idle=1.0)}
     allowed = read_topic(r.bootstrap, ORDERS_ALLOWED, idle=1.0)
@@ -244,7 +250,7 @@ def test_orders_are_sized_on_broker_equity_allowed_or_rejected_with_reasons(risk
     dlq = _drain(r.bootstrap, DLQ, 2, timeout=20)
     assert sorted(m.key() for m in dlq) == [b"neg", b"poison"]  # undecodable, negative qty; the service went on
     m = r.metrics("manager")
-    assert metric_sum(m, "tradestack_risk_manager_rejects_total") == 2
+    assert metric_sum(m, "tradestack_risk_manager_rejects_total") == 3
     assert m['tradestack_risk_manager_rejects_total{reason="product_not_allowed"}'] == 1
 
 
@@ -260,9 +266,9 @@ def test_failing_margins_api_sizes_on_capital_flagged_fallback(risk, sim) -> Non
         assert qty == min(math.floor(400_000 * 0.005 / 10), math.floor(500_000 / PRICE[tok])), oid  # 200 / 161
     assert r.metrics("manager")["tradestack_risk_manager_sizing_fallback_total"] >= 2
     assert r.procs["manager"].poll() is None
-    # the broker recovers: sizing goes back to its equity (after the retry interval)
+    # the broker recovers: sizing goes back to its equity (after margins_retry_s)
     control(sim.http_url, "/_sim/faults", {"http_5xx_rate": 0.0})
-    time.sleep(5.5)
+    time.sleep(1.5)
     produce(r.bootstrap, [order("f3", RELIANCE)])
     wait_final(r.dsn, ["f3"])
     assert query(r.dsn, "SELECT risk->>'sizing_source' FROM orders WHERE order_id = 'f3'")[0][0] == "broker"
@@ -304,11 +310,12 @@ def test_kill_switch_blocks_entries_within_a_second_and_exits_pass(risk) -> None
     t_on = time.monotonic()
     produce(r.bootstrap, [order("k1", TCS, signal_ts=ts_at(10, 2)),
                           order("kx", INFY, side="SELL", intent="exit", qty=3, signal_ts=ts_at(10, 2))])
+    produced_after = time.monotonic() - t_on
     st = wait_final(r.dsn, ["k1", "kx"])
+    # an entry that reached the guard less than 1 s after `on` returned is blocked; the exit passes
+    assert produced_after < 1.0, f"the entry was produced {produced_after:.2f}s after on: not a 1 s test"
     assert st == {"k1": "REJECTED_BUDGET", "kx": "ALLOWED"}
-    decided = query(r.dsn, "SELECT budget->>'reason', updated_at FROM orders WHERE order_id = 'k1'")[0]
-    assert decided[0] == "kill_switch"
-    assert time.monotonic() - t_on < 10  # decided promptly; the entry was produced well within 1 s of `on`
+    assert query(r.dsn, "SELECT budget->>'reason' FROM orders WHERE order_id = 'k1'")[0][0] == "kill_switch"
     status = subprocess.run([_py(), "-m", "risk.kill_switch", "status"], env=env, capture_output=True, text=True,
                             timeout=30)
     assert status.returncode == 0 and "ON" in status.stdout and "test halt" in status.stdout
@@ -396,7 +403,9 @@ def test_kill9_mid_stream_of_1000_orders_one_decision_each(risk, victim: str) ->
     wait_for(lambda: query(r.dsn, "SELECT count(*) FROM orders WHERE status <> 'NEW'")[0][0] >= 100, 60, 0.05,
              "some decided")
     produce(r.bootstrap, orders[400:700])
+    decided_at_kill = query(r.dsn, "SELECT count(*) FROM orders WHERE status = ANY(%s)", list(FINAL_RISK))[0][0]
     r.kill9(victim)
+    assert decided_at_kill < 700, "everything was decided before the kill: not mid-stream"
     produce(r.bootstrap, orders[700:])
     time.sleep(0.5)
     r.start(victim)
@@ -444,13 +453,13 @@ def test_make_risk_v2_mid_stream_restarts_exactly_the_risk_group(tmp_path: Path,
         before = pids()
         orders = stream(1000)
 
-        def feed() -> None:  # ~250 orders/s for 4 s
+        def feed() -> None:  # ~125 orders/s for 8 s
             p = bus.Producer(r.bootstrap)
             for i, o in enumerate(orders):
                 p.produce(ORDERS, orjson.dumps(o), o["order_id"].encode())
                 if i % 25 == 24:
                     p.flush()
-                    time.sleep(0.1)
+                    time.sleep(0.2)
             p.flush()
 
         t = threading.Thread(target=feed)

@@ -20,6 +20,7 @@ from risk.config import RiskBudget
 from risk.sizing import (
     REASONS,
     REJECT_BAD_ORDER,
+    REJECT_EXIT_NOTHING,
     REJECT_EXIT_QTY,
     REJECT_HOURS,
     REJECT_NO_PRICE,
@@ -219,6 +220,23 @@ def test_exit_without_a_positive_whole_qty_when_sized_then_rejected_exit_without
     assert repr(qty) in s.risk["detail"]
 
 
+def test_exit_larger_than_what_the_strategy_holds_when_sized_then_trimmed_to_it(cal):
+    # 20 held on the side the exit closes (+ entries on their way): an exit never opens a position
+    s = size(exit_order(qty=37), mkt(exit_available=20), cfg(), cal)
+    assert (s.qty, s.reason) == (20, None)
+    assert (s.risk["caps"], s.risk["exit_requested"]) == (["position_held"], 37)
+
+
+def test_exit_within_what_the_strategy_holds_when_sized_then_kept(cal):
+    assert size(exit_order(qty=37), mkt(exit_available=37), cfg(), cal).qty == 37
+
+
+@pytest.mark.parametrize("avail", [0, -5])
+def test_exit_when_nothing_is_held_when_sized_then_rejected_exit_without_position(cal, avail):
+    s = size(exit_order(qty=37), mkt(exit_available=avail), cfg(), cal)
+    assert (s.qty, s.reason) == (None, REJECT_EXIT_NOTHING)
+
+
 # -- reject reasons --------------------------------------------------------------------------
 
 def test_entry_with_product_not_allowed_when_sized_then_rejected_product(cal):
@@ -359,6 +377,7 @@ def test_every_reject_reason_is_reachable_by_a_scenario(cal):
         (order(), mkt(position_qty=10**9)),
         (exit_order(qty=None), mkt()),
         (exit_order("bogus"), mkt()),
+        (exit_order(), mkt(exit_available=0)),
     ]
     c = cfg(max_notional_per_order=5_000, max_position_qty=10**9)
     seen = {size(o, m, c, cal).reason for o, m in scenarios}

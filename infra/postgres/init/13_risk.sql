@@ -142,6 +142,7 @@ CREATE TABLE IF NOT EXISTS risk_order_counts (
     n        integer NOT NULL,
     PRIMARY KEY (strategy, win, key)
 );
+CREATE INDEX IF NOT EXISTS risk_order_counts_window_idx ON risk_order_counts (win, key);
 
 CREATE OR REPLACE FUNCTION risk_count_apply(r orders, sgn integer) RETURNS void LANGUAGE plpgsql AS $$
 DECLARE
@@ -170,8 +171,16 @@ BEGIN
     RETURN NULL;
 END $$;
 DROP TRIGGER IF EXISTS orders_risk_books ON orders;
-CREATE TRIGGER orders_risk_books AFTER INSERT OR DELETE OR UPDATE OF status, qty, filled_qty, risk, budget, strategy,
-    signal_ts, extra ON orders FOR EACH ROW EXECUTE FUNCTION orders_risk_books();
+CREATE TRIGGER orders_risk_books AFTER INSERT OR DELETE ON orders FOR EACH ROW EXECUTE FUNCTION orders_risk_books();
+-- on UPDATE only when something the books read changed (the OMS rewrites every column of a changed row)
+DROP TRIGGER IF EXISTS orders_risk_books_update ON orders;
+CREATE TRIGGER orders_risk_books_update AFTER UPDATE ON orders FOR EACH ROW
+    WHEN (OLD.status IS DISTINCT FROM NEW.status OR OLD.qty IS DISTINCT FROM NEW.qty
+          OR OLD.filled_qty IS DISTINCT FROM NEW.filled_qty OR OLD.risk IS DISTINCT FROM NEW.risk
+          OR OLD.budget IS DISTINCT FROM NEW.budget OR OLD.strategy IS DISTINCT FROM NEW.strategy
+          OR OLD.instrument_token IS DISTINCT FROM NEW.instrument_token
+          OR OLD.signal_ts IS DISTINCT FROM NEW.signal_ts OR OLD.extra IS DISTINCT FROM NEW.extra)
+    EXECUTE FUNCTION orders_risk_books();
 -- orders written before this migration
 DO $$
 DECLARE
