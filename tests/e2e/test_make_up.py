@@ -129,10 +129,12 @@ def test_make_up_status_down_leaves_no_process(tmp_path, target, feed):
             # ... and on into the strategies and the risk services: orders from kitesim's market, sized on
             # kitesim's margins and allowed, or rejected with a reason
             deadline = time.monotonic() + 120
-            while time.monotonic() < deadline and not _decided(env):
+            while time.monotonic() < deadline and not {r[0] for r in _decided(env)} & {"ALLOWED", "REJECTED_BUDGET"}:
                 time.sleep(2)
             decided = _decided(env)
             assert decided, f"no order got a risk decision (orders: {_count(env, 'orders')})"
+            # both services decided: at least one order went through the manager into the guard's hands
+            assert {s for s, *_ in decided} & {"ALLOWED", "REJECTED_BUDGET"}, [r[0] for r in decided]
             for status, qty, risk, budget, detail in decided:
                 if status == "REJECTED_RISK":
                     assert risk["reason"] and detail, (status, risk, detail)

@@ -348,14 +348,21 @@ def test_orders_waiting_in_the_table_are_redriven_after_an_empty_broker(risk) ->
         tx.ensure(new, Status.NEW)
         tx.ensure(sized, Status.SIZED)
         tx.finish()
+        # a row no message could carry (no signal time): it cannot be decided; it must not stop the others
+        conn.execute("INSERT INTO orders (order_id, strategy, instrument_token, symbol, exchange, side, order_type, "
+                     "product, status) VALUES ('broken', 'mac_1m', %s, 'INFY', 'NSE', 'BUY', 'MARKET', 'MIS', 'NEW')",
+                     (INFY,))
     r.start_all()
     ids = [o["order_id"] for o in new + sized]
-    st = wait_final(r.dsn, ids)
+    st = wait_final(r.dsn, [*ids, "broken"])
+    assert st.pop("broken") == "REJECTED_RISK"
+    assert query(r.dsn, "SELECT risk->>'reason' FROM orders WHERE order_id = 'broken'")[0][0] == "invalid_order"
     assert set(st.values()) == {"ALLOWED"}
     assert not query(r.dsn, "SELECT order_id FROM orders WHERE status IN ('NEW', 'SIZED')")
     allowed = {m["order_id"] for m in read_topic(r.bootstrap, ORDERS_ALLOWED, idle=1.0)}
     assert allowed == set(ids)
-    assert "re-driving orders=4 waiting at NEW" in r.log("manager")
+    assert "re-driving orders=5 waiting at NEW" in r.log("manager")
+    assert r.procs["manager"].poll() is None
 
 
 def _assert_one_decision_each(r: Risk, ids: list[str]) -> None:
