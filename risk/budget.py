@@ -60,12 +60,17 @@ class Book:
     #: (strategy or ACCOUNT, window, window key) -> orders allowed
     counts: Counter[tuple[str, str, int]] = field(default_factory=Counter)
 
+    #: bucket -> used, summed from used_by_strategy once per batch, then kept by decide()
+    _by_bucket: dict[str, float] | None = None
+
     def used_by_bucket(self, cfg: RiskBudget) -> dict[str, float]:
-        out = dict.fromkeys(cfg.buckets, 0.0)
-        for strat, v in self.used_by_strategy.items():
-            b = cfg.bucket_of(strat)
-            out[b] = out.get(b, 0.0) + v
-        return out
+        if self._by_bucket is None:
+            out = dict.fromkeys(cfg.buckets, 0.0)
+            for strat, v in self.used_by_strategy.items():
+                b = cfg.bucket_of(strat)
+                out[b] = out.get(b, 0.0) + v
+            self._by_bucket = out
+        return self._by_bucket
 
     def open_count(self, strategy: str | None = None) -> int:
         if strategy is None:
@@ -146,6 +151,7 @@ def decide(order: dict[str, Any], book: Book, cfg: RiskBudget) -> Verdict:
     if lim.max_notional is not None and used_strat + notional > lim.max_notional + 1e-6:
         return no(REJECT_STRATEGY_CAP, f"{strat}: used {used_strat:.2f} + {notional:.2f} > {lim.max_notional:g}")
     book.used_by_strategy[strat] = used_strat + notional
+    book.used_by_bucket(cfg)[bucket] = used_bucket + notional
     book.pending_by_strategy[strat] = book.pending_by_strategy.get(strat, 0.0) + notional
     book.open_keys.add(key)
     _count(book, strat, ts)
