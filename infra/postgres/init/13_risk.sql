@@ -18,6 +18,8 @@ CREATE UNIQUE INDEX IF NOT EXISTS order_audit_refused_uq ON order_audit (order_i
 -- The guard's event-time order counts and the stages' re-drive scans.
 CREATE INDEX IF NOT EXISTS orders_signal_idx ON orders (signal_ts);
 CREATE INDEX IF NOT EXISTS orders_status_updated_idx ON orders (status, updated_at);
+-- (status, updated_at) serves every lookup by status: one index less to rewrite on each state change
+DROP INDEX IF EXISTS orders_status_idx;
 CREATE INDEX IF NOT EXISTS fills_strategy_idx ON fills (strategy, instrument_token);
 
 -- The kill switch: one row; every change also logged.
