@@ -23,15 +23,12 @@ the topic no longer holds are re-driven from the table).
 
 from __future__ import annotations
 
-import argparse
 import sys
-from pathlib import Path
 from typing import Any
 
 import psycopg
 
 from core.metrics import Metrics
-from core.service import run_service
 from core.sessions import load_calendar
 from core.settings import Settings
 from core.topics import ORDERS, ORDERS_SIZED
@@ -39,7 +36,8 @@ from core.universe import load_universe
 from execution.oms import OmsTx, Status
 from execution.stage import Decision, OrderStage
 from risk import broker, exposure, sizing
-from risk.config import RiskBudget, default_path, load_budget
+from risk.cli import run_risk_service
+from risk.config import RiskBudget
 from schemas.models import Order
 
 
@@ -202,19 +200,7 @@ class RiskManager(OrderStage):
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point."""
-    ap = argparse.ArgumentParser(prog="python -m risk.manager_v2", description=__doc__.splitlines()[0])
-    ap.add_argument("--budget", type=Path, default=None,
-                    help="risk policy (env RISK_BUDGET, default <config dir>/risk_budget.yaml)")
-    ap.add_argument("--group", help="consumer group id (default risk_manager)")
-    args = ap.parse_args(argv)
-
-    def factory(settings: Settings, metrics: Metrics) -> RiskManager:
-        svc = RiskManager(settings, metrics, load_budget(args.budget or default_path()))
-        if args.group:
-            svc.group_id = args.group
-        return svc
-
-    return run_service(factory, RiskManager.name)
+    return run_risk_service(RiskManager, "python -m risk.manager_v2", __doc__ or "", argv)
 
 
 if __name__ == "__main__":

@@ -21,22 +21,20 @@ per-bucket figures of the last batch for operators.
 
 from __future__ import annotations
 
-import argparse
 import sys
 import time
-from pathlib import Path
 from typing import Any
 
 import psycopg
 
 from core.metrics import Metrics
-from core.service import run_service
 from core.settings import Settings
 from core.topics import ORDERS_ALLOWED, ORDERS_SIZED
 from execution.oms import OmsTx, Status
 from execution.stage import Decision, OrderStage
 from risk import budget, exposure
-from risk.config import RiskBudget, default_path, load_budget
+from risk.cli import run_risk_service
+from risk.config import RiskBudget
 from schemas.models import SizedOrder
 
 #: Serialises guards deciding against the same books (pg_advisory_xact_lock key).
@@ -183,19 +181,7 @@ class BudgetGuard(OrderStage):
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point."""
-    ap = argparse.ArgumentParser(prog="python -m risk.order_budget_guard", description=__doc__.splitlines()[0])
-    ap.add_argument("--budget", type=Path, default=None,
-                    help="risk policy (env RISK_BUDGET, default <config dir>/risk_budget.yaml)")
-    ap.add_argument("--group", help="consumer group id (default order_budget_guard)")
-    args = ap.parse_args(argv)
-
-    def factory(settings: Settings, metrics: Metrics) -> BudgetGuard:
-        svc = BudgetGuard(settings, metrics, load_budget(args.budget or default_path()))
-        if args.group:
-            svc.group_id = args.group
-        return svc
-
-    return run_service(factory, BudgetGuard.name)
+    return run_risk_service(BudgetGuard, "python -m risk.order_budget_guard", __doc__ or "", argv)
 
 
 if __name__ == "__main__":

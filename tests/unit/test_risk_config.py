@@ -146,3 +146,20 @@ def test_config_checks_when_run_like_make_check_config_then_good_file_ok_bad_fil
     assert run_checks(bad, CONFIG_CHECKS) == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith(f"error {bad / FILE_NAME}: ") and "130 > 100" in err[0]
+
+
+@pytest.mark.parametrize("module", ["risk.manager_v2", "risk.order_budget_guard"])
+def test_service_with_a_bad_budget_file_then_exit_2_and_one_line_naming_file_and_key(tmp_path, module):
+    import subprocess
+    import sys
+
+    from core.settings import PROJECT_ROOT
+
+    bad = tmp_path / "risk_budget.yaml"
+    bad.write_text("capital: -5\nrisk_per_trade_pct: 1\nmax_notional_per_order: 1\nmax_open_positions: 1\n"
+                   "daily_loss_limit: 1\nbuckets: {default: {pct: 10}}\n")
+    r = subprocess.run([sys.executable, "-m", module, "--budget", str(bad)], cwd=PROJECT_ROOT, capture_output=True,
+                       text=True, timeout=60, env={**__import__("os").environ, "METRICS_PORT": "0"})
+    assert r.returncode == 2, r.stderr
+    lines = [ln for ln in r.stderr.splitlines() if ln.startswith("error:")]
+    assert len(lines) == 1 and str(bad) in lines[0] and "capital" in lines[0], r.stderr
