@@ -29,6 +29,9 @@ OPEN_STATUSES = ("NEW", "SIZED", "ALLOWED", "SUBMITTED", "OPEN", "PARTIALLY_FILL
 
 _INSERT_ORDER = (f"INSERT INTO orders ({', '.join(ORDER_COLUMNS)}) VALUES "
                  f"({', '.join(['%s'] * len(ORDER_COLUMNS))}) ON CONFLICT (order_id) DO NOTHING")
+_AUDIT_CREATED = ("INSERT INTO order_audit (order_id, from_status, to_status, ts, source, detail, applied, version, "
+                  "filled_qty) SELECT oid, NULL, 'NEW', ts, 'strategy_runner', 'created by the strategy', true, 1, 0 "
+                  "FROM unnest(%s::text[], %s::timestamptz[]) AS t(oid, ts) ON CONFLICT DO NOTHING")
 _PROGRESS = ("INSERT INTO strategy_progress (tf, instrument_token, last_ts) "
              "SELECT * FROM unnest(%s::text[], %s::bigint[], %s::timestamptz[]) "
              "ON CONFLICT (tf, instrument_token) DO UPDATE SET last_ts = GREATEST(strategy_progress.last_ts, "
@@ -78,6 +81,9 @@ def write_orders(conn: psycopg.Connection[Any], rows: RunnerRows) -> None:
     with conn.cursor() as cur:
         if rows.orders:
             cur.executemany(_INSERT_ORDER, [order_row(o) for o in rows.orders])
+            # the OMS audit's first row (version 1: created at NEW); a replay's conflicts with the existing one
+            cur.execute(_AUDIT_CREATED, ([o["order_id"] for o in rows.orders],
+                                         [_dt(o["created_ts"]) for o in rows.orders]))
         if rows.progress:  # one statement for the batch's marks (one per instrument and timeframe)
             marks = sorted(rows.progress.items())
             cur.execute(_PROGRESS, [[tf for (tf, _), _ in marks], [tok for (_, tok), _ in marks],
