@@ -60,7 +60,8 @@ WORKING = frozenset({S.SUBMITTED, S.OPEN, S.PARTIALLY_FILLED, S.CANCEL_REQUESTED
 #: Final without having traded everything (a fill may still be reported late on CANCELLED/EXPIRED).
 _LATE_FILL_OK = frozenset({S.CANCELLED, S.EXPIRED, S.FILLED})
 
-_BROKER_END = frozenset({S.FILLED, S.CANCELLED, S.REJECTED, S.EXPIRED})
+BROKER_END = frozenset({S.FILLED, S.CANCELLED, S.REJECTED, S.EXPIRED})
+_BROKER_END = BROKER_END
 TRANSITIONS: dict[Status, frozenset[Status]] = {
     S.NEW: frozenset({S.SIZED, S.REJECTED_RISK}),
     S.SIZED: frozenset({S.ALLOWED, S.REJECTED_BUDGET}),
@@ -186,9 +187,11 @@ def apply_kite(cur: OrderState, kite_status: str, filled: int, detail: str | Non
     """Offer a Kite status snapshot; quantities are not taken from it (fills carry them)."""
     target = kite_target(kite_status, filled, cur.qty, cur.status)
     named = _kite_status(kite_status)
-    if cur.status in FINAL and (named is None or named in WORKING):
+    if cur.status in BROKER_END and (named is None or named in WORKING):
         # A snapshot taken while the order was still working (OPEN, part-filled or not, an interim
-        # status, a modification, an UPDATE), delivered after its end: older news, not a move.
+        # status, a modification, an UPDATE), delivered after its end at the broker: older news, not a
+        # move. (On an order we rejected ourselves, REJECTED_RISK/BUDGET, a live broker order is no news
+        # but a problem: illegal, audited and counted.)
         return Outcome("noop", cur, cur, f"stale kite {kite_status} on {cur.status}")
     if target == cur.status:
         return Outcome("noop", cur, cur)

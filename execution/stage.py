@@ -34,7 +34,7 @@ from pydantic import BaseModel
 
 from core import bus, db
 from core.cli import env_int
-from core.errors import PoisonMessage
+from core.errors import PoisonMessage, TransientError
 from core.metrics import Metrics
 from core.service import Backoff
 from core.settings import Settings
@@ -256,38 +256,52 @@ class OrderStage(StreamService):
                 out = tx.transition(o["order_id"], d.to, d.detail, qty=d.qty, fields=d.fields)
                 if out.applied:
                     decided.append((o, d))
-                    self.m_decisions.labels(d.to.value).inc()
                     if d.output is not None:
                         msgs.append(OutMessage(self.output_topic, o["order_id"].encode(), orjson.dumps(d.output)))
             self.after_batch(conn, decided)
             updates = tx.finish()
-            self._batch_decided.extend(decided)
             if again:
                 msgs.extend(self._republish(conn, again))
+        # committed: only now do these decisions count (a retried transaction must not count twice)
+        self._batch_decided.extend(decided)
+        for _o, d in decided:
+            self.m_decisions.labels(d.to.value).inc()
         msgs.extend(OutMessage(ORDER_UPDATES, u["order_id"].encode(), orjson.dumps(u)) for u in updates)
         self._db_backoff.reset()
         return msgs
 
     def _decide_each(self, conn: psycopg.Connection[Any], tx: OmsTx, todo: list[dict[str, Any]]) -> list[Decision]:
-        """:meth:`decide` on the batch; if it raises (not a database error), order by order, and an order
-        that still raises is rejected ``invalid_order`` with the error: one bad order never stops a stage
-        (it would crash-loop on its own re-drive)."""
+        """:meth:`decide` on the batch. If it raises (not a database error), each order is tried alone to
+        find the ones that raise; those are rejected ``invalid_order``, and the rest are decided again
+        together (one book for the batch, as always): one bad order never stops a stage (it would
+        crash-loop on its own re-drive)."""
         try:
             return self.decide(conn, tx, todo)
         except psycopg.Error:
             raise
-        except Exception:  # noqa: BLE001 - isolate the culprit below
-            if len(todo) == 1:
-                return [self._invalid(todo[0])]
-        out: list[Decision] = []
+        except Exception:  # noqa: BLE001 - isolate the culprits below
+            self._raise_if_aborted(conn)
+        bad: dict[str, Decision] = {}
         for o in todo:
             try:
-                out.extend(self.decide(conn, tx, [o]))
+                self.decide(conn, tx, [o])
             except psycopg.Error:
                 raise
             except Exception:  # noqa: BLE001
-                out.append(self._invalid(o))
-        return out
+                self._raise_if_aborted(conn)
+                bad[o["order_id"]] = self._invalid(o)
+        good = [o for o in todo if o["order_id"] not in bad]
+        decided = iter(self.decide(conn, tx, good) if good else [])
+        return [bad[o["order_id"]] if o["order_id"] in bad else next(decided) for o in todo]
+
+    @staticmethod
+    def _raise_if_aborted(conn: psycopg.Connection[Any]) -> None:
+        """A Python error raised while a query of the same pipeline failed leaves the transaction
+        aborted: that is a database problem (retry the batch), not a bad order."""
+        from psycopg.pq import TransactionStatus
+
+        if conn.info.transaction_status == TransactionStatus.INERROR:
+            raise TransientError("the transaction was aborted while deciding: retrying the batch")
 
     def _invalid(self, order: dict[str, Any]) -> Decision:
         import traceback

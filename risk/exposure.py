@@ -118,13 +118,18 @@ def instrument_exposure(conn: psycopg.Connection[Any], tokens: Sequence[int]) ->
 
 Closes = dict[tuple[int, int], float]
 Held = dict[int, tuple[int, float]]
-ExitRoom = dict[tuple[str, int], tuple[int, int]]
+ExitRoom = dict[tuple[str, int, str], tuple[int, int]]
+#: An exit still able to trade (the predicate of the partial index orders_open_exits_idx, 13_risk.sql).
+_OPEN_EXIT = ("o.status IN ('SIZED', 'ALLOWED', 'SUBMITTED', 'OPEN', 'PARTIALLY_FILLED', 'CANCEL_REQUESTED') "
+              "AND COALESCE(o.extra->>'intent', 'entry') <> 'entry' AND o.qty IS NOT NULL")
 
 
 def sizing_reads(conn: psycopg.Connection[Any], wants: Sequence[tuple[int, int]], max_age_ms: int | None,
-                 tokens: Sequence[int], exit_keys: Sequence[tuple[str, int]] = ()) -> tuple[Closes, Held, ExitRoom]:
-    """:func:`latest_closes`, :func:`instrument_exposure` and, per (strategy, token) an exit may close,
-    (net position qty, unfilled entry qty on its way incl. SIZED), in one pipeline (one round trip)."""
+                 tokens: Sequence[int], exit_keys: Sequence[tuple[str, int, str]] = ()
+                 ) -> tuple[Closes, Held, ExitRoom]:
+    """:func:`latest_closes`, :func:`instrument_exposure` and, per (strategy, token, side) of an exit, (the
+    strategy's net filled position, the unfilled qty of its exits on that side still able to trade), in
+    one pipeline (one round trip)."""
     pairs = sorted(set(wants))
     keys = sorted(set(exit_keys))
     with conn.pipeline():
@@ -132,16 +137,17 @@ def sizing_reads(conn: psycopg.Connection[Any], wants: Sequence[tuple[int, int]]
         c_pos = conn.execute(*_positions_q(tokens)) if tokens else None
         c_pend = conn.execute(*_pending_q(True, tokens)) if tokens else None
         c_exit = conn.execute(
-            "SELECT k.s, k.t, COALESCE(p.net_qty, 0), COALESCE(r.pending_qty + r.sized_qty, 0) "
-            "FROM unnest(%s::text[], %s::bigint[]) AS k(s, t) "
-            "LEFT JOIN positions p ON p.strategy = k.s AND p.instrument_token = k.t "
-            "LEFT JOIN risk_pending r ON r.strategy = k.s AND r.instrument_token = k.t",
-            ([s_ for s_, _ in keys], [t for _, t in keys])) if keys else None
+            "SELECT k.s, k.t, k.side, COALESCE(p.net_qty, 0), COALESCE((SELECT sum(o.qty - o.filled_qty) "
+            "FROM orders o WHERE o.strategy = k.s AND o.instrument_token = k.t AND o.side = k.side "
+            f"AND {_OPEN_EXIT}), 0) "
+            "FROM unnest(%s::text[], %s::bigint[], %s::text[]) AS k(s, t, side) "
+            "LEFT JOIN positions p ON p.strategy = k.s AND p.instrument_token = k.t",
+            ([s_ for s_, _, _ in keys], [t for _, t, _ in keys], [sd for _, _, sd in keys])) if keys else None
     closes = _closes(c_close.fetchall()) if c_close is not None else {}
     held = _by_instrument(_positions(c_pos.fetchall()), c_pend.fetchall()) if c_pos is not None and \
         c_pend is not None else {}
-    exits = {(st, int(t)): (int(net), int(pq)) for st, t, net, pq in c_exit.fetchall()} if c_exit is not None \
-        else {}
+    exits = {(st, int(t), sd): (int(net), int(q)) for st, t, sd, net, q in c_exit.fetchall()} \
+        if c_exit is not None else {}
     return closes, held, exits
 
 

@@ -84,10 +84,11 @@ class RiskManager(OrderStage):
         eq = self._equity if entries and self._equity is not None else self.equity.get() if entries else \
             broker.Equity(self.cfg.capital, "n/a")
         tokens = sorted({int(o["instrument_token"]) for o in entries})
-        exit_keys = sorted({(str(o["strategy"]), int(o["instrument_token"])) for o in orders if not sizing.is_entry(o)})
+        exit_keys = sorted({(str(o["strategy"]), int(o["instrument_token"]), str(o["side"])) for o in orders
+                            if not sizing.is_entry(o)})
         prices, held, exits = self._entry_prices(conn, entries, tokens, exit_keys)
         lots = self._lot_sizes(conn, tokens)
-        used_exits: dict[tuple[str, int], int] = {}
+        used_exits: dict[tuple[str, int, str], int] = {}
         out: list[Decision] = []
         for o in orders:
             tok = int(o["instrument_token"])
@@ -95,10 +96,11 @@ class RiskManager(OrderStage):
             lot, name = lots.get(tok, (1, None))
             q, n = held.get(tok, (0, 0.0))
             avail = None
-            if not sizing.is_entry(o):
-                net, pending = exits.get((str(o["strategy"]), tok), (0, 0))
+            if not sizing.is_entry(o):  # what is filled on the side it closes, less exits already on the way
+                ekey = (str(o["strategy"]), tok, str(o["side"]))
+                net, working = exits.get(ekey, (0, 0))
                 closing = max(net, 0) if o["side"] == "SELL" else max(-net, 0)
-                avail = closing + pending - used_exits.get((str(o["strategy"]), tok), 0)
+                avail = closing - working - used_exits.get(ekey, 0)
             mkt = sizing.Market(eq.value, eq.source, price, src, lot, name, q, n, avail)
             s = sizing.size(o, mkt, self.cfg, self.calendar)
             if s.rejected:
@@ -110,8 +112,8 @@ class RiskManager(OrderStage):
                 continue
             assert s.qty is not None
             if not sizing.is_entry(o):  # two exits of one batch do not both close the same shares
-                key = (str(o["strategy"]), tok)
-                used_exits[key] = used_exits.get(key, 0) + s.qty
+                ekey = (str(o["strategy"]), tok, str(o["side"]))
+                used_exits[ekey] = used_exits.get(ekey, 0) + s.qty
             if sizing.is_entry(o):
                 held[tok] = (q + s.qty, n + s.qty * (price or 0.0))  # the next entry of this batch sees it
             detail = (f"qty {s.qty} risking {s.risk.get('risk_amount')} of equity {s.risk.get('equity')} "
@@ -138,7 +140,7 @@ class RiskManager(OrderStage):
                 self.m_price_src.labels(str(risk.get("price_source"))).inc()
 
     def _entry_prices(self, conn: psycopg.Connection[Any], entries: list[dict[str, Any]], tokens: list[int],
-                      exit_keys: list[tuple[str, int]]
+                      exit_keys: list[tuple[str, int, str]]
                       ) -> tuple[dict[str, tuple[float | None, str | None]], exposure.Held, exposure.ExitRoom]:
         """(order_id -> (price, source): order price, latest 1 s bar, broker LTP, ref price; and what is
         held or pending on each token), the database reads in one round trip."""

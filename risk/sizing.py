@@ -60,8 +60,8 @@ class Market:
     name: str | None = None            # the instrument's name (freeze quantities by underlying)
     position_qty: int = 0              # |qty| held or pending on this instrument, all strategies
     position_notional: float = 0.0
-    #: what an exit of this strategy may close on this instrument: its position on the side the exit
-    #: closes plus its entries still on their way (None: unknown, the exit's quantity is kept)
+    #: what an exit of this strategy may close on this instrument: its filled position on the side the
+    #: exit closes, less its exits already on the way (None: unknown, the exit's quantity is kept)
     exit_available: int | None = None
 
 
@@ -142,8 +142,8 @@ def size(order: dict[str, Any], mkt: Market, cfg: RiskBudget, calendar: Exchange
 
 def _size_exit(order: dict[str, Any], mkt: Market, risk: dict[str, Any]) -> Sizing:
     """An exit keeps the strategy's quantity (the position it closes), at most what the strategy holds
-    (or has on its way) on the side it closes: an "exit" never opens a position, so exits can pass the
-    kill switch and the loss limit safely."""
+    filled on the side it closes (less exits already on the way): an "exit" never opens a position, so
+    exits can pass the kill switch and the loss limit safely."""
     qty = order.get("qty")
     if not isinstance(qty, int) or qty <= 0:
         return Sizing(None, REJECT_EXIT_QTY, {**risk, "detail": f"exit qty {qty!r}"})

@@ -155,3 +155,19 @@ def test_day_pnl_realised_plus_open_marked_to_the_latest_1s_bar_and_the_guard_ha
     b = book(dsn, [probe])
     assert decide(probe, b, cfg).reason == "daily_loss_limit"
     assert decide({**probe, "order_id": "p2", "extra": {"intent": "exit"}}, b, cfg).allowed
+
+
+def test_exit_room_is_the_filled_position_less_exits_already_on_their_way(fresh_pg_dsn: str) -> None:
+    dsn = fresh_pg_dsn
+    run(dsn, lambda tx: allow(tx, entry("e1", qty=10)))
+    run(dsn, lambda tx: (tx.load(["e1"]), tx.fill(fill("f1", "e1", 10, 1000.0))))
+    run(dsn, lambda tx: allow(tx, entry("x1", qty=6, side="SELL", intent="exit")))  # working, unfilled
+    run(dsn, lambda tx: allow(tx, entry("e2", qty=5)))  # an unfilled entry is nothing an exit may close
+    with psycopg.connect(dsn) as conn:
+        _c, _h, room = exposure.sizing_reads(conn, [], None, [], [("mac", TOK, "SELL"), ("mac", TOK, "BUY"),
+                                                                 ("rsi", TOK, "SELL")])
+    assert room == {("mac", TOK, "SELL"): (10, 6), ("mac", TOK, "BUY"): (10, 0), ("rsi", TOK, "SELL"): (0, 0)}
+    run(dsn, lambda tx: (tx.load(["x1"]), tx.fill(fill("f2", "x1", 6, 1001.0, side="SELL"))))
+    with psycopg.connect(dsn) as conn:
+        _c, _h, room = exposure.sizing_reads(conn, [], None, [], [("mac", TOK, "SELL")])
+    assert room == {("mac", TOK, "SELL"): (4, 0)}  # the exit filled: the position is 4, nothing on the way

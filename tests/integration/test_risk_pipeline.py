@@ -300,6 +300,9 @@ def test_guard_restart_keeps_the_used_budget(risk) -> None:
 def test_kill_switch_blocks_entries_within_a_second_and_exits_pass(risk) -> None:
     r = risk(equity_source="capital", capital=10_000_000)
     seed_bars(r.dsn, ts_at(10, 0))
+    with psycopg.connect(r.dsn) as conn:  # mac_1m holds 10 INFY: its exit closes them
+        conn.execute("INSERT INTO fills (fill_id, order_id, instrument_token, side, qty, price, ts, venue, strategy) "
+                     "VALUES ('f0', 'old', %s, 'BUY', 10, 1500, now(), 'paper', 'mac_1m')", (INFY,))
     r.start_all()
     produce(r.bootstrap, [order("warm", INFY)])
     wait_final(r.dsn, ["warm"])

@@ -9,6 +9,7 @@ from __future__ import annotations
 import pytest
 
 from execution.oms_core import (
+    BROKER_END,
     FINAL,
     KITE_STATUS,
     TRANSITIONS,
@@ -132,11 +133,18 @@ def test_open_snapshot_after_our_cancel_request_then_stale_not_a_failed_cancel()
     assert cancel_failed(cur).after.status == S.PARTIALLY_FILLED  # the gateway's word moves it back
 
 
+@pytest.mark.parametrize("ours", [S.REJECTED_RISK, S.REJECTED_BUDGET])
+def test_broker_snapshot_of_an_order_we_rejected_then_illegal_not_stale(ours):
+    # we never placed it: a live broker order for it is a problem to see, not older news
+    out = apply_kite(order(ours), "OPEN", 0)
+    assert out.kind == "illegal" and out.after.status == ours
+
+
 WORKING_SNAPSHOTS = (("OPEN", 0), ("OPEN", 4), ("OPEN", 10), ("OPEN PENDING", 0), ("PUT ORDER REQ RECEIVED", 0),
                      ("TRIGGER PENDING", 0), ("CANCEL PENDING", 0), ("MODIFY PENDING", 4), ("UPDATE", 4))
 
 
-@pytest.mark.parametrize("final", sorted(FINAL))
+@pytest.mark.parametrize("final", sorted(BROKER_END))
 @pytest.mark.parametrize(("kite", "filled"), WORKING_SNAPSHOTS)
 def test_working_status_on_a_final_order_then_stale_noop_and_state_kept(final, kite, filled):
     # Postbacks arrive in any order: a snapshot from while the order was working, after its end.

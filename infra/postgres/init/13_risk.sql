@@ -21,6 +21,10 @@ CREATE INDEX IF NOT EXISTS orders_status_updated_idx ON orders (status, updated_
 -- (status, updated_at) serves every lookup by status: one index less to rewrite on each state change
 DROP INDEX IF EXISTS orders_status_idx;
 CREATE INDEX IF NOT EXISTS fills_strategy_idx ON fills (strategy, instrument_token);
+-- exits still able to trade (the manager caps a new exit at the position less these)
+CREATE INDEX IF NOT EXISTS orders_open_exits_idx ON orders (strategy, instrument_token, side)
+    WHERE status IN ('SIZED', 'ALLOWED', 'SUBMITTED', 'OPEN', 'PARTIALLY_FILLED', 'CANCEL_REQUESTED')
+      AND COALESCE(extra->>'intent', 'entry') <> 'entry' AND qty IS NOT NULL;
 
 -- The kill switch: one row; every change also logged.
 CREATE TABLE IF NOT EXISTS risk_kill_switch (
@@ -160,13 +164,37 @@ BEGIN
     ON CONFLICT (strategy, win, key) DO UPDATE SET n = c.n + EXCLUDED.n;
 END $$;
 
+-- What an order contributes to risk_pending: NULL for nothing, else class|strategy|token|qty|price.
+CREATE OR REPLACE FUNCTION risk_pending_part(r orders) RETURNS text LANGUAGE sql IMMUTABLE AS $$
+    SELECT CASE
+        WHEN r.qty IS NULL OR COALESCE(r.extra->>'intent', 'entry') <> 'entry' OR r.qty - r.filled_qty <= 0 THEN NULL
+        WHEN r.status = 'SIZED' THEN 's'
+        WHEN r.status IN ('ALLOWED', 'SUBMITTED', 'OPEN', 'PARTIALLY_FILLED', 'CANCEL_REQUESTED') THEN 'p'
+        END || '|' || r.strategy || '|' || r.instrument_token || '|' || (r.qty - r.filled_qty) || '|'
+        || COALESCE((r.risk->>'entry_price')::float8, r.price, (r.extra->>'ref_price')::float8, 0)
+$$;
+
+-- The books change only when an order's contribution does: an UPDATE that leaves it as it was (a
+-- working order moving SUBMITTED -> OPEN, a budget detail) touches no book row, so writers never
+-- queue on (or deadlock over) the books' hot rows for nothing.
 CREATE OR REPLACE FUNCTION orders_risk_books() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
-    IF TG_OP IN ('UPDATE', 'DELETE') THEN
+    IF TG_OP = 'UPDATE' THEN
+        IF risk_pending_part(OLD) IS DISTINCT FROM risk_pending_part(NEW) THEN
+            PERFORM risk_pending_apply(OLD, -1);
+            PERFORM risk_pending_apply(NEW, 1);
+        END IF;
+        IF (OLD.budget->>'decision') IS DISTINCT FROM (NEW.budget->>'decision')
+           OR OLD.signal_ts IS DISTINCT FROM NEW.signal_ts OR OLD.strategy IS DISTINCT FROM NEW.strategy THEN
+            PERFORM risk_count_apply(OLD, -1);
+            PERFORM risk_count_apply(NEW, 1);
+        END IF;
+        RETURN NULL;
+    END IF;
+    IF TG_OP = 'DELETE' THEN
         PERFORM risk_pending_apply(OLD, -1);
         PERFORM risk_count_apply(OLD, -1);
-    END IF;
-    IF TG_OP IN ('UPDATE', 'INSERT') THEN
+    ELSE
         PERFORM risk_pending_apply(NEW, 1);
         PERFORM risk_count_apply(NEW, 1);
     END IF;
@@ -181,7 +209,8 @@ CREATE TRIGGER orders_risk_books_update AFTER UPDATE ON orders FOR EACH ROW
           OR OLD.filled_qty IS DISTINCT FROM NEW.filled_qty OR OLD.risk IS DISTINCT FROM NEW.risk
           OR OLD.budget IS DISTINCT FROM NEW.budget OR OLD.strategy IS DISTINCT FROM NEW.strategy
           OR OLD.instrument_token IS DISTINCT FROM NEW.instrument_token
-          OR OLD.signal_ts IS DISTINCT FROM NEW.signal_ts OR OLD.extra IS DISTINCT FROM NEW.extra)
+          OR OLD.signal_ts IS DISTINCT FROM NEW.signal_ts OR OLD.extra IS DISTINCT FROM NEW.extra
+          OR OLD.price IS DISTINCT FROM NEW.price)
     EXECUTE FUNCTION orders_risk_books();
 -- orders written before this migration
 DO $$
