@@ -186,14 +186,15 @@ class OmsTx:
             # Not an execution (fills.qty > 0 by CHECK): nothing to record, the refusal is audited.
             return self._offer(fill["order_id"], out, None)
         # Inserted first: a fill already recorded is a duplicate before anything else (offered to the
-        # state machine again it would look like an overfill and be audited as refused).
+        # state machine again it would look like an overfill and be audited as refused). Its strategy is
+        # the order's: positions are the strategy's whatever label the venue's message carried.
         row = self.conn.execute(
             "INSERT INTO fills (fill_id, order_id, broker_order_id, instrument_token, side, qty, price, ts, "
             "venue, strategy) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s) "
             "ON CONFLICT (fill_id) DO NOTHING RETURNING fill_id",
             (fill["fill_id"], fill["order_id"], fill.get("broker_order_id"), fill["instrument_token"],
              fill["side"], fill["qty"], fill["price"], _dt(fill["ts"]), fill["venue"],
-             fill.get("strategy"))).fetchone()
+             live.book_key[0] or fill.get("strategy"))).fetchone()
         if row is None:
             return None
         return self._offer(fill["order_id"], out, None)

@@ -122,13 +122,14 @@ class BudgetGuard(OrderStage):
         super().start()
         if self._pruned or self.pool is None:
             return
-        # per-second and per-minute counts matter only inside their window: keep two days of them (the
-        # per-day counts stay, one row per strategy and day)
-        now_s = int(time.time())
+        # per-second and per-minute counts matter only inside their window: keep the two days (of event
+        # time: a replay of old days keeps its own) before the newest; the per-day counts stay
         try:
             with self.pool.connection() as conn:
-                n = conn.execute("DELETE FROM risk_order_counts WHERE (win = 's' AND key < %s) OR "
-                                 "(win = 'm' AND key < %s)", (now_s - 2 * 86_400, (now_s - 2 * 86_400) // 60)).rowcount
+                n = conn.execute(
+                    "DELETE FROM risk_order_counts WHERE (win = 's' AND key < (SELECT max(key) FROM risk_order_counts "
+                    "WHERE win = 's') - 172800) OR (win = 'm' AND key < (SELECT max(key) FROM risk_order_counts "
+                    "WHERE win = 'm') - 2880)").rowcount
         except Exception as exc:  # noqa: BLE001 - housekeeping; the next start tries again
             self.log.warning("pruning risk_order_counts failed: %s", type(exc).__name__)
             return
