@@ -22,6 +22,11 @@ from core.settings import load_settings
 
 FILE_NAME = "risk_budget.yaml"
 PRODUCTS = ("MIS", "CNC", "NRML")
+ProductName = Literal["MIS", "CNC", "NRML"]
+
+
+def _mis_only() -> list[ProductName]:
+    return ["MIS"]
 
 
 class OrderCaps(StrictModel):
@@ -101,7 +106,7 @@ class RiskBudget(StrictModel):
     max_open_positions: int = Field(ge=0, description="positions open (or entries pending) at once, account-wide")
     daily_loss_limit: float = Field(gt=0, description="rupees of realised + open loss in an IST day halting entries")
     max_price_age_s: float = Field(default=300, gt=0, description="a 1 s bar older than this is no entry price")
-    allowed_products: list[Literal["MIS", "CNC", "NRML"]] = Field(default_factory=lambda: ["MIS"])
+    allowed_products: list[ProductName] = Field(default_factory=_mis_only)
     freeze_qty: dict[str, int] = Field(default_factory=dict,
                                        description="max quantity of one order, by tradingsymbol or name")
     entry_hours: EntryHours = EntryHours()
