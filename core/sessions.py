@@ -29,8 +29,9 @@ from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from functools import lru_cache
 from pathlib import Path
+from typing import Annotated
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import AfterValidator, Field, model_validator
 
 from core.clock import IST
 from core.config import StrictModel, load_config
@@ -57,21 +58,23 @@ def hhmm_minutes(text: str) -> int:
     return hours * 60 + minutes
 
 
+def _valid_hhmm(text: str) -> str:
+    hhmm_minutes(text)
+    return text
+
+
+HHMM = Annotated[str, AfterValidator(_valid_hhmm)]
+"""A config field holding an IST ``HH:MM`` time (validated by :func:`hhmm_minutes`)."""
+
+
 # -- the file ------------------------------------------------------------------------------
 
 class _Hours(StrictModel):
     """Pre-open (optional), open and close, ``HH:MM`` IST."""
 
-    pre_open: str | None = None
-    open: str
-    close: str
-
-    @field_validator("pre_open", "open", "close")
-    @classmethod
-    def _hhmm(cls, v: str | None) -> str | None:
-        if v is not None:
-            hhmm_minutes(v)
-        return v
+    pre_open: HHMM | None = None
+    open: HHMM
+    close: HHMM
 
     @model_validator(mode="after")
     def _ordered(self) -> _Hours:

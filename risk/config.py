@@ -17,7 +17,7 @@ from typing import Literal
 from pydantic import Field, PrivateAttr, field_validator, model_validator
 
 from core.config import StrictModel, load_config
-from core.sessions import hhmm_minutes
+from core.sessions import HHMM, hhmm_minutes
 from core.settings import load_settings
 
 FILE_NAME = "risk_budget.yaml"
@@ -43,15 +43,8 @@ class EntryHours(StrictModel):
     within_session: bool = Field(default=True, description="inside the exchange's session (configs/sessions.yaml)")
     start_after_open_min: int = Field(default=0, ge=0, le=24 * 60)
     stop_before_close_min: int = Field(default=0, ge=0, le=24 * 60)
-    start: str | None = Field(default=None, description="optional IST HH:MM: no entry before")
-    end: str | None = Field(default=None, description="optional IST HH:MM: no entry at or after")
-
-    @field_validator("start", "end")
-    @classmethod
-    def _hhmm(cls, v: str | None) -> str | None:
-        if v is not None:
-            hhmm_minutes(v)
-        return v
+    start: HHMM | None = Field(default=None, description="optional IST HH:MM: no entry before")
+    end: HHMM | None = Field(default=None, description="optional IST HH:MM: no entry at or after")
 
     @model_validator(mode="after")
     def _ordered(self) -> EntryHours:
