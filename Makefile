@@ -35,16 +35,17 @@ lock: $(VENV)/.installed ## regenerate constraints.txt: newest versions within p
 	@touch $(VENV)/.installed $(VENV)/.bench-installed
 	@echo "wrote constraints.txt ($$(grep -c '==' constraints.txt) pins); run make test, then commit it"
 
-NATIVE_SRC := $(wildcard compute/native/*.cpp compute/native/*.hpp) setup.py
+NATIVE_SRC := $(wildcard compute/native/*.cpp compute/native/*.hpp matcher_cpp/src/*.cpp matcher_cpp/src/*.hpp) setup.py
 NATIVE_SO := compute/.native.built
 
-# The C++ tick path (compute._native). pip builds it on install; this rebuilds it in place when a source changes.
+# The C++ extensions (compute._native, matcher_cpp._matcher). pip builds them on install; this rebuilds them in
+# place when a source changes.
 $(NATIVE_SO): $(VENV)/.installed $(NATIVE_SRC)
 	$(VPY) setup.py -q build_ext --inplace --build-temp build/native 2>&1 | grep -E -v '^(\s|!!|$$)|Warning|warn|corresp' || true
-	@$(VPY) -c "from compute.native_tick_stream import load_native; load_native()"
+	@$(VPY) -c "from compute.native_tick_stream import load_native; load_native(); import matcher_cpp"
 	@touch $@
 
-native: $(NATIVE_SO) ## build the C++ extension in place (make setup does it too)
+native: $(NATIVE_SO) ## build the C++ extensions in place (make setup does it too)
 
 setup: $(NATIVE_SO) ## create .venv and install everything, C++ extension included (idempotent)
 	@mkdir -p $(VAR)/log $(VAR)/run

@@ -294,13 +294,31 @@ void check_codes(const int64_t* v, size_t n, int64_t limit, const char* name) {
                                   std::to_string(v[i]) + " is not a valid code (0.." + std::to_string(limit - 1) + ")");
 }
 
+/// A vector handed to numpy without a copy (the array owns it through a capsule).
 template <typename T>
-py::array_t<T> to_array(const std::vector<Event>& ev, T Event::*field) {
-    py::array_t<T> out(static_cast<py::ssize_t>(ev.size()));
-    T* p = out.mutable_data();
-    for (size_t i = 0; i < ev.size(); ++i) p[i] = ev[i].*field;
-    return out;
+py::array_t<T> give(std::vector<T>&& v) {
+    auto* owned = new std::vector<T>(std::move(v));
+    py::capsule free_when_done(owned, [](void* p) { delete static_cast<std::vector<T>*>(p); });
+    return py::array_t<T>(static_cast<py::ssize_t>(owned->size()), owned->data(), free_when_done);
 }
+
+/// Events as columns, appended op by op (the book's own buffer stays small and hot in cache).
+struct Columns {
+    std::vector<int64_t> index, order_id, maker_id, taker_id, price, qty;
+    std::vector<uint8_t> kind, reason;
+    void reserve(size_t n) {
+        for (auto* v : {&index, &order_id, &maker_id, &taker_id, &price, &qty}) v->reserve(n);
+        kind.reserve(n), reason.reserve(n);
+    }
+    void take(std::vector<Event>& ev, int64_t row) {
+        for (const Event& e : ev) {
+            index.push_back(row), order_id.push_back(e.order_id), maker_id.push_back(e.maker_id);
+            taker_id.push_back(e.taker_id), price.push_back(e.price), qty.push_back(e.qty);
+            kind.push_back(e.kind), reason.push_back(e.reason);
+        }
+        ev.clear();
+    }
+};
 
 py::dict run_batch(Book& b, const py::object& order_id, const py::object& side, const py::object& order_type,
                    const py::object& qty, const py::object& price, const py::object& trigger, const py::object& owner,
@@ -317,10 +335,9 @@ py::dict run_batch(Book& b, const py::object& order_id, const py::object& side, 
     check_codes(ps, n, N_SIDES, "side");
     check_codes(pt, n, N_TYPES, "order_type");
     b.events.clear();
-    std::vector<int64_t> index;
-    index.reserve(n * 2);
+    Columns c;
+    c.reserve(n + n / 4 + 16);
     for (size_t i = 0; i < n; ++i) {
-        size_t before = b.events.size();
         switch (pop[i]) {
             case OP_SUBMIT:
                 b.submit(pid[i], static_cast<uint8_t>(ps[i]), static_cast<uint8_t>(pt[i]), pq[i], pp[i], ptr[i], pow[i]);
@@ -334,20 +351,17 @@ py::dict run_batch(Book& b, const py::object& order_id, const py::object& side, 
             default:
                 b.set_last_price(pp[i], pid[i]);
         }
-        index.insert(index.end(), b.events.size() - before, static_cast<int64_t>(i));
+        c.take(b.events, static_cast<int64_t>(i));
     }
     py::dict out;
-    py::array_t<int64_t> idx(static_cast<py::ssize_t>(index.size()));
-    if (!index.empty()) std::memcpy(idx.mutable_data(), index.data(), index.size() * sizeof(int64_t));
-    out["index"] = idx;
-    out["kind"] = to_array<uint8_t>(b.events, &Event::kind);
-    out["order_id"] = to_array<int64_t>(b.events, &Event::order_id);
-    out["maker_id"] = to_array<int64_t>(b.events, &Event::maker_id);
-    out["taker_id"] = to_array<int64_t>(b.events, &Event::taker_id);
-    out["price"] = to_array<int64_t>(b.events, &Event::price);
-    out["qty"] = to_array<int64_t>(b.events, &Event::qty);
-    out["reason"] = to_array<uint8_t>(b.events, &Event::reason);
-    b.events.clear();
+    out["index"] = give(std::move(c.index));
+    out["kind"] = give(std::move(c.kind));
+    out["order_id"] = give(std::move(c.order_id));
+    out["maker_id"] = give(std::move(c.maker_id));
+    out["taker_id"] = give(std::move(c.taker_id));
+    out["price"] = give(std::move(c.price));
+    out["qty"] = give(std::move(c.qty));
+    out["reason"] = give(std::move(c.reason));
     return out;
 }
 
