@@ -34,7 +34,7 @@ def _stack_env(var_dir) -> dict[str, str]:  # type: ignore[no-untyped-def]
     ports = ("PG_PORT", "KAFKA_PORT", "KITESIM_HTTP_PORT", "KITESIM_WS_PORT", "SMOKE_METRICS_PORT",
              "ZERODHA_WS_METRICS_PORT", "BAR_BUILDER_METRICS_PORT", "BAR_AGG_1M_METRICS_PORT",
              "BAR_AGG_MULTI_METRICS_PORT", "STRATEGY_RUNNER_METRICS_PORT", "RISK_MANAGER_METRICS_PORT",
-             "BUDGET_GUARD_METRICS_PORT")
+             "BUDGET_GUARD_METRICS_PORT", "PAPER_GATEWAY_METRICS_PORT")
     env.update({p: str(free_port()) for p in ports})
     env.update({"TRADESTACK_VAR_DIR": str(var_dir), "UP_TIMEOUT": "60"})
     return env
@@ -56,6 +56,18 @@ def _decided(env: dict[str, str]) -> list[tuple]:  # type: ignore[type-arg]
     with psycopg.connect(dsn) as conn:
         return conn.execute("SELECT status, qty, risk, budget, status_detail FROM orders "
                             "WHERE status <> 'NEW'").fetchall()
+
+
+def _paper_positions(env: dict[str, str]) -> list[tuple]:  # type: ignore[type-arg]
+    """(strategy, token, net_qty, avg_price, paper fill qty) of the positions paper fills made."""
+    import psycopg
+
+    dsn = f"postgresql://tradestack@127.0.0.1:{env['PG_PORT']}/tradestack"
+    with psycopg.connect(dsn) as conn:
+        return conn.execute(
+            "SELECT p.strategy, p.instrument_token, p.net_qty, p.avg_price, sum(f.qty) FROM position_pnl p "
+            "JOIN fills f ON f.strategy = p.strategy AND f.instrument_token = p.instrument_token "
+            "AND f.venue = 'paper' GROUP BY 1, 2, 3, 4").fetchall()
 
 
 def session_now_config(tmp_path) -> str:  # type: ignore[no-untyped-def]
@@ -114,7 +126,7 @@ def test_make_up_status_down_leaves_no_process(tmp_path, target, feed):
         services = json.loads(raw.stdout)["services"]
         states = {s["name"]: s["state"] for s in services}
         for name in ("postgres", "kafka", feed, "bar_builder_1s", "bar_aggregator_1m", "strategy_runner",
-                     "risk_manager", "order_budget_guard"):
+                     "risk_manager", "order_budget_guard", "paper_gateway"):
             assert states[name] == "ready", states
         pids = [s["pid"] for s in services if s.get("pid")]
         sup = psutil.Process(_supervisor_pid(var_dir))
@@ -144,6 +156,15 @@ def test_make_up_status_down_leaves_no_process(tmp_path, target, feed):
                     assert qty > 0 and risk["sizing_source"] in ("broker", "fallback"), (status, qty, risk)
                     if status != "SIZED":
                         assert budget["decision"] == "allowed", (status, budget)
+            # ... and the paper gateway fills the allowed orders against kitesim's market: fills come back
+            # as positions (with their average price) that risk and recon read
+            deadline = time.monotonic() + 90
+            while time.monotonic() < deadline and not _paper_positions(env):
+                time.sleep(2)
+            positions = _paper_positions(env)
+            assert positions, f"no paper fill became a position (orders: {[r[0] for r in _decided(env)]})"
+            for strategy, token, net, avg, fills_qty in positions:
+                assert fills_qty > 0 and (net == 0 or avg > 0), (strategy, token, net, avg)
     finally:
         down = _make("down", env)
     assert down.returncode == 0, down.stdout + down.stderr
