@@ -22,6 +22,7 @@ BENCHES = {
     "indicators": "tests.bench.bench_indicators",
     "strategy": "tests.bench.bench_strategy",
     "risk": "tests.bench.bench_risk",
+    "matcher": "tests.bench.bench_matcher",
 }
 
 
