@@ -6,7 +6,7 @@ keeps in step with the rows that define it, by triggers in the same transaction 
 ``risk_order_counts`` (allowed orders per second/minute/IST day of signal_ts) from ``orders``. So a
 restart can never reset it, it cannot drift from what the OMS recorded whichever stage wrote it, and
 reading it costs the same on the first order of the day and the five-thousandth. Exposure is
-notional: an open position at its average entry price, a pending entry at the price it was sized at.
+notional: an open position at its average cost (``positions.avg_price``), a pending entry at the price it was sized at.
 
 Daily PnL (the loss limit) is the IST day of the orders' ``signal_ts``: fills of that day matched
 buy against sell (realised), the rest marked to the latest 1 s bar at or before the signal
@@ -38,7 +38,7 @@ def _ms(dt: datetime) -> int:
 
 
 def _positions_q(tokens: Sequence[int] | None) -> tuple[str, tuple[Any, ...]]:
-    sql = ("SELECT strategy, instrument_token, net_qty, buy_qty, buy_value, sell_qty, sell_value FROM positions "
+    sql = ("SELECT strategy, instrument_token, net_qty, avg_price FROM positions "
            "WHERE net_qty <> 0")  # positions: a table kept from fills by a trigger (13_risk.sql)
     if tokens is None:
         return sql, ()
@@ -47,8 +47,7 @@ def _positions_q(tokens: Sequence[int] | None) -> tuple[str, tuple[Any, ...]]:
 
 def _positions(rows: Sequence[Sequence[Any]]) -> dict[tuple[str, int], tuple[int, float]]:
     out: dict[tuple[str, int], tuple[int, float]] = {}
-    for strat, tok, net, bq, bv, sq, sv in rows:
-        avg = (bv / bq if bq else 0.0) if net > 0 else (sv / sq if sq else 0.0)
+    for strat, tok, net, avg in rows:  # avg_price: the open quantity's average cost (14_paper.sql)
         out[(strat or "", int(tok))] = (int(net), float(avg))
     return out
 
