@@ -21,7 +21,7 @@ The venue model (latency, depth walks on the C++ matcher, queue positions, stops
 If the transaction fails (the database restarted), the venue is rebuilt from Postgres and the same
 batch is applied again. One instance (ticks are keyed by instrument, orders by order id).
 
-    python -m execution.paper_gateway_matcher [--latency-ms 50] [--group ID]
+    python -m execution.paper_gateway_matcher [--latency-ms 50] [--max-ahead-ms 300000] [--group ID]
 """
 
 from __future__ import annotations
@@ -46,24 +46,49 @@ from core.stream import Emission, Record, RecordProcessor, StreamService
 from core.topics import FILLS, ORDER_UPDATES, ORDERS_ALLOWED, TICKS
 from execution import oms, paper_store
 from execution.oms import OmsMetrics, OmsTx, Status
-from execution.paper_market import Quote, decode_tick, quote_from_tick
+from execution.paper_market import decode_tick, quote_from_tick
 from execution.paper_venue import PaperVenue, RejectedOrder, VenueFill, VenueStatus
 from schemas import AllowedOrder
 from schemas.codec import decode
+from schemas.limits import DEFAULT_MAX_AHEAD_MS, MAX_AHEAD_LIMIT_MS
 
 DEFAULT_LATENCY_MS = 50
 
 
 class GatewayInput(RecordProcessor):
-    """Decode ``orders.allowed`` (the AllowedOrder contract) and ``ticks`` (the fields the venue reads)."""
+    """Decode ``orders.allowed`` (the AllowedOrder contract) and ``ticks`` (the fields the venue reads).
+
+    A tick (or an order's signal) more than ``max_ahead_ms`` past max(the latest tick seen, the wall
+    clock) is implausible: to ``dlq``, as in the bar services, so one bad timestamp cannot expire
+    every order or hold one back for hours.
+    """
+
+    def __init__(self, max_ahead_ms: int = DEFAULT_MAX_AHEAD_MS) -> None:
+        self.max_ahead_ms = max_ahead_ms
+        self.watermark = 0
+        self._now = 0
+
+    def process(self, msgs: Any, now_ms: int) -> Emission:
+        self._now = now_ms
+        return super().process(msgs, now_ms)
 
     def decode(self, topic: str, value: bytes | None) -> Any:
         if topic == TICKS:
-            return decode_tick(value)
+            t = decode_tick(value)
+            self._plausible(t["exchange_ts"], "exchange_ts")
+            self.watermark = max(self.watermark, t["exchange_ts"])
+            return t
         order = decode(AllowedOrder, value).model_dump()
         if order["qty"] <= 0:
             raise PoisonMessage(f"qty must be positive, got {order['qty']}")
+        self._plausible(order["signal_ts"], "signal_ts")
         return order
+
+    def _plausible(self, ts: int, name: str) -> None:
+        limit = max(self.watermark, self._now) + self.max_ahead_ms
+        if ts > limit:
+            raise PoisonMessage(f"implausible: {name} {ts} more than {self.max_ahead_ms} ms past max(latest tick, "
+                                "wall clock)")
 
     def process_records(self, records: Any, now_ms: int) -> Emission:
         return Emission(rows=list(records))
@@ -79,7 +104,9 @@ class PaperGateway(StreamService):
     redrive_after = 10.0
     cancel_interval = 1.0
 
-    def __init__(self, settings: Settings, metrics: Metrics, latency_ms: int = DEFAULT_LATENCY_MS) -> None:
+    def __init__(self, settings: Settings, metrics: Metrics, latency_ms: int = DEFAULT_LATENCY_MS,
+                 max_ahead_ms: int = DEFAULT_MAX_AHEAD_MS) -> None:
+        self.max_ahead_ms = max_ahead_ms
         super().__init__(settings, metrics)
         self.latency_ms = latency_ms
         self.calendar = load_calendar()
@@ -105,7 +132,7 @@ class PaperGateway(StreamService):
 
     # -- wiring -------------------------------------------------------------------------------
     def build_processor(self) -> GatewayInput:
-        return GatewayInput()
+        return GatewayInput(self.max_ahead_ms)
 
     def build_sink(self) -> Any:
         return _no_sink  # the pool is opened by StreamService; rows are written in step()
@@ -158,12 +185,16 @@ class PaperGateway(StreamService):
         self._maybe_report_lag()
 
     def _apply_batch(self, records: list[Record], extra: list[dict[str, Any]], cancels: list[str]) -> bool:
+        expiry = self.venue.next_expiry()
         touches = bool(extra or cancels) or any(
-            r.topic == ORDERS_ALLOWED or self._working(r.value["instrument_token"]) for r in records)
+            r.topic == ORDERS_ALLOWED or self._working(r.value["instrument_token"])
+            or (expiry is not None and r.value["exchange_ts"] >= expiry) for r in records)
         if not touches:  # only the market moved where nothing of ours works: memory only
             for r in records:
                 self._tick(r.value)
-            return True
+            if not (self.venue.effects or self.venue.dirty):
+                return True
+            # (not expected: the checks above foresee every change) write it; the ticks are marks now
         while True:
             try:
                 self._transaction(records, extra, cancels)
@@ -172,6 +203,7 @@ class PaperGateway(StreamService):
             except Exception as exc:  # noqa: BLE001
                 if not db.is_transient(exc):
                     raise
+                self._outbox_waiting = True  # the commit may have landed before the connection broke
                 self.m_retry.labels("upsert").inc()
                 delay = self._db_backoff.next_delay()
                 self.log.warning("database unavailable, retrying the batch in %.1fs (nothing committed): %s",
@@ -193,12 +225,11 @@ class PaperGateway(StreamService):
             tx = OmsTx(conn, self.name, now_ms, self.oms_metrics)
             states = tx.ensure(orders, Status.ALLOWED) if orders else {}
             sizes = self._sizes(conn, {o["instrument_token"] for o in orders})
-            marks: dict[int, Quote | None] = {}
-            for r in records:
+            for r in records:  # in message order; each record's effects through the OMS before the next
                 if r.topic == ORDERS_ALLOWED:
                     self._receive(tx, r.value, states, sizes)
                 elif self._tick(r.value):
-                    marks[r.value["instrument_token"]] = self.venue.markets[r.value["instrument_token"]].quote
+                    self._apply_effects(tx)
             for o in extra:
                 self._receive(tx, o, states, sizes)
             for oid in cancels:
@@ -207,8 +238,11 @@ class PaperGateway(StreamService):
             fills, updates = self._batch_fills, tx.finish()
             _, changed = self.venue.drain()
             paper_store.write_orders(conn, changed)
+            # the mark of every instrument with our orders: the tick a restart resumes from (not only this
+            # batch's: a tick may have moved the market in memory while nothing of ours worked there)
             live_tokens = {po.token for po in self.venue.orders.values()} | {po.token for po in changed}
-            paper_store.write_quotes(conn, {t: q for t, q in marks.items() if t in live_tokens and q is not None})
+            quotes = {t: self.venue.markets[t].quote for t in live_tokens if t in self.venue.markets}
+            paper_store.write_quotes(conn, {t: q for t, q in quotes.items() if q is not None})
             queued = paper_store.outbox_put(
                 conn, [(FILLS, f["order_id"].encode(), orjson.dumps(f)) for f in fills] +
                 [(ORDER_UPDATES, u["order_id"].encode(), orjson.dumps(u)) for u in updates])
@@ -378,15 +412,21 @@ def main(argv: list[str] | None = None) -> int:
                                  description=(__doc__ or "").splitlines()[0])
     ap.add_argument("--latency-ms", type=int, default=None,
                     help=f"decision-to-venue latency (env PAPER_LATENCY_MS, default {DEFAULT_LATENCY_MS})")
+    ap.add_argument("--max-ahead-ms", type=int, default=None,
+                    help="a tick or signal further than this past max(latest tick, wall clock) goes to dlq "
+                         f"(env PAPER_MAX_AHEAD_MS, default {DEFAULT_MAX_AHEAD_MS})")
     ap.add_argument("--group", help=f"consumer group id (default {PaperGateway.group_id})")
     args = ap.parse_args(argv)
     latency = args.latency_ms if args.latency_ms is not None else env_int("PAPER_LATENCY_MS", DEFAULT_LATENCY_MS)
+    ahead = args.max_ahead_ms if args.max_ahead_ms is not None else env_int("PAPER_MAX_AHEAD_MS",
+                                                                             DEFAULT_MAX_AHEAD_MS)
     if latency < 0:
-        print(f"error: --latency-ms must be >= 0, got {latency}", file=sys.stderr)
-        return 2
+        ap.error(f"--latency-ms must be >= 0, got {latency}")
+    if not 0 < ahead <= MAX_AHEAD_LIMIT_MS:
+        ap.error(f"--max-ahead-ms must be in (0, {MAX_AHEAD_LIMIT_MS}], got {ahead}")
 
     def factory(settings: Settings, metrics: Metrics) -> PaperGateway:
-        svc = PaperGateway(settings, metrics, latency)
+        svc = PaperGateway(settings, metrics, latency, ahead)
         if args.group:
             svc.group_id = args.group
         return svc

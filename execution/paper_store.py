@@ -11,14 +11,14 @@ import orjson
 import psycopg
 
 from execution.paper_market import Quote
-from execution.paper_venue import DONE, PaperOrder
+from execution.paper_venue import PaperOrder
 
 _COLS = ("order_id, seq, instrument_token, strategy, exchange, side, order_type, qty, tick_size, price_ticks, "
-         "trigger_ticks, filled, fills, state, arrival_ts, expiry_ts, queue_ahead")
-_UPSERT = (f"INSERT INTO paper_orders ({_COLS}) VALUES ({', '.join(['%s'] * 17)}) "
+         "trigger_ticks, filled, fills, state, arrival_ts, expiry_ts, queue_ahead, priority")
+_UPSERT = (f"INSERT INTO paper_orders ({_COLS}) VALUES ({', '.join(['%s'] * 18)}) "
            "ON CONFLICT (order_id) DO UPDATE SET filled = EXCLUDED.filled, fills = EXCLUDED.fills, "
            "state = EXCLUDED.state, price_ticks = EXCLUDED.price_ticks, queue_ahead = EXCLUDED.queue_ahead, "
-           "updated_at = now()")
+           "priority = EXCLUDED.priority, updated_at = now()")
 
 
 def _dt(ms: int | None) -> datetime | None:
@@ -33,12 +33,12 @@ def load_live(conn: psycopg.Connection[Any]) -> tuple[list[PaperOrder], dict[int
     """Orders still working at the venue (time priority order), the stored marks, and the next seq."""
     rows = conn.execute(f"SELECT {_COLS} FROM paper_orders WHERE state <> 'done' ORDER BY seq").fetchall()
     orders = [PaperOrder(oid, seq, tok, strat, exch, side, otype, qty, tick, price, trig, filled, fills, state,
-                         _ms(arr), _ms(exp), ahead)
+                         _ms(arr), _ms(exp), ahead, prio)
               for (oid, seq, tok, strat, exch, side, otype, qty, tick, price, trig, filled, fills, state, arr, exp,
-                   ahead) in rows]
+                   ahead, prio) in rows]
     quotes = {int(tok): Quote.from_json(q) for tok, q in conn.execute(
         "SELECT instrument_token, quote FROM paper_quotes").fetchall()}
-    row = conn.execute("SELECT COALESCE(max(seq), 0) + 1 FROM paper_orders").fetchone()
+    row = conn.execute("SELECT COALESCE(max(GREATEST(seq, priority)), 0) + 1 FROM paper_orders").fetchone()
     return orders, quotes, int(row[0]) if row else 1
 
 
@@ -47,7 +47,8 @@ def write_orders(conn: psycopg.Connection[Any], orders: Sequence[PaperOrder]) ->
         return
     conn.cursor().executemany(_UPSERT, [
         (o.order_id, o.seq, o.token, o.strategy, o.exchange, o.side, o.order_type, o.qty, o.tick_size, o.price,
-         o.trigger, o.filled, o.fills, o.state, _dt(o.arrival_ts), _dt(o.expiry_ts), o.ahead) for o in orders])
+         o.trigger, o.filled, o.fills, o.state, _dt(o.arrival_ts), _dt(o.expiry_ts), o.ahead, o.priority)
+        for o in orders])
 
 
 def write_quotes(conn: psycopg.Connection[Any], quotes: dict[int, Quote]) -> None:
@@ -108,6 +109,3 @@ def universe_tick_sizes(path: Path) -> dict[int, float]:
         return {}
     return {i.instrument_token: i.tick_size for i in load_universe(path)}
 
-
-def is_live(po: PaperOrder) -> bool:
-    return po.state != DONE

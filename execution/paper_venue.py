@@ -14,7 +14,8 @@ The model (README "Paper trading" has the operator's version):
   applies to what rests.
 - **Marketable orders** walk the depth of that tick: MARKET through the five levels (the remainder
   beyond them is cancelled; with no depth at all it fills at the last price), LIMIT up to its price
-  (the remainder rests).
+  (the remainder rests). What our orders take from a visible level stays taken while later ticks
+  still show the level (the market does not see us), and is released as the level shrinks or goes.
 - **Resting orders keep a queue position**: the market quantity shown at their price when they
   arrived (0 when they improve on the best; beyond the five levels, the deepest level's quantity).
   Volume traded at that price (cumulative-volume deltas, else the last trade quantity) consumes the
@@ -22,7 +23,9 @@ The model (README "Paper trading" has the operator's version):
   priority (our orders at one price queue as one block behind the market quantity ahead of the
   earliest of them). The queue ahead shrinks to what the tick shows at that price (cancellations).
   A trade through the price (a last price beyond it) or a visible opposite level at or through it
-  fills our order at its own price.
+  (what we have not taken of it already) fills our order at its own price. The instrument's first
+  tick only places orders: with nothing before it, no trade is known. Volume at a price counts for
+  our resting orders on both sides there (which side was passive is not in the tick).
 - **SL/SL-M** wait for the last price to reach the trigger (BUY: ltp >= trigger, SELL: ltp <=
   trigger), then run as LIMIT/MARKET against the tick that triggered them.
 - **DAY validity**: at the close of the order's session (event time: the first tick at or after it,
@@ -71,6 +74,7 @@ class PaperOrder:
     arrival_ts: int = 0
     expiry_ts: int = 0
     ahead: int = 0
+    priority: int = 0  # when it started resting (or waiting for its trigger): the order to restore it in
 
     @property
     def open_qty(self) -> int:
@@ -112,6 +116,9 @@ class _Instrument:
     depth: dict[str, Any] = field(default_factory=dict)
     depth_of: Quote | None = None  # ... built from this tick
     resting: dict[int, PaperOrder] = field(default_factory=dict)  # seq -> our resting orders
+    #: the market's visible liquidity our orders took, by (its side, price): still taken while the level
+    #: shows at least as much (the market does not see us), released as the level shrinks
+    taken: dict[tuple[str, int], int] = field(default_factory=dict)
     pending: list[PaperOrder] = field(default_factory=list)
     stops: list[PaperOrder] = field(default_factory=list)
 
@@ -134,6 +141,7 @@ class PaperVenue:
         self.dirty: dict[str, PaperOrder] = {}  # changed since the last drain (done ones included)
         self.clock = 0  # the latest exchange_ts seen, any instrument
         self._taker = -1
+        self._next_expiry: int | None = None  # no live order expires before this (a lower bound)
 
     # -- orders in -------------------------------------------------------------------------
     def receive(self, o: dict[str, Any], tick_size: float | None) -> PaperOrder:
@@ -190,7 +198,9 @@ class PaperVenue:
                 for po in sorted(due, key=lambda p: (p.arrival_ts, p.seq)):
                     self._arrive(m, po, prev or q)
         m.quote = q
-        if m.resting:
+        if m.taken:
+            self._release_taken(m, q)
+        if m.resting and prev is not None:  # (a first tick: what rests just met it, nothing traded since)
             self._market_executes_resting(m, prev, q)
         if m.stops and q.ltp > 0:  # after: the trades that trigger a stop happened before it was working
             self._trigger_stops(m, q)
@@ -201,21 +211,27 @@ class PaperVenue:
         if ts <= self.clock:
             return
         self.clock = ts
+        if self._next_expiry is None or ts < self._next_expiry:
+            return
         late = [po for po in self.orders.values() if po.expiry_ts and po.expiry_ts <= ts]
         for po in sorted(late, key=lambda p: p.seq):
             self._remove(po)
             self._status(po, Status.EXPIRED, "DAY order expired at the session close", po.expiry_ts)
+        self._next_expiry = min((po.expiry_ts for po in self.orders.values() if po.expiry_ts), default=None)
+
+    def next_expiry(self) -> int | None:
+        """No live order expires before this event time (None: none expires)."""
+        return self._next_expiry
 
     # -- restart ---------------------------------------------------------------------------
     def restore(self, orders: Iterable[PaperOrder], quotes: dict[int, Quote], clock: int = 0) -> None:
         """Rebuild from what was stored: resting orders re-enter their books in time priority."""
         for token, q in quotes.items():
             self.markets.setdefault(token, _Instrument()).quote = q
-        for po in sorted(orders, key=lambda p: p.seq):
+        for po in sorted(orders, key=lambda p: (p.priority or p.seq, p.seq)):
             m = self.markets.setdefault(po.token, _Instrument())
-            self.orders[po.order_id] = po
-            self.by_seq[po.seq] = po
-            self.next_seq = max(self.next_seq, po.seq + 1)
+            self._track(po)
+            self.next_seq = max(self.next_seq, po.seq + 1, po.priority + 1)
             if po.state == PENDING:
                 m.pending.append(po)
             elif po.state == STOP:
@@ -227,6 +243,7 @@ class PaperVenue:
                 key = (po.side, po.price)
                 m.ahead[key] = min(m.ahead.get(key, po.ahead), po.ahead)
         self.clock = max(self.clock, clock)
+        self.dirty = {}
 
     def drain(self) -> tuple[list[Effect], list[PaperOrder]]:
         """The effects and changed orders since the last drain."""
@@ -244,6 +261,7 @@ class PaperVenue:
                 self._take(m, po, q, ts)
             else:
                 po.state = STOP
+                po.priority = self._priority()
                 m.stops.append(po)
                 self._touch(po)
                 self._status(po, Status.OPEN, f"stop waiting for ltp {'>=' if po.side == 'BUY' else '<='} "
@@ -266,6 +284,8 @@ class PaperVenue:
             for e in evs:
                 if e.kind == "trade":
                     self._fill(po, e.qty, e.price, ts)
+                    key = (opposite, e.price)
+                    m.taken[key] = m.taken.get(key, 0) + e.qty
         if po.open_qty == 0:
             return self._done(po)
         if limit is None:
@@ -283,10 +303,17 @@ class PaperVenue:
             if crossed:  # it took the visible liquidity up to its price: nobody ahead at it
                 ahead = 0
             m.ahead[key] = ahead
+        evs = m.books[po.side].submit(po.seq, po.side, "LIMIT", po.open_qty, price)
+        if evs[-1].kind != "accepted":  # the book would not hold it (prices too far apart on one side)
+            if not self._at_level(m, po.side, price):
+                m.ahead.pop(key, None)
+            self._forget(po)
+            return self._status(po, Status.CANCELLED, f"paper venue: cannot rest at {to_price(price, po.tick_size):g}"
+                                                      f" ({evs[-1].reason})", ts)
         po.ahead = ahead
         po.state = RESTING
         po.price = price
-        m.books[po.side].submit(po.seq, po.side, "LIMIT", po.open_qty, price)
+        po.priority = self._priority()
         m.resting[po.seq] = po
         self._touch(po)
         if po.filled == 0:
@@ -301,8 +328,22 @@ class PaperVenue:
         if book is None:
             book = m.depth[side] = matcher_cpp.OrderBook()
             for i, (px, qty) in enumerate(q.asks if side == "SELL" else q.bids):
-                book.submit(-(i + 1), side, "LIMIT", qty, px)
+                left = qty - m.taken.get((side, px), 0)
+                if left > 0:
+                    book.submit(-(i + 1), side, "LIMIT", left, px)
         return book
+
+    @staticmethod
+    def _release_taken(m: _Instrument, q: Quote) -> None:
+        """A level that shows less than we took from it has been traded or pulled by others: what we
+        took is gone with it (a level gone from the tick releases everything)."""
+        shown = {("SELL", px): qty for px, qty in q.asks} | {("BUY", px): qty for px, qty in q.bids}
+        for key in list(m.taken):
+            left = min(m.taken[key], shown.get(key, 0))
+            if left > 0:
+                m.taken[key] = left
+            else:
+                del m.taken[key]
 
     def _trigger_stops(self, m: _Instrument, q: Quote) -> None:
         fired = [po for po in m.stops if self._triggered(po, q.ltp)]
@@ -339,22 +380,28 @@ class PaperVenue:
                     if v > ahead:
                         self._market_takes(m, side, taker_side, q.ltp, v - ahead, q.ts)
             opposite = q.asks if side == "BUY" else q.bids
-            for px, qty in opposite:  # visible liquidity through our prices (or at them, with nobody ahead)
+            for px, qty in opposite:  # visible liquidity through our prices (or at them, with nobody ahead) ...
                 best = book.best_bid() if side == "BUY" else book.best_ask()
                 if best is None or sign * (best - px) < 0 or (best == px and displayed(q, side, px)):
                     break
-                self._market_takes(m, side, taker_side, px, qty, q.ts)
+                key = (taker_side, px)
+                left = qty - m.taken.get(key, 0)  # ... that we have not taken already
+                if left > 0:
+                    m.taken[key] = m.taken.get(key, 0) + self._market_takes(m, side, taker_side, px, left, q.ts)
             self._shrink_queues(m, side, q)
 
-    def _market_takes(self, m: _Instrument, side: str, taker_side: str, price: int, qty: int, ts: int) -> None:
-        """The market trades ``qty`` at ``price`` or better against our resting ``side``."""
+    def _market_takes(self, m: _Instrument, side: str, taker_side: str, price: int, qty: int, ts: int) -> int:
+        """The market trades ``qty`` at ``price`` or better against our resting ``side``; returns what traded."""
         self._taker -= 1
+        traded = 0
         for e in m.books[side].submit(self._taker, taker_side, "IOC", qty, price):
             if e.kind == "trade":
                 po = self.by_seq[e.maker_id]
                 self._fill(po, e.qty, e.price, ts)
+                traded += e.qty
                 if po.open_qty == 0:
                     self._done(po)
+        return traded
 
     def _shrink_queues(self, m: _Instrument, side: str, q: Quote) -> None:
         """The queue ahead is at most what the tick shows at that price; orders carry it (for a restart)."""
@@ -407,7 +454,14 @@ class PaperVenue:
     def _track(self, po: PaperOrder) -> None:
         self.orders[po.order_id] = po
         self.by_seq[po.seq] = po
+        if po.expiry_ts and (self._next_expiry is None or po.expiry_ts < self._next_expiry):
+            self._next_expiry = po.expiry_ts
         self._touch(po)
+
+    def _priority(self) -> int:
+        n = self.next_seq
+        self.next_seq += 1
+        return n
 
     def _touch(self, po: PaperOrder) -> None:
         self.dirty[po.order_id] = po

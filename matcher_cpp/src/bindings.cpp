@@ -273,13 +273,32 @@ PyMethodDef FAST_METHODS[] = {
 // ---- batch ------------------------------------------------------------------------------------
 using I64Array = py::array_t<int64_t, py::array::c_style | py::array::forcecast>;
 
+/// ``obj`` as int64, refusing what would not convert exactly (floats, uint64 past int64).
+I64Array as_int64(const py::object& obj, const char* name) {
+    py::array raw = py::array::ensure(obj);
+    if (!raw) throw py::type_error(std::string("batch: ") + name + " must be an integer array");
+    char kind = raw.dtype().kind();
+    if (raw.size() > 0 && kind != 'i' && kind != 'u' && kind != 'b')
+        throw py::type_error(std::string("batch: ") + name + " must be an integer array, got dtype " +
+                             std::string(py::str(raw.dtype())));
+    if (kind == 'u' && raw.dtype().itemsize() == 8) {
+        auto u = py::array_t<uint64_t, py::array::c_style | py::array::forcecast>::ensure(raw);
+        for (py::ssize_t i = 0; i < u.size(); ++i)
+            if (u.data()[i] > static_cast<uint64_t>(INT64_MAX))
+                throw py::value_error(std::string("batch: ") + name + "[" + std::to_string(i) + "] does not fit int64");
+    }
+    I64Array a = I64Array::ensure(raw);
+    if (!a) throw py::type_error(std::string("batch: ") + name + " must be an integer array");
+    return a;
+}
+
 I64Array column(const py::object& obj, size_t n, const char* name) {
     if (obj.is_none()) {
         I64Array z(static_cast<py::ssize_t>(n));
         std::memset(z.mutable_data(), 0, n * sizeof(int64_t));
         return z;
     }
-    I64Array a = I64Array::ensure(obj);
+    I64Array a = as_int64(obj, name);
     if (!a) throw py::type_error(std::string("batch: ") + name + " must be an integer array");
     if (a.ndim() != 1 || static_cast<size_t>(a.shape(0)) != n)
         throw py::value_error(std::string("batch: ") + name + " must be one-dimensional with " + std::to_string(n) +
@@ -323,8 +342,8 @@ struct Columns {
 py::dict run_batch(Book& b, const py::object& order_id, const py::object& side, const py::object& order_type,
                    const py::object& qty, const py::object& price, const py::object& trigger, const py::object& owner,
                    const py::object& op) {
-    I64Array ids = I64Array::ensure(order_id);
-    if (!ids || ids.ndim() != 1) throw py::type_error("batch: order_id must be a one-dimensional integer array");
+    I64Array ids = as_int64(order_id, "order_id");
+    if (ids.ndim() != 1) throw py::type_error("batch: order_id must be a one-dimensional integer array");
     size_t n = static_cast<size_t>(ids.shape(0));
     I64Array sides = column(side, n, "side"), types = column(order_type, n, "order_type"), qtys = column(qty, n, "qty"),
              prices = column(price, n, "price"), trigs = column(trigger, n, "trigger"),
@@ -387,7 +406,10 @@ py::tuple names(const char* const* arr, int n) {
 }
 
 void intern_all(PyObject** dst, const char* const* names, int n) {
-    for (int i = 0; i < n; ++i) dst[i] = PyUnicode_InternFromString(names[i]);
+    for (int i = 0; i < n; ++i) {
+        dst[i] = PyUnicode_InternFromString(names[i]);
+        if (!dst[i]) throw py::error_already_set();
+    }
 }
 
 }  // namespace
@@ -448,7 +470,9 @@ PYBIND11_MODULE(_matcher, m) {
              "Run many operations without Python per order. Integer arrays of one length (None: zeros); op "
              "0 submit, 1 cancel, 2 modify, 3 last price (price column); side and order_type are codes (indexes "
              "of SIDES, ORDER_TYPES). Returns a dict of arrays, one item per event: index (the row that caused "
-             "it), kind and reason (indexes of KINDS, REASONS), order_id, maker_id, taker_id, price, qty.");
+             "it), kind and reason (indexes of KINDS, REASONS), order_id, maker_id, taker_id, price, qty. "
+             "Malformed arrays raise before any row runs; a row's bad values are events (a last price out of "
+             "range is rejected, invalid_price, where set_last_price raises).");
     for (PyMethodDef* d = FAST_METHODS; d->ml_name; ++d) {
         PyObject* descr = PyDescr_NewMethod(reinterpret_cast<PyTypeObject*>(cls.ptr()), d);
         if (!descr) throw py::error_already_set();

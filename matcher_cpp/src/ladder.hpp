@@ -97,10 +97,12 @@ class Ladder {
         return true;
     }
 
+    /// Empty the side and give its memory back (a far price once grew it): the next reserve starts small.
     void clear() {
-        std::fill(lv_.begin(), lv_.end(), Level{});
-        std::fill(bits_.begin(), bits_.end(), 0);
-        std::fill(sum_.begin(), sum_.end(), 0);
+        std::vector<Level>().swap(lv_);
+        std::vector<uint64_t>().swap(bits_);
+        std::vector<uint64_t>().swap(sum_);
+        lo_ = 0;
         min_ = max_ = -1;
     }
 

@@ -59,13 +59,14 @@ def _decided(env: dict[str, str]) -> list[tuple]:  # type: ignore[type-arg]
 
 
 def _paper_positions(env: dict[str, str]) -> list[tuple]:  # type: ignore[type-arg]
-    """(strategy, token, net_qty, avg_price, paper fill qty) of the positions paper fills made."""
+    """(strategy, token, net_qty, avg_price, signed paper fill qty) of the positions paper fills made."""
     import psycopg
 
     dsn = f"postgresql://tradestack@127.0.0.1:{env['PG_PORT']}/tradestack"
     with psycopg.connect(dsn) as conn:
         return conn.execute(
-            "SELECT p.strategy, p.instrument_token, p.net_qty, p.avg_price, sum(f.qty) FROM position_pnl p "
+            "SELECT p.strategy, p.instrument_token, p.net_qty, p.avg_price, "
+            "sum(CASE WHEN f.side = 'BUY' THEN f.qty ELSE -f.qty END) FROM position_pnl p "
             "JOIN fills f ON f.strategy = p.strategy AND f.instrument_token = p.instrument_token "
             "AND f.venue = 'paper' GROUP BY 1, 2, 3, 4").fetchall()
 
@@ -163,8 +164,8 @@ def test_make_up_status_down_leaves_no_process(tmp_path, target, feed):
                 time.sleep(2)
             positions = _paper_positions(env)
             assert positions, f"no paper fill became a position (orders: {[r[0] for r in _decided(env)]})"
-            for strategy, token, net, avg, fills_qty in positions:
-                assert fills_qty > 0 and (net == 0 or avg > 0), (strategy, token, net, avg)
+            for strategy, token, net, avg, signed_fills in positions:  # the position is its fills, signed
+                assert net == signed_fills and (net == 0 or avg > 0), (strategy, token, net, avg, signed_fills)
     finally:
         down = _make("down", env)
     assert down.returncode == 0, down.stdout + down.stderr

@@ -240,7 +240,7 @@ def test_kill_9_mid_stream_sends_no_fill_twice(gateway: Gateway) -> None:
     assert len(restored) == 2 and "working_orders=0 " not in restored[1]  # the kill left orders working
 
 
-def test_redrive_cancel_requests_and_poison(gateway: Gateway) -> None:
+def test_redrive_outbox_cancel_expiry_and_poison(gateway: Gateway) -> None:
     g = gateway
     from execution.oms import OmsTx, Status
 
@@ -248,7 +248,12 @@ def test_redrive_cancel_requests_and_poison(gateway: Gateway) -> None:
         tx = OmsTx(conn, "test", ts_at(10, 0))
         tx.ensure([allowed("r1", qty=5, ts=ts_at(10, 0))], Status.ALLOWED)
         tx.finish()
+        # a crash between a commit and its produce left a fill in the outbox: the next start sends it
+        conn.execute("INSERT INTO paper_outbox (topic, key, value) VALUES ('fills', 'old', %s)",
+                     (orjson.dumps({"fill_id": "old-1", "order_id": "old"}),))
     g.start()
+    wait_for(lambda: query(g.dsn, "SELECT count(*) FROM paper_outbox") == [(0,)], 20, 0.1, "outbox sent")
+    assert [f["fill_id"] for f in read_topic(g.bootstrap, FILLS, idle=0.5)] == ["old-1"]
     g.wait_status("r1", "SUBMITTED")
     g.send(ticks=[tick(INFY, ts_at(10, 0, 1), 1500.0, 10_000, BIDS, ASKS)])
     g.wait_status("r1", "FILLED")
@@ -266,10 +271,21 @@ def test_redrive_cancel_requests_and_poison(gateway: Gateway) -> None:
     g.producer.produce(TICKS, b"{not json", b"1")
     g.producer.produce(TICKS, orjson.dumps({**tick(INFY, ts_at(10, 2), 1500.0, 1, BIDS, ASKS), "ltp": "x"}), b"2")
     g.producer.produce(ORDERS_ALLOWED, orjson.dumps({**allowed("bad"), "qty": 0}), b"bad")
+    far = int(time.time() * 1000) + 3_600_000  # an hour ahead of the wall clock: implausible
+    g.producer.produce(TICKS, orjson.dumps(tick(INFY, far, 1500.0, 10_000, BIDS, ASKS)), b"3")
     g.producer.flush()
-    dlq = _drain(g.bootstrap, DLQ, 3, timeout=20)
-    assert sorted(m.key() for m in dlq) == [b"1", b"2", b"bad"]
+    dlq = _drain(g.bootstrap, DLQ, 4, timeout=20)
+    assert sorted(m.key() for m in dlq) == [b"1", b"2", b"3", b"bad"]
     g.send(orders=[allowed("after", qty=5, ts=ts_at(10, 2))])
     g.wait_status("after", "SUBMITTED")
     g.send(ticks=[tick(INFY, ts_at(10, 2, 1), 1500.0, 10_000, BIDS, ASKS)])
     g.wait_status("after", "FILLED")  # it went on
+    # a DAY order expires at the close, on the first tick after it of any instrument
+    g.send(orders=[allowed("day", token=TCS, otype="LIMIT", price=3000.00, qty=5, ts=ts_at(15, 0))])
+    g.wait_status("day", "SUBMITTED")
+    g.send(ticks=[tick(TCS, ts_at(15, 0, 1), 3100.0, 500, [(3099.95, 10)], [(3100.05, 10)])])
+    g.wait_status("day", "OPEN")
+    g.send(ticks=[tick(INFY, ts_at(15, 30, 1), 1500.0, 10_000, BIDS, ASKS)])
+    g.wait_status("day", "EXPIRED")
+    assert query(g.dsn, "SELECT status_detail FROM orders WHERE order_id = 'day'") == [
+        ("DAY order expired at the session close",)]

@@ -140,6 +140,8 @@ def test_batch_returns_events_as_arrays_with_the_row_that_caused_them() -> None:
     ({"order_id": [1], "side": [2]}, ValueError, r"side\[0\] = 2 is not a valid code"),
     ({"order_id": [1], "op": [9]}, ValueError, r"op\[0\] = 9"),
     ({"order_id": [[1]]}, TypeError, "one-dimensional"),
+    ({"order_id": [1], "price": np.array([100.5])}, TypeError, "price must be an integer array, got dtype float64"),
+    ({"order_id": np.array([2**63], dtype=np.uint64)}, ValueError, r"order_id\[0\] does not fit int64"),
 ])
 def test_batch_rejects_malformed_arrays_before_touching_the_book(kwargs, exc, match) -> None:  # noqa: ANN001
     book = OrderBook()

@@ -25,7 +25,7 @@ def random_ops(n: int, seed: int) -> dict[str, np.ndarray]:
     rng = random.Random(seed)
     cols: dict[str, list[int]] = {k: [] for k in ("op", "order_id", "side", "order_type", "qty", "price",
                                                   "trigger", "owner")}
-    mid, next_id, recent = 10_000, 1, []
+    mid, next_id, recent = 3_000_000, 1, []  # far enough up that MAX_SPAN away is a valid price on both sides
 
     def put(op: int, oid: int, side: int = 0, typ: int = 0, qty: int = 0, price: int = 0, trig: int = 0,
             owner: int = 0) -> None:
@@ -33,7 +33,7 @@ def random_ops(n: int, seed: int) -> dict[str, np.ndarray]:
             cols[k].append(v)
 
     for _ in range(n):
-        mid = max(100, mid + rng.choice((-1, 0, 0, 1)))
+        mid = mid + rng.choice((-1, 0, 0, 1))
         r = rng.random()
         if r < 0.55 or not recent:
             side = rng.randrange(2)

@@ -224,3 +224,53 @@ def test_tick_decoding_and_traded_volume() -> None:
     for bad in (b"{", b'{"instrument_token": 0}', raw.replace(b'"ltp": 100.0', b'"ltp": "x"')):
         with pytest.raises(Exception, match="tick|instrument_token|ltp"):
             decode_tick(bad)
+
+
+def test_liquidity_we_took_is_not_taken_again_while_the_level_still_shows_it() -> None:
+    v = venue()
+    v.receive(order("l1", otype="LIMIT", qty=500, price=99.95), TICK)
+    v.on_tick(TOKEN, quote(T0 + 100, 100.0, 1000, BOOK_BIDS, BOOK_ASKS))
+    crossing = [(99.90, 100)]  # an ask through our bid, shown on three ticks in a row
+    for i in range(3):
+        v.on_tick(TOKEN, quote(T0 + 200 + i, 99.95, 1000, [(99.85, 10)], crossing))
+    assert fills(v) == [("l1", 100, 99.95)]
+    v.on_tick(TOKEN, quote(T0 + 300, 99.95, 1000, [(99.85, 10)], [(99.90, 40)]))  # others took 60 of it
+    v.on_tick(TOKEN, quote(T0 + 400, 99.95, 1000, [(99.85, 10)], [(99.90, 90)]))  # 50 new
+    assert fills(v) == [("l1", 100, 99.95), ("l1", 50, 99.95)]
+
+
+def test_two_market_orders_on_successive_ticks_walk_what_the_first_left() -> None:
+    v = venue(latency=0)
+    v.receive(order("a", qty=100), TICK)
+    v.on_tick(TOKEN, quote(T0 + 100, 100.0, 1000, BOOK_BIDS, BOOK_ASKS))  # the same depth again
+    v.receive(order("b", qty=100), TICK)
+    assert fills(v) == [("a", 100, 100.05), ("b", 100, 100.10)]
+
+
+def test_an_order_meeting_the_first_tick_is_not_filled_again_by_that_tick() -> None:
+    v = PaperVenue(load_calendar(), latency_ms=50)
+    v.receive(order("l1", otype="LIMIT", qty=300, price=100.05), TICK)
+    v.on_tick(TOKEN, quote(T0 + 100, 100.05, 1000, BOOK_BIDS, BOOK_ASKS))  # the instrument's first tick
+    assert fills(v) == [("l1", 100, 100.05)]
+    assert v.orders["l1"].open_qty == 200 and v.orders["l1"].ahead == 0
+
+
+def test_restart_restores_time_priority_in_the_order_orders_started_resting() -> None:
+    v = venue()
+    v.receive(order("late", otype="LIMIT", qty=10, price=100.00, ts=T0 + 400), TICK)  # seq 1, arrives later
+    v.receive(order("early", otype="LIMIT", qty=10, price=100.00, ts=T0), TICK)  # seq 2, rests first
+    v.on_tick(TOKEN, quote(T0 + 100, 100.0, 1000, BOOK_BIDS, BOOK_ASKS))
+    v.on_tick(TOKEN, quote(T0 + 500, 100.0, 1000, BOOK_BIDS, BOOK_ASKS))
+    _, changed = v.drain()
+    restarted = PaperVenue(load_calendar(), latency_ms=50)
+    restarted.restore([type(po)(**{f: getattr(po, f) for f in po.__slots__}) for po in changed],
+                      {TOKEN: v.markets[TOKEN].quote})
+    restarted.on_tick(TOKEN, quote(T0 + 600, 100.0, 1310, [(100.00, 5)] + BOOK_BIDS[1:], BOOK_ASKS))
+    assert fills(restarted) == [("early", 10, 100.0)]  # 310 traded: 300 ahead, then 'early', first to rest
+
+
+def test_next_expiry_is_the_earliest_close_of_a_live_order() -> None:
+    v = venue()
+    assert v.next_expiry() is None
+    v.receive(order("l1", otype="LIMIT", qty=10, price=90.00), TICK)
+    assert v.next_expiry() == int(datetime(2026, 11, 20, 10, 0, tzinfo=UTC).timestamp() * 1000)

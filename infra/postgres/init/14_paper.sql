@@ -20,6 +20,7 @@ CREATE TABLE IF NOT EXISTS paper_orders (
     arrival_ts       timestamptz NOT NULL,
     expiry_ts        timestamptz,
     queue_ahead      bigint NOT NULL DEFAULT 0,       -- market quantity ahead of it at its price
+    priority         bigint NOT NULL DEFAULT 0,       -- when it started resting / waiting: restored in this order
     updated_at       timestamptz NOT NULL DEFAULT now()
 );
 CREATE INDEX IF NOT EXISTS paper_orders_live_idx ON paper_orders (seq) WHERE state <> 'done';
