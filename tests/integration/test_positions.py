@@ -52,3 +52,27 @@ def test_position_pnl_marks_the_open_quantity_to_the_latest_1s_bar(pg_dsn: str) 
         row = conn.execute("SELECT net_qty, avg_price, realized_pnl, mark_price, unrealized_pnl, total_pnl "
                            "FROM position_pnl WHERE strategy = 'pnl_1m'").fetchone()
     assert row == (3, pytest.approx(100.0), pytest.approx(3.0), 106.0, pytest.approx(18.0), pytest.approx(21.0))
+
+
+def test_migration_replays_fills_recorded_before_it_at_average_cost(pg_server: str, tmp_path) -> None:
+    """A database upgraded to 14_paper.sql with fills already recorded gets the same positions as live."""
+    import shutil
+    import uuid
+
+    from core.migrate import MIGRATIONS_DIR, apply_migrations
+
+    before = tmp_path / "before"
+    before.mkdir()
+    for f in sorted(MIGRATIONS_DIR.glob("*.sql")):
+        if f.name < "14_":
+            shutil.copy(f, before / f.name)
+    dsn = f"{pg_server}/t_{uuid.uuid4().hex[:10]}"
+    apply_migrations(dsn, before)
+    with psycopg.connect(dsn) as conn:  # the old trigger: sums only
+        for n, (side, qty, px) in enumerate([("BUY", 10, 100.0), ("BUY", 10, 110.0), ("SELL", 25, 100.0)]):
+            fill(conn, n, side, qty, px, "old_1m")
+    assert "14_paper.sql" in apply_migrations(dsn)
+    with psycopg.connect(dsn) as conn:
+        assert position(conn, "old_1m") == (-5, pytest.approx(100.0), pytest.approx(-100.0))
+        fill(conn, 9, "BUY", 5, 90.0, "old_1m")  # and the new trigger carries on from there
+        assert position(conn, "old_1m") == (0, 0.0, pytest.approx(-50.0))
