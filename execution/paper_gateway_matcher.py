@@ -12,7 +12,7 @@ The venue model (latency, depth walks on the C++ matcher, queue positions, stops
    SUBMITTED and enters the venue, each tick moves the market, and every fill and state change
    goes through the OMS (``fills``, ``orders``, ``order_audit``, ``positions``) with the venue's
    rows (``paper_orders``), the marks of the ticks applied (``paper_quotes``: a tick consumed again
-   after a crash is recognised and skipped) and the messages to send (``paper_outbox``). Ticks of
+   after a crash is recognised and skipped) and the messages to send (``outbox``). Ticks of
    instruments without our orders only move the in-memory market;
 4. after the commit: produce the outbox (``fills``, ``order.updates``), flush, delete it; then commit
    the offsets. A crash anywhere loses nothing and sends no fill twice with different contents:
@@ -44,7 +44,7 @@ from core.sessions import load_calendar
 from core.settings import Settings
 from core.stream import Emission, Record, RecordProcessor, StreamService
 from core.topics import FILLS, ORDER_UPDATES, ORDERS_ALLOWED, TICKS
-from execution import oms, paper_store
+from execution import oms, outbox, paper_store
 from execution.oms import OmsMetrics, OmsTx, Status
 from execution.paper_market import decode_tick, quote_from_tick
 from execution.paper_venue import PaperVenue, RejectedOrder, VenueFill, VenueStatus
@@ -243,8 +243,8 @@ class PaperGateway(StreamService):
             live_tokens = {po.token for po in self.venue.orders.values()} | {po.token for po in changed}
             quotes = {t: self.venue.markets[t].quote for t in live_tokens if t in self.venue.markets}
             paper_store.write_quotes(conn, {t: q for t, q in quotes.items() if q is not None})
-            queued = paper_store.outbox_put(
-                conn, [(FILLS, f["order_id"].encode(), orjson.dumps(f)) for f in fills] +
+            queued = outbox.put(
+                conn, self.name, [(FILLS, f["order_id"].encode(), orjson.dumps(f)) for f in fills] +
                 [(ORDER_UPDATES, u["order_id"].encode(), orjson.dumps(u)) for u in updates])
         self._outbox_waiting = self._outbox_waiting or bool(queued)
         # committed: count
@@ -367,7 +367,7 @@ class PaperGateway(StreamService):
         while True:
             try:
                 with db.transaction(self.pool) as conn:
-                    rows = paper_store.outbox_pending(conn)
+                    rows = outbox.pending(conn, self.name)
                 if not rows:
                     self._outbox_waiting = False
                     return
@@ -377,7 +377,7 @@ class PaperGateway(StreamService):
                 for _id, topic, _k, _v in rows:
                     self.m_out.labels(topic).inc()
                 with db.transaction(self.pool) as conn:
-                    paper_store.outbox_done(conn, [r[0] for r in rows])
+                    outbox.done(conn, [r[0] for r in rows])
                 self._backoff.reset()
                 if len(rows) < 10_000:
                     self._outbox_waiting = False

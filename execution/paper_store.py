@@ -1,8 +1,8 @@
-"""The paper venue's Postgres side (14_paper.sql): live orders and marks to restore, changes to write, the outbox."""
+"""The paper venue's Postgres side (14_paper.sql): live orders and marks to restore, changes to write."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -58,32 +58,6 @@ def write_quotes(conn: psycopg.Connection[Any], quotes: dict[int, Quote]) -> Non
         "INSERT INTO paper_quotes (instrument_token, ts, quote) VALUES (%s, %s, %s) "
         "ON CONFLICT (instrument_token) DO UPDATE SET ts = EXCLUDED.ts, quote = EXCLUDED.quote, updated_at = now()",
         [(tok, _dt(q.ts), orjson.dumps(q.to_json()).decode()) for tok, q in quotes.items()])
-
-
-def outbox_put(conn: psycopg.Connection[Any], msgs: Iterable[tuple[str, bytes | None, bytes]]) -> list[int]:
-    """Queue messages in the caller's transaction; their ids (to delete once produced)."""
-    rows = list(msgs)
-    if not rows:
-        return []
-    ids: list[int] = []
-    with conn.cursor() as cur:
-        cur.executemany("INSERT INTO paper_outbox (topic, key, value) VALUES (%s, %s, %s) RETURNING id", rows,
-                        returning=True)
-        for _ in cur.results():
-            r = cur.fetchone()
-            if r is not None:
-                ids.append(int(r[0]))
-    return ids
-
-
-def outbox_pending(conn: psycopg.Connection[Any], limit: int = 10_000) -> list[tuple[int, str, bytes | None, bytes]]:
-    rows = conn.execute("SELECT id, topic, key, value FROM paper_outbox ORDER BY id LIMIT %s", (limit,)).fetchall()
-    return [(int(i), t, bytes(k) if k is not None else None, bytes(v)) for i, t, k, v in rows]
-
-
-def outbox_done(conn: psycopg.Connection[Any], ids: Sequence[int]) -> None:
-    if ids:
-        conn.execute("DELETE FROM paper_outbox WHERE id = ANY(%s)", (list(ids),))
 
 
 def cancel_requests(conn: psycopg.Connection[Any]) -> list[str]:

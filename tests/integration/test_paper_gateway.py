@@ -233,7 +233,7 @@ def test_kill_9_mid_stream_sends_no_fill_twice(gateway: Gateway) -> None:
         per_order[oid] += qty
     st = g.orders()
     assert all(st[oid][1] == per_order.get(oid, 0) for oid in ids)
-    assert sum(per_order.values()) > 0 and query(g.dsn, "SELECT count(*) FROM paper_outbox") == [(0,)]
+    assert sum(per_order.values()) > 0 and query(g.dsn, "SELECT count(*) FROM outbox") == [(0,)]
     live = dict(query(g.dsn, "SELECT order_id, filled FROM paper_orders"))
     assert all(live[oid] == st[oid][1] for oid in ids)
     restored = [line for line in g.log().splitlines() if "venue restored" in line]
@@ -249,10 +249,10 @@ def test_redrive_outbox_cancel_expiry_and_poison(gateway: Gateway) -> None:
         tx.ensure([allowed("r1", qty=5, ts=ts_at(10, 0))], Status.ALLOWED)
         tx.finish()
         # a crash between a commit and its produce left a fill in the outbox: the next start sends it
-        conn.execute("INSERT INTO paper_outbox (topic, key, value) VALUES ('fills', 'old', %s)",
+        conn.execute("INSERT INTO outbox (source, topic, key, value) VALUES ('paper_gateway', 'fills', 'old', %s)",
                      (orjson.dumps({"fill_id": "old-1", "order_id": "old"}),))
     g.start()
-    wait_for(lambda: query(g.dsn, "SELECT count(*) FROM paper_outbox") == [(0,)], 20, 0.1, "outbox sent")
+    wait_for(lambda: query(g.dsn, "SELECT count(*) FROM outbox") == [(0,)], 20, 0.1, "outbox sent")
     assert [f["fill_id"] for f in read_topic(g.bootstrap, FILLS, idle=0.5)] == ["old-1"]
     g.wait_status("r1", "SUBMITTED")
     g.send(ticks=[tick(INFY, ts_at(10, 0, 1), 1500.0, 10_000, BIDS, ASKS)])

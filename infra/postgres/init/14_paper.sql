@@ -34,15 +34,17 @@ CREATE TABLE IF NOT EXISTS paper_quotes (
     updated_at       timestamptz NOT NULL DEFAULT now()
 );
 
--- Messages written in the transaction that decided them and produced after it commits (then deleted):
--- a crash between the two loses nothing, the next start produces what is left.
-CREATE TABLE IF NOT EXISTS paper_outbox (
+-- Messages a service wrote in the transaction that decided them, produced after it commits (then deleted):
+-- a crash between the two loses nothing, the service's next start produces what is left (execution/outbox.py).
+CREATE TABLE IF NOT EXISTS outbox (
     id         bigserial PRIMARY KEY,
+    source     text NOT NULL,                   -- the service that wrote it (and sends it)
     topic      text NOT NULL,
     key        bytea,
     value      bytea NOT NULL,
     created_at timestamptz NOT NULL DEFAULT now()
 );
+CREATE INDEX IF NOT EXISTS outbox_source_idx ON outbox (source, id);
 
 -- Positions at average cost: the open quantity's average price and the PnL realised by closing fills
 -- (a fill that flips the position opens the rest at its own price).
