@@ -1,12 +1,20 @@
-"""``/_sim/*`` control routes: readiness, statistics, sent-tick log, fault injection.
+"""``/_sim/*`` control routes: readiness, statistics, sent-tick log, fault injection, sessions.
 
 Plain JSON (not the Kite envelope), no credentials, no rate limits, no faults.
+Bad input is answered 400 ``{"error": "..."}``.
 
 - ``GET /_sim/health`` -> ``{"status":"ok","http_port":..,"ws_port":..,"seed":..,"sim_time":..}``
-- ``GET /_sim/stats`` -> ticks generated/sent per instrument, connections, frames, HTTP counts
+- ``GET /_sim/stats`` -> ticks generated/sent per instrument, connections, frames, HTTP counts,
+  ``rate_limited`` (429s sent per rate-limit category: ``{"orders":0,"quote":0,...}``) and
+  ``faults_injected`` (how often each injected fault took effect)
 - ``GET /_sim/ticks?token=T[&conn=C][&since=SEQ][&limit=N]`` -> packets sent for T, in send order
 - ``GET|POST|DELETE /_sim/faults`` -> read / merge / reset the fault settings (see kitesim.faults)
 - ``POST /_sim/ws_message`` ``{"type":"message"|"error","data":"..."}`` -> text frame to every client
+- ``POST /_sim/session`` ``{"expire_all": true}`` -> every access token stops working now (later
+  calls get 403 TokenException "Incorrect `api_key` or `access_token`.", ticker connections are
+  closed); ``{"add_token": "T"}`` -> T becomes a valid access token too. Both may be given (expire
+  first, then add). Returns ``{"expired": n, "added": bool, "live_tokens": n}``.
+  ``POST /session/token`` (``generate_session``) keeps issuing new tokens meanwhile.
 """
 
 from __future__ import annotations
@@ -15,6 +23,7 @@ from typing import Any
 
 import orjson
 
+from kitesim.auth import check_token_text
 from kitesim.clock import ist_str
 from kitesim.errors import KiteError
 from kitesim.host import ControlHost
@@ -35,6 +44,7 @@ class ControlRoutes:
         r("POST", "/_sim/faults", self.faults_post)
         r("DELETE", "/_sim/faults", self.faults_reset)
         r("POST", "/_sim/ws_message", self.ws_message)
+        r("POST", "/_sim/session", self.session)
 
     def __call__(self, req: Request) -> Response:
         route, params, exists = self.router.match(req.method, req.path)
@@ -61,7 +71,8 @@ class ControlRoutes:
             generated = dict(sim.market.ticks_generated)
             orders, trades = len(sim.engine.orders), len(sim.engine.portfolio.trades)
         out = sim.stats.summary(generated)
-        out.update({"orders": orders, "trades": trades, "sim_time": ist_str(sim.clock.now())})
+        out.update({"orders": orders, "trades": trades, "sim_time": ist_str(sim.clock.now()),
+                    "rate_limited": sim.limiter.refused()})
         return out
 
     def ticks(self, req: Request) -> dict[str, Any]:
@@ -85,11 +96,7 @@ class ControlRoutes:
 
     def faults_post(self, req: Request) -> dict[str, Any]:
         """Merge settings / take actions."""
-        try:
-            body = req.json()
-        except orjson.JSONDecodeError as exc:
-            raise ValueError(f"body is not JSON: {exc}") from None
-        self.sim.faults.update(body)
+        self.sim.faults.update(_body(req))
         with self.sim.lock:
             self.sim.engine.reject_rate = self.sim.faults.config.order_reject_rate
         return self.sim.faults.snapshot()
@@ -101,6 +108,28 @@ class ControlRoutes:
             self.sim.engine.reject_rate = self.sim.faults.config.order_reject_rate
         return self.sim.faults.snapshot()
 
+    def session(self, req: Request) -> dict[str, Any]:
+        """Expire every access token and/or register an extra one."""
+        body = _body(req)
+        if not isinstance(body, dict) or not body:
+            raise ValueError("session: give {\"expire_all\": true} and/or {\"add_token\": \"...\"}")
+        unknown = sorted(set(body) - {"expire_all", "add_token"})
+        if unknown:
+            raise ValueError(f"session: {unknown[0]}: unknown key")
+        expire, token = body.get("expire_all", False), body.get("add_token")
+        if not isinstance(expire, bool):
+            raise ValueError("session: expire_all: must be true or false")
+        if token is not None:
+            try:
+                check_token_text(token)  # before expiring anything: a bad body changes nothing
+            except KiteError as exc:
+                raise ValueError(f"session: add_token: {exc}") from None
+        sessions = self.sim.sessions
+        expired = sessions.expire_all() if expire else 0
+        if token is not None:
+            sessions.add(token)
+        return {"expired": expired, "added": token is not None, "live_tokens": sessions.live()}
+
     def ws_message(self, req: Request) -> dict[str, Any]:
         """Send a ``message`` or ``error`` text frame to every WebSocket client."""
         body = req.json()
@@ -109,3 +138,11 @@ class ControlRoutes:
             raise ValueError("type must be 'message' or 'error'")
         sent = self.sim.hub.broadcast_text_threadsafe({"type": kind, "data": body.get("data", "")})
         return {"sent": sent}
+
+
+def _body(req: Request) -> Any:
+    """The request's JSON body; malformed JSON -> ValueError (a 400)."""
+    try:
+        return req.json()
+    except orjson.JSONDecodeError as exc:
+        raise ValueError(f"body is not JSON: {exc}") from None

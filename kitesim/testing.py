@@ -13,7 +13,8 @@ Subprocess (what the supervisor runs)::
     finally: proc.stop()          # SIGTERM, returns the exit code
 
 Control endpoints (``/_sim/health``, ``/_sim/stats``, ``/_sim/ticks``,
-``/_sim/faults``) via :func:`control`.
+``/_sim/faults``, ``/_sim/session``) via :func:`control`, e.g. to assert that a
+client paced itself: ``control(url, "/_sim/stats")["rate_limited"]["orders"] == 0``.
 """
 
 from __future__ import annotations

@@ -144,8 +144,9 @@ def test_wrong_token_raises_token_exception(sim: RunningSimulator) -> None:
 
 def test_burst_over_ten_orders_per_second_gets_429(kite: KiteConnect, sim: RunningSimulator) -> None:
     control(sim.http_url, "/_sim/faults", {"rate_limits": True})
-    time.sleep(1.05)  # a fresh one-second window
     ltp = kite.ltp("NSE:ITC")["NSE:ITC"]["last_price"]
+    refused_before = control(sim.http_url, "/_sim/stats")["rate_limited"]["orders"]
+    time.sleep(1.02 - time.time() % 1)  # Kite counts calendar seconds: start just after one begins
     accepted, refused = 0, []
     for _ in range(15):
         try:
@@ -158,6 +159,7 @@ def test_burst_over_ten_orders_per_second_gets_429(kite: KiteConnect, sim: Runni
     assert accepted == 10
     assert len(refused) == 5 and all(e.code == 429 for e in refused)
     assert "Too many requests" in str(refused[0])
+    assert control(sim.http_url, "/_sim/stats")["rate_limited"]["orders"] - refused_before == 5
 
 
 def test_quotes_are_limited_to_one_per_second(kite: KiteConnect, sim: RunningSimulator) -> None:

@@ -161,19 +161,23 @@ def test_session_tokens_expire_and_new_ones_are_issued() -> None:
         store.generate("sim", "req", "nope")
 
 
-def test_rate_limiter_sliding_window() -> None:
+def test_rate_limiter_sliding_window_for_categories_other_than_orders() -> None:
     clock = FakeClock()
-    limiter = RequestLimits(monotonic=clock)
+    limiter = RequestLimits(monotonic=clock, wall=clock)
 
-    for _ in range(10):
-        limiter.check("sim", "orders")
+    for _ in range(3):
+        limiter.check("sim", "historical")
     with pytest.raises(NetworkError) as err:
-        limiter.check("sim", "orders")
-    clock.t += 1.0
-    limiter.check("sim", "orders")
-    limiter.check("other-app", "orders")
+        limiter.check("sim", "historical")
+    clock.t += 0.5
+    with pytest.raises(NetworkError):
+        limiter.check("sim", "historical")  # a sliding window: the first 3 are still inside it
+    clock.t += 0.5
+    limiter.check("sim", "historical")
+    limiter.check("other-app", "historical")
 
     assert err.value.http_status == 429
+    assert limiter.refused()["historical"] == 2
 
 
 def test_faults_next_n_failures_then_rate_zero() -> None:
