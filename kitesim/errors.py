@@ -7,6 +7,11 @@ The official client raises the exception class named by ``error_type`` with
 from __future__ import annotations
 
 INCORRECT_TOKEN = "Incorrect `api_key` or `access_token`."  # noqa: S105 - an error message, not a secret
+#: 403 PermissionException for order requests while the ``ip_not_registered`` fault is on.
+IP_NOT_REGISTERED = ("Order request from an IP that is not registered for this app. Register your static IP "
+                     "in the Kite Connect developer console (Profile > IP Whitelist) to place orders via the API.")
+#: 400 InputException sent by the ``order_reply: http_400_timeout`` fault for an order that WAS placed.
+ORDER_REQUEST_TIMED_OUT = "Order request timed out. Please check the order book before placing the order again."
 
 
 class KiteError(Exception):
@@ -37,6 +42,13 @@ class TokenError(KiteError):
     """Bad, missing or expired credentials (403 TokenException)."""
 
     error_type = "TokenException"
+    http_status = 403
+
+
+class PermissionDeniedError(KiteError):
+    """The app may not make this call, e.g. an order from an unregistered IP (403 PermissionException)."""
+
+    error_type = "PermissionException"
     http_status = 403
 
 

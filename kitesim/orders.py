@@ -14,6 +14,12 @@ not move the market:
   ``AMO REQ RECEIVED`` until the instrument's next tick.
 - A cancel can be delayed (fault injection): the order sits in
   ``CANCEL PENDING`` and can still fill meanwhile, as on the real exchange.
+- Acceptance can be delayed (fault injection, ``order_stuck_s``): a new order
+  sits in ``PUT ORDER REQ RECEIVED`` (announced) and can be neither modified
+  nor cancelled until :meth:`OrderEngine.process_due` moves it on, as Kite's
+  OMS has been seen holding orders for a minute.
+- MARKET and SL-M orders need ``market_protection``: -1 (automatic) or a
+  percentage in (0, 100]; missing or 0 is rejected (Kite, since 1 April 2026).
 
 Every status change is appended to the order's history and announced to the
 ``listeners`` as a postback dict (partial fills and modifications as ``UPDATE``).
@@ -22,6 +28,7 @@ Every status change is appended to the order's history and announced to the
 from __future__ import annotations
 
 import hashlib
+import math
 import random
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -41,6 +48,9 @@ VALIDITIES = ("DAY", "IOC", "TTL")
 SIDES = ("BUY", "SELL")
 MAX_MODIFICATIONS = 25
 LIVE_STATUSES = ("OPEN", "TRIGGER PENDING", "AMO REQ RECEIVED", "CANCEL PENDING")
+RECEIVED = "PUT ORDER REQ RECEIVED"
+#: statuses whose orders stay indexed by instrument (a held order is matched once accepted)
+_TRACKED_STATUSES = (*LIVE_STATUSES, RECEIVED)
 CIRCUIT_BAND = 0.20
 MARKET_PROTECTION_REQUIRED = ("Market orders without market protection are not allowed via API. "
                               "Please set market protection or use a Limit order.")
@@ -86,6 +96,20 @@ def _price_field(form: Mapping[str, str], key: str, inst: Instrument) -> int:
     return units
 
 
+def _protection_field(form: Mapping[str, str], default: float = 0) -> float:
+    """``market_protection`` as given: an int when integral (as Kite echoes it), else a float percentage."""
+    v = _field(form, "market_protection", required=False)
+    if v is None:
+        return default
+    try:
+        value = float(v)
+    except ValueError:
+        value = math.nan
+    if not math.isfinite(value):
+        raise InputError(f"Invalid `market_protection`: {v!r} is not a number.")
+    return int(value) if value.is_integer() else value
+
+
 def _choice(form: Mapping[str, str], key: str, allowed: tuple[str, ...], default: str | None = None) -> str:
     v = _field(form, key, required=default is None)
     if v is None:
@@ -123,8 +147,12 @@ class OrderEngine:
 
     # ------------------------------------------------------------------ requests
 
-    def place(self, variety: str, form: Mapping[str, str]) -> str:
-        """Validate and place an order; returns its order_id (it may end up REJECTED)."""
+    def place(self, variety: str, form: Mapping[str, str], stuck_s: float = 0.0, wall_now: float = 0.0) -> str:
+        """Validate and place an order; returns its order_id (it may end up REJECTED).
+
+        With ``stuck_s`` > 0 the order is held in ``PUT ORDER REQ RECEIVED`` until
+        :meth:`process_due` is called with a ``wall_now`` at least ``stuck_s`` later.
+        """
         if variety not in VARIETIES:
             raise InputError(f"Invalid `variety`: {variety!r}.")
         if variety not in SUPPORTED_VARIETIES:
@@ -150,7 +178,7 @@ class OrderEngine:
             raise InputError(f"Quantity should be a multiple of lot size ({inst.lot_size}).")
         price = _price_field(form, "price", inst)
         trigger = _price_field(form, "trigger_price", inst)
-        protection = _int_field(form, "market_protection", required=False, default=0)
+        protection = _protection_field(form)
         self._check_prices(inst, side, order_type, price, trigger, protection)
         tag = _field(form, "tag", required=False)
         if tag is not None and (len(tag) > 20 or not tag.isalnum()):
@@ -173,14 +201,23 @@ class OrderEngine:
         self.orders[order_id] = o
         self.by_token.setdefault(inst.instrument_token, []).append(order_id)
         self._record(o)
-        if variety == "amo":
-            self._transition(o, "AMO REQ RECEIVED", announce=True)
+        if stuck_s > 0:
+            o.accept_due = wall_now + stuck_s
+            self._announce(o)  # a client watching postbacks sees the order exists but is not yet accepted
             return order_id
-        self._accept(o)
+        self._receive(o)
         return order_id
 
+    def _receive(self, o: SimOrder) -> None:
+        """Move a received order on: AMOs wait for the market, the others are validated and accepted."""
+        o.accept_due = None
+        if o.variety == "amo":
+            self._transition(o, "AMO REQ RECEIVED", announce=True)
+        else:
+            self._accept(o)
+
     def _check_prices(self, inst: Instrument, side: str, order_type: str, price: int, trigger: int,
-                      protection: int) -> None:
+                      protection: float) -> None:
         if order_type in ("LIMIT", "SL") and price <= 0:
             raise InputError("Invalid `price`: required for LIMIT and SL orders.")
         if order_type in ("MARKET", "SL-M"):
@@ -228,7 +265,7 @@ class OrderEngine:
             price = 0
         if order_type in ("MARKET", "LIMIT"):
             trigger = 0
-        protection = _int_field(form, "market_protection", required=False, default=o.market_protection or -1)
+        protection = _protection_field(form, default=o.market_protection or -1)
         if o.status == "TRIGGER PENDING" or order_type in ("MARKET", "LIMIT"):
             self._check_prices(o.inst, o.transaction_type, order_type, price, trigger, protection)
         validity = _choice(form, "validity", VALIDITIES, default=o.validity)
@@ -268,9 +305,14 @@ class OrderEngine:
         return o.order_id
 
     def process_due(self, wall_now: float) -> None:
-        """Complete delayed cancels whose time has come."""
-        for o in self.orders.values():
-            if o.status == "CANCEL PENDING" and o.cancel_due is not None and o.cancel_due <= wall_now:
+        """Accept held orders and complete delayed cancels whose time has come (oldest order first).
+
+        The simulator's market loop calls this every step (50 ms by default).
+        """
+        for o in list(self.orders.values()):
+            if o.status == RECEIVED and o.accept_due is not None and o.accept_due <= wall_now:
+                self._receive(o)
+            elif o.status == "CANCEL PENDING" and o.cancel_due is not None and o.cancel_due <= wall_now:
                 self._finish_cancel(o, "Cancelled by user.")
 
     # ------------------------------------------------------------------ market events
@@ -297,7 +339,8 @@ class OrderEngine:
                     through = snap.last_price <= o.price if o.is_buy else snap.last_price >= o.price
                     if through:
                         self._fill(o, o.price, min(o.pending, snap.last_qty), snap.ts)
-        self.by_token[snap.instrument_token] = [i for i in ids if self.orders[i].status in LIVE_STATUSES]
+        self.by_token[snap.instrument_token] = [i for i in ids
+                                                if self.orders[i].status in _TRACKED_STATUSES]
 
     # ------------------------------------------------------------------ queries
 

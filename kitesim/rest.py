@@ -4,6 +4,12 @@ Success: ``{"status":"success","data":...}``. Errors: ``{"status":"error",
 "message":..,"error_type":..}`` with the HTTP status the official client maps
 to its exception classes (KITE_PROTOCOL.md). The ``/_sim/*`` control routes
 live in :mod:`kitesim.control`; they need no credentials and see no faults.
+
+A Kite request goes through: ``delay_ms`` -> route -> credentials (403
+TokenException) -> for order requests the ``ip_not_registered`` fault (403
+PermissionException) -> rate limits (429, counted) -> injected 5xx -> the
+handler -> 5xx after processing -> for placements the ``order_reply`` fault
+(reply held back, or 400 "Order request timed out" for a placed order).
 """
 
 from __future__ import annotations
@@ -18,7 +24,15 @@ from core.universe import Instrument
 from kitesim.auth import RequestLimits, SessionStore
 from kitesim.clock import parse_ist
 from kitesim.control import ControlRoutes
-from kitesim.errors import InputError, KiteError, NotFoundError, error_for_status
+from kitesim.errors import (
+    IP_NOT_REGISTERED,
+    ORDER_REQUEST_TIMED_OUT,
+    InputError,
+    KiteError,
+    NotFoundError,
+    PermissionDeniedError,
+    error_for_status,
+)
 from kitesim.host import RestHost
 from kitesim.httpd import Request, Response, Router, json_response
 from kitesim.orders import CIRCUIT_BAND
@@ -73,6 +87,11 @@ class KiteRestApp:
             api_key = self.sessions.api_key
             if route.auth:
                 api_key = self.sessions.check_header(req.headers.get("authorization"))
+            is_order = route.category == "orders"  # place, modify, cancel (not GET /orders)
+            if is_order and cfg.ip_not_registered:
+                # before the rate limit: Kite refuses these whatever the rate, and they are not counted
+                self.sim.stats.fault("ip_not_registered")
+                raise PermissionDeniedError(IP_NOT_REGISTERED)
             if cfg.rate_limits:
                 self.limiter.check(api_key, route.category)
             if not cfg.http_5xx_after_processing:
@@ -82,6 +101,8 @@ class KiteRestApp:
                 data = route.handler(req)
             if cfg.http_5xx_after_processing:
                 self._maybe_fail(req.path)
+            if is_order and req.method == "POST":
+                self._spoil_order_reply()
         except KiteError as exc:
             return json_response(exc.http_status, exc.envelope())
         if isinstance(data, Response):
@@ -91,7 +112,20 @@ class KiteRestApp:
     def _maybe_fail(self, path: str) -> None:
         status = self.sim.faults.http_failure(path)
         if status is not None:
+            self.sim.stats.fault("http_5xx")
             raise error_for_status(status)
+
+    def _spoil_order_reply(self) -> None:
+        """The ``order_reply`` fault, after an order was placed (outside the lock: the market goes on)."""
+        faults = self.sim.faults
+        kind = faults.order_reply_fault()
+        if kind is None:
+            return
+        self.sim.stats.fault(f"order_reply_{kind}")
+        if kind == "http_400_timeout":
+            raise InputError(ORDER_REQUEST_TIMED_OUT)
+        # "timeout": hold the (successful) reply back; a client with a shorter timeout gives up first
+        time.sleep(faults.config.order_reply_delay_ms / 1000)
 
     def _register(self) -> None:
         r = self.router.add
@@ -150,8 +184,10 @@ class KiteRestApp:
     # ------------------------------------------------------------------ orders
 
     def place(self, req: Request) -> dict[str, str]:
-        """``POST /orders/{variety}``."""
-        return {"order_id": self.sim.engine.place(req.path_params["variety"], req.form)}
+        """``POST /orders/{variety}`` (held in PUT ORDER REQ RECEIVED by the ``order_stuck_s`` fault)."""
+        stuck = self.sim.faults.config.order_stuck_s
+        return {"order_id": self.sim.engine.place(req.path_params["variety"], req.form, stuck,
+                                                  time.monotonic())}
 
     def modify(self, req: Request) -> dict[str, str]:
         """``PUT /orders/{variety}/{order_id}``."""

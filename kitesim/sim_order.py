@@ -30,7 +30,7 @@ class SimOrder:
     trigger_price: int
     disclosed_quantity: int
     tag: str | None
-    market_protection: int
+    market_protection: float  # -1 (automatic), 0 (none: LIMIT/SL) or a percentage in (0, 100]
     validity_ttl: int | None
     order_ts: float
     guid: str
@@ -44,6 +44,7 @@ class SimOrder:
     cancelled_quantity: int = 0
     modifications: int = 0
     cancel_due: float | None = None
+    accept_due: float | None = None  # wall time an order held in PUT ORDER REQ RECEIVED moves on
     history: list[dict[str, Any]] = field(default_factory=list)
 
     @property

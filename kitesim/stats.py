@@ -65,6 +65,7 @@ class SimStats:
         self.ws_total = 0
         self.http_requests = 0
         self.http_errors: Counter[str] = Counter()
+        self.faults_injected: Counter[str] = Counter()
         self.conns: dict[int, ConnStats] = {}
         self._log: dict[int, deque[SentTick]] = {}
 
@@ -129,6 +130,11 @@ class SimStats:
             if status >= 400:
                 self.http_errors[str(status)] += 1
 
+    def fault(self, name: str) -> None:
+        """An injected fault took effect (``http_5xx``, ``ip_not_registered``, ``order_reply_timeout``, ...)."""
+        with self._lock:
+            self.faults_injected[name] += 1
+
     def summary(self, ticks_generated: dict[int, int]) -> dict[str, Any]:
         """The ``/_sim/stats`` document (token keys are strings, as JSON needs)."""
         with self._lock:
@@ -148,6 +154,7 @@ class SimStats:
                     for c in self.conns.values()],
                 "http_requests": self.http_requests,
                 "http_errors": dict(self.http_errors),
+                "faults_injected": dict(self.faults_injected),
             }
 
     def tick_log(self, token: int, divisor: int, conn_id: int | None = None, since_seq: int = 0,

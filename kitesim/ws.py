@@ -8,7 +8,9 @@
   mode changes, get the current state at once (logged as a snapshot).
 - Binary frames of packets for the connection's subscribed tokens in its
   modes, a 1-byte heartbeat every second, and text frames for order postbacks
-  (``{"type":"order","data":{...}}``) and messages/errors.
+  (``{"type":"order","data":{...}}``: every status the order engine announces,
+  including ``PUT ORDER REQ RECEIVED`` of an order held by the
+  ``order_stuck_s`` fault) and messages/errors.
 - Each connection has a bounded send queue; a client that cannot keep up is
   disconnected (close code 1013) rather than slowing everyone down.
 """
