@@ -9,7 +9,7 @@ SVC ?=
 VAR := $(or $(TRADESTACK_VAR_DIR),var)
 PYTEST_ARGS ?=
 
-.PHONY: help setup lock native up up-smoke down status logs restart broker-reset risk-v2 kill-switch kill-switch-off test test-fast bench check-config docker-env lint schemas clean-var
+.PHONY: help setup lock native up up-smoke down status logs restart broker-reset risk-v2 kill-switch kill-switch-off flatten test test-fast bench check-config docker-env lint schemas clean-var
 
 help: ## list targets
 	@grep -E '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -83,6 +83,9 @@ risk-v2: ## restart only the risk services (group 'risk')
 
 kill-switch: setup ## block every new entry (exits pass): make kill-switch REASON="why"
 	@$(VPY) -m risk.kill_switch on $(if $(REASON),--reason "$(REASON)")
+
+flatten: setup ## panic button: kill switch on, cancel every open order, exit every position (STRATEGY=S for one)
+	@$(VPY) -m execution.flatten --yes $(if $(STRATEGY),--strategy "$(STRATEGY)")
 
 kill-switch-off: setup ## allow new entries again
 	@$(VPY) -m risk.kill_switch off $(if $(REASON),--reason "$(REASON)")

@@ -169,6 +169,16 @@ class OmsTx:
         live = self._require(order_id)
         return self._offer(order_id, oms_core.apply_kite(live.state, kite_status, filled, detail), fields)
 
+    def annotate(self, order_id: str, fields: dict[str, Any]) -> None:
+        """Set bookkeeping columns (``broker_order_id``, ``venue``, ...) without a transition: no version, no
+        audit row (only :data:`UPDATABLE` columns)."""
+        bad = set(fields) - UPDATABLE
+        if bad:
+            raise ValueError(f"OMS cannot set {sorted(bad)}")
+        live = self._require(order_id)
+        live.fields.update(fields)
+        live.dirty = True
+
     def cancel_failed(self, order_id: str, detail: str | None = None) -> Outcome:
         live = self._require(order_id)
         return self._offer(order_id, oms_core.cancel_failed(live.state, detail), None)

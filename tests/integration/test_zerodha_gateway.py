@@ -1,0 +1,220 @@
+"""The Zerodha gateway and poller as real processes against kitesim, through the real ``kiteconnect`` client.
+
+- 1,000 allowed orders in one burst, with replies lost after placement (5xx after processing, a reply
+  slower than the client's timeout, HTTP 400 "Order request timed out"), a token that expires mid-run and
+  is renewed with ``kite_session set-token``, and a kill -9 of the gateway: no tag is placed twice at the
+  broker, the pacer keeps kitesim from ever answering 429, every order ends placed or rejected with a
+  reason, and after the poller's reconciliation our states and filled quantities equal the broker's;
+- dry mode records what it would send and sends nothing; live mode without confirmation exits 2;
+- the poller repairs a fill and a status change it had missed, and flags an order placed by hand.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+from kiteconnect import KiteConnect
+
+from core import bus
+from core.settings import PROJECT_ROOT
+from core.topics import ORDERS_ALLOWED, all_topics
+from kitesim.testing import control, running_simulator
+from tests.conftest import free_port, query, run_module
+from tests.integration.kite_harness import scrape, stop_process, wait_for
+
+pytestmark = pytest.mark.integration
+
+SYMBOLS = {408065: ("INFY", 5), 2953217: ("TCS", 3), 738561: ("RELIANCE", 4), 341249: ("HDFCBANK", 6)}
+KITE_TO_OMS = {"COMPLETE": "FILLED", "CANCELLED": "CANCELLED", "REJECTED": "REJECTED", "OPEN": "OPEN"}
+CONFIG = """
+pacer: {per_second: 8, per_minute: 400, per_day: 5000}
+market_protection: -1
+request_timeout_s: 1.0
+placer_threads: 4
+ambiguous: {first_lookup_s: 0.3, window_s: 8.0}
+poll_interval_s: 0.5
+"""
+
+
+def allowed(i: int, token: int, kind: str = "MARKET", qty: int | None = None, price: float | None = None,
+            side: str | None = None) -> dict[str, Any]:
+    sym, q = SYMBOLS[token]
+    ts = int(time.time() * 1000)
+    return {"order_id": f"zg{i:05d}", "strategy": "zg_1m", "instrument_token": token, "symbol": sym, "exchange": "NSE",
+            "side": side or ("BUY" if i % 2 else "SELL"), "order_type": kind, "product": "MIS", "price": price,
+            "trigger_price": None, "stop_loss": None, "qty": qty or q, "tf": "1m", "signal_ts": ts, "created_ts": ts,
+            "risk": {"sizing_source": "test"}, "budget": {"decision": "allowed"}, "extra": {"intent": "entry"}}
+
+
+class Stack:
+    """Gateway (+ poller) processes on one broker, database and in-process kitesim."""
+
+    def __init__(self, tmp: Path, bootstrap: str, dsn: str, sim: Any, mode: str = "live") -> None:
+        self.tmp, self.bootstrap, self.dsn, self.sim = tmp, bootstrap, dsn, sim
+        cfg = tmp / "execution.yaml"
+        cfg.write_text(CONFIG)
+        self.env = {**os.environ, "PYTHONPATH": str(PROJECT_ROOT), "PYTHONUNBUFFERED": "1", "KAFKA_PARTITIONS": "3",
+                    "KAFKA_BOOTSTRAP_SERVERS": bootstrap, "POSTGRES_DSN": dsn, "TRADING_MODE": mode,
+                    "LIVE_TRADING_CONFIRM": "yes", "KITE_ROOT": sim.http_url, "KITE_WS_ROOT": sim.ws_url,
+                    "KITE_API_KEY": "sim", "KITE_ACCESS_TOKEN": "sim-token", "EXECUTION_CONFIG": str(cfg),
+                    "TRADESTACK_VAR_DIR": str(tmp / "var")}
+        self.procs: dict[str, subprocess.Popen[bytes]] = {}
+        self.ports: dict[str, int] = {}
+        self.producer = bus.Producer(bootstrap)
+        self.kite = KiteConnect("sim", access_token="sim-token", root=sim.http_url)
+
+    def start(self, name: str) -> None:
+        module = {"gateway": "execution.zerodha_gateway", "poller": "execution.zerodha_poller"}[name]
+        self.ports[name] = free_port()
+        self.procs[name] = run_module(module, {**self.env, "METRICS_PORT": str(self.ports[name])},
+                                      log_path=self.tmp / f"{name}.log")
+        metric = f"tradestack_{'zerodha_' + name}_up"
+        wait_for(lambda: scrape(self.ports[name]).get(metric) == 1.0, 60, 0.2, f"{name} up")
+
+    def kill9(self, name: str) -> None:
+        p = self.procs.pop(name)
+        p.send_signal(signal.SIGKILL)
+        p.wait(10)
+
+    def stop(self, name: str) -> int | None:
+        return stop_process(self.procs.pop(name, None), 30)
+
+    def close(self) -> None:
+        for name in list(self.procs):
+            self.stop(name)
+
+    def send(self, orders: list[dict[str, Any]]) -> None:
+        for o in orders:
+            self.producer.produce(ORDERS_ALLOWED, orjson.dumps(o), o["order_id"].encode())
+        self.producer.flush()
+
+    def placements(self) -> dict[str, tuple[str, str | None, str | None]]:
+        return {oid: (st, boid, err) for oid, st, boid, err in query(
+            self.dsn, "SELECT order_id, state, broker_order_id, last_error FROM broker_placements")}  # type: ignore[misc]
+
+    def orders(self) -> dict[str, tuple[str, int, str | None]]:
+        return {oid: (st, fq, d) for oid, st, fq, d in query(
+            self.dsn, "SELECT order_id, status, filled_qty, status_detail FROM orders")}  # type: ignore[misc]
+
+    def log(self, name: str) -> str:
+        p = self.tmp / f"{name}.log"
+        return p.read_text() if p.exists() else ""
+
+
+@pytest.fixture()
+def stack(tmp_path: Path, broker: str, fresh_pg_dsn: str):
+    bus.ensure_topics(broker, all_topics(3))
+    with running_simulator(seed=11) as sim:
+        made: list[Stack] = []
+
+        def make(mode: str = "live") -> Stack:
+            s = Stack(tmp_path, broker, fresh_pg_dsn, sim, mode)
+            made.append(s)
+            return s
+
+        yield make
+        for s in made:
+            s.close()
+
+
+def test_1000_orders_through_lost_replies_token_expiry_and_kill9_are_placed_at_most_once(stack) -> None:
+    s = stack()
+    s.start("gateway")
+    tokens = list(SYMBOLS)
+    orders = [allowed(i, tokens[i % 4], "LIMIT" if i % 10 == 0 else "MARKET", price=1.0 if i % 10 == 0 else None,
+                      side="BUY" if i % 10 == 0 else None) for i in range(1000)]  # a BUY at 1.00: the broker's RMS
+    orders[7]["order_type"], orders[7]["price"] = "LIMIT", 1.03  # off the 0.05 grid: the broker rejects it
+    control(s.sim.http_url, "/_sim/faults", {"http_5xx_rate": 0.02, "http_5xx_paths": ["/orders/regular"],
+                                             "http_5xx_after_processing": True, "order_reply": "timeout",
+                                             "order_reply_rate": 0.02, "order_reply_delay_ms": 1500})
+    s.send(orders)
+    placed = lambda: sum(1 for st, *_ in s.placements().values() if st in ("placed", "rejected"))  # noqa: E731
+    wait_for(lambda: placed() >= 250, 90, 0.2, "250 orders through")
+    control(s.sim.http_url, "/_sim/faults", {"order_reply": "http_400_timeout", "order_reply_rate": 0.03})
+    s.kill9("gateway")  # mid-burst, calls in flight
+    s.start("gateway")
+    wait_for(lambda: placed() >= 500, 90, 0.2, "500 orders through")
+    control(s.sim.http_url, "/_sim/session", {"expire_all": True})  # the token dies mid-run
+    wait_for(lambda: 'HALT Kite rejected the access token' in s.log("gateway"), 30, 0.2, "token halt")
+    stuck = placed()
+    time.sleep(1.5)
+    assert placed() <= stuck + 4  # halted: at most the calls that were in flight
+    token = KiteConnect("sim", root=s.sim.http_url).generate_session("rt-1", api_secret="sim-secret")["access_token"]
+    out = subprocess.run([sys.executable, "-m", "execution.kite_session", "set-token", token], env=s.env,
+                         capture_output=True, text=True, timeout=30)
+    assert out.returncode == 0, out.stderr
+    control(s.sim.http_url, "/_sim/faults", method="DELETE")
+    wait_for(lambda: placed() == 1000, 180, 0.5, "every order placed or rejected")
+    s.kite.set_access_token(token)
+    book = s.kite.orders()
+    tags = Counter(o["tag"] for o in book if o["tag"])
+    assert max(tags.values()) == 1, [t for t, n in tags.items() if n > 1]  # no order placed twice
+    assert set(tags) == {o["order_id"] for o in orders if s.placements()[o["order_id"]][0] == "placed"}
+    pl = s.placements()
+    rejected = {oid for oid, (st, *_r) in pl.items() if st == "rejected"}
+    assert rejected == {"zg00007"} and "tick size" in (pl["zg00007"][2] or "").lower()
+    assert s.orders()["zg00007"][0] == "REJECTED"
+    stats = control(s.sim.http_url, "/_sim/stats")
+    assert stats["rate_limited"].get("orders", 0) == 0  # the pacer held Kite's limit under the burst
+    # the poller reconciles: our states and filled quantities equal the broker's
+    s.start("poller")
+    by_tag = {o["tag"]: o for o in book if o["tag"]}
+
+    def matches() -> bool:
+        mine = s.orders()
+        fresh_book = {o["tag"]: o for o in s.kite.orders() if o["tag"]}
+        return all(mine[t][0] == KITE_TO_OMS.get(o["status"], mine[t][0]) and mine[t][1] == o["filled_quantity"]
+                   for t, o in fresh_book.items())
+    wait_for(matches, 60, 0.5, "our states and fills equal the broker's")
+    assert len(by_tag) == 999
+    assert Counter(st for st, *_ in s.orders().values()) == Counter(
+        KITE_TO_OMS[o["status"]] for o in s.kite.orders() if o["tag"]) + Counter({"REJECTED": 1})
+    assert "adopted order_id=" in s.log("gateway")  # lost replies were found by tag, not placed again
+
+
+def test_dry_mode_sends_nothing_and_live_without_confirmation_exits_2(stack) -> None:
+    s = stack("dry")
+    s.start("gateway")
+    s.send([allowed(i, 408065) for i in range(5)])
+    wait_for(lambda: sum(1 for st, *_ in s.orders().values() if st == "CANCELLED") == 5, 30, 0.2, "dry orders")
+    assert s.kite.orders() == []  # kitesim's order book stays empty
+    rows = query(s.dsn, "SELECT venue, status, tag FROM live_orders ORDER BY tag")
+    assert len(rows) == 5 and all(v == "dry" and st == "DRY" for v, st, _t in rows)
+    assert {d for _s, _q, d in s.orders().values()} == {"dry mode: not sent to the broker"}
+    env = {**s.env, "TRADING_MODE": "live", "LIVE_TRADING_CONFIRM": ""}
+    out = subprocess.run([sys.executable, "-m", "execution.zerodha_gateway"], env=env, capture_output=True, text=True,
+                         timeout=60)
+    assert out.returncode == 2 and "LIVE_TRADING_CONFIRM=yes" in out.stderr
+    assert len([ln for ln in out.stderr.splitlines() if ln.startswith("error:")]) == 1
+
+
+def test_poller_repairs_a_missed_fill_and_status_and_flags_a_hand_placed_order(stack) -> None:
+    s = stack()
+    s.start("gateway")
+    s.send([allowed(1, 408065), allowed(2, 2953217, "LIMIT", price=2900.0, side="BUY")])  # rests: 8% under
+    wait_for(lambda: all(st == "placed" for st, *_ in s.placements().values()) and len(s.placements()) == 2, 30,
+             0.2, "both placed")
+    s.stop("gateway")  # from here only the broker knows: the market order filled, the LIMIT gets cancelled by hand
+    boid = s.placements()["zg00002"][1]
+    s.kite.cancel_order("regular", boid)
+    hand = s.kite.place_order(variety="regular", exchange="NSE", tradingsymbol="INFY", transaction_type="BUY",
+                              quantity=1, product="MIS", order_type="MARKET", market_protection=-1)
+    assert s.orders()["zg00001"][:2] == ("SUBMITTED", 0) and s.orders()["zg00002"][0] == "SUBMITTED"
+    s.start("poller")
+    wait_for(lambda: s.orders()["zg00001"][:2] == ("FILLED", 5) and s.orders()["zg00002"][0] == "CANCELLED", 30,
+             0.2, "repaired")
+    fills = query(s.dsn, "SELECT fill_id, qty, venue FROM fills WHERE order_id = 'zg00001'")
+    assert sum(q for _f, q, _v in fills) == 5 and all(f.startswith("kite-") and v == "live" for f, _q, v in fills)
+    wait_for(lambda: query(s.dsn, "SELECT kind FROM broker_alerts WHERE ref = %s", hand) ==
+             [("unknown_broker_order",)], 20, 0.2, "hand-placed order flagged")
+    assert f"ALERT unknown_broker_order ref={hand}" in s.log("poller")
+    assert scrape(s.ports["poller"])['tradestack_zerodha_poller_alerts{kind="unknown_broker_order"}'] == 1
