@@ -19,6 +19,7 @@ no terminal to ask). Turn entries back on afterwards with ``make kill-switch-off
 from __future__ import annotations
 
 import argparse
+import hashlib
 import sys
 import time
 from typing import Any
@@ -31,7 +32,6 @@ from core.settings import load_settings
 from core.topics import ORDERS
 from execution.oms import OmsTx, Status
 from risk.kill_switch import set_switch
-from strategy.engine import order_id_for
 
 WORKING = ("SUBMITTED", "OPEN", "PARTIALLY_FILLED")
 
@@ -69,7 +69,8 @@ def open_positions(conn: psycopg.Connection[Any], strategy: str | None) -> list[
 
 def exit_order(pos: dict[str, Any], now_ms: int) -> dict[str, Any]:
     side = "SELL" if pos["net_qty"] > 0 else "BUY"
-    oid = order_id_for(pos["strategy"], pos["instrument_token"], pos["tf"], side, "flatten", now_ms)
+    key = f"{pos['strategy']}|{pos['instrument_token']}|{side}|flatten|{now_ms}".encode()
+    oid = hashlib.blake2b(key, digest_size=10).hexdigest()  # 20 hex chars: also a valid Kite tag
     return {"order_id": oid, "strategy": pos["strategy"], "instrument_token": pos["instrument_token"],
             "symbol": pos["symbol"], "exchange": pos["exchange"], "side": side, "order_type": "MARKET",
             "product": pos["product"], "price": None, "trigger_price": None, "stop_loss": None,
