@@ -40,6 +40,10 @@ from execution.kite_session import TokenSource, session_path
 from execution.oms import OmsMetrics, OmsTx
 from execution.zerodha_gateway import check_mode
 
+#: Postbacks come in bursts: at most one read of the book per this many seconds (two GETs each; Kite allows
+#: 10 requests a second outside the order and quote APIs, and the gateway's tag lookups share them).
+MIN_POLL_GAP_S = 0.35
+
 
 class ZerodhaPoller(Service):
     name = "zerodha_poller"
@@ -54,6 +58,7 @@ class ZerodhaPoller(Service):
         self.cues: queue.SimpleQueue[str] = queue.SimpleQueue()
         self.ticker: Any = None
         self._next_poll = 0.0
+        self._earliest = 0.0
         self._token_version = 0
         self._halted = False
         self._alerted: set[tuple[str, str]] = set()
@@ -107,16 +112,19 @@ class ZerodhaPoller(Service):
         cued = False
         try:
             while True:
-                self.cues.get_nowait()
+                if self.cues.get_nowait():
+                    self.m_cues.inc()
                 cued = True
-                self.m_cues.inc()
         except queue.Empty:
             pass
         now = time.monotonic()
-        if not cued and now < self._next_poll:
-            self.sleep(min(0.05, self._next_poll - now))
+        if (not cued and now < self._next_poll) or now < self._earliest:
+            self.sleep(min(0.05, max(0.0, min(self._next_poll, self._earliest) - now) or 0.05))
+            if cued:
+                self.cues.put("")  # keep the cue for the next pass
             return
         self._next_poll = now + self.cfg.poll_interval_s
+        self._earliest = now + MIN_POLL_GAP_S
         if self._halted:
             return
         self.poll_once()
@@ -199,6 +207,9 @@ class ZerodhaPoller(Service):
 
     def stop(self) -> None:
         if self.ticker is not None:
+            import logging
+
+            logging.getLogger("kiteconnect.ticker").setLevel(logging.CRITICAL)  # its close is logged as an error
             try:
                 self.ticker.close()
             except Exception:  # noqa: BLE001, S110 - the reactor may be gone already

@@ -58,10 +58,10 @@ def allowed(i: int, token: int, kind: str = "MARKET", qty: int | None = None, pr
 class Stack:
     """Gateway (+ poller) processes on one broker, database and in-process kitesim."""
 
-    def __init__(self, tmp: Path, bootstrap: str, dsn: str, sim: Any, mode: str = "live") -> None:
+    def __init__(self, tmp: Path, bootstrap: str, dsn: str, sim: Any, mode: str = "live", config: str = "") -> None:
         self.tmp, self.bootstrap, self.dsn, self.sim = tmp, bootstrap, dsn, sim
         cfg = tmp / "execution.yaml"
-        cfg.write_text(CONFIG)
+        cfg.write_text(CONFIG + config)
         self.env = {**os.environ, "PYTHONPATH": str(PROJECT_ROOT), "PYTHONUNBUFFERED": "1", "KAFKA_PARTITIONS": "3",
                     "KAFKA_BOOTSTRAP_SERVERS": bootstrap, "POSTGRES_DSN": dsn, "TRADING_MODE": mode,
                     "LIVE_TRADING_CONFIRM": "yes", "KITE_ROOT": sim.http_url, "KITE_WS_ROOT": sim.ws_url,
@@ -113,17 +113,21 @@ class Stack:
 @pytest.fixture()
 def stack(tmp_path: Path, broker: str, fresh_pg_dsn: str):
     bus.ensure_topics(broker, all_topics(3))
-    with running_simulator(seed=11) as sim:
-        made: list[Stack] = []
+    made: list[Stack] = []
+    sims: list[Any] = []
 
-        def make(mode: str = "live") -> Stack:
-            s = Stack(tmp_path, broker, fresh_pg_dsn, sim, mode)
-            made.append(s)
-            return s
+    def make(mode: str = "live", config: str = "", **sim_config: Any) -> Stack:
+        sim = running_simulator(**{"seed": 11, **sim_config})
+        sims.append(sim)
+        s = Stack(tmp_path, broker, fresh_pg_dsn, sim.__enter__(), mode, config)
+        made.append(s)
+        return s
 
-        yield make
-        for s in made:
-            s.close()
+    yield make
+    for s in made:
+        s.close()
+    for sim in sims:
+        sim.__exit__(None, None, None)
 
 
 def test_1000_orders_through_lost_replies_token_expiry_and_kill9_are_placed_at_most_once(stack) -> None:
@@ -218,3 +222,82 @@ def test_poller_repairs_a_missed_fill_and_status_and_flags_a_hand_placed_order(s
              [("unknown_broker_order",)], 20, 0.2, "hand-placed order flagged")
     assert f"ALERT unknown_broker_order ref={hand}" in s.log("poller")
     assert scrape(s.ports["poller"])['tradestack_zerodha_poller_alerts{kind="unknown_broker_order"}'] == 1
+
+
+def _replay(path: Path, t0_ms: int) -> Path:
+    """INFY flat at 1500 for the whole minute; TCS flat at 3100 for 25 s, then down to 3080 (its stop is 3090)."""
+    rows = ["instrument_token,exchange_ts,ltp,volume,last_qty,bid,ask,bid_qty,ask_qty"]
+    for i in range(240):
+        ts = t0_ms + i * 250
+        rows.append(f"408065,{ts},1500.00,{1000 + i},1,1499.95,1500.05,500,500")
+        tcs = 3100.00 if i < 100 else 3080.00
+        rows.append(f"2953217,{ts},{tcs:.2f},{1000 + i},1,{tcs - 0.05:.2f},{tcs + 0.05:.2f},500,500")
+    path.write_text("\n".join(rows) + "\n")
+    return path
+
+
+def test_protective_stop_follows_the_entry_is_cancelled_by_the_exit_and_closes_the_position(stack, tmp_path) -> None:
+    replay = _replay(tmp_path / "replay.csv", int(time.time() * 1000))
+    s = stack(config="protective_stops: {strategies: [zg_*]}\n", replay=replay, seed=3)
+    s.start("gateway")
+    s.start("poller")
+    infy = {**allowed(1, 408065, side="BUY", qty=10), "stop_loss": 1495.0}
+    tcs = {**allowed(2, 2953217, side="BUY", qty=10), "stop_loss": 3090.0}
+    s.send([infy, tcs])
+
+    def stops() -> dict[int, tuple[str, str, str]]:
+        return {int(tok): (sid, st, ost) for sid, tok, st, ost in query(
+            s.dsn, "SELECT p.stop_order_id, p.instrument_token, p.state, o.status FROM protective_stops p "
+                   "JOIN orders o ON o.order_id = p.stop_order_id")}  # type: ignore[misc]
+    wait_for(lambda: {k: v[2] for k, v in stops().items()} == {408065: "OPEN", 2953217: "OPEN"}, 40, 0.2,
+             "both stops working at the broker")
+    book = {o["tag"]: o for o in s.kite.orders()}
+    infy_stop = book[stops()[408065][0]]
+    assert (infy_stop["order_type"], infy_stop["transaction_type"], infy_stop["trigger_price"],
+            infy_stop["quantity"], infy_stop["status"]) == ("SL-M", "SELL", 1495.0, 10, "TRIGGER PENDING")
+    # the strategy exits INFY: the stop is cancelled first, then the exit goes
+    s.send([{**allowed(3, 408065, side="SELL", qty=10), "extra": {"intent": "exit"}}])
+    wait_for(lambda: s.orders().get("zg00003", ("",))[0] == "FILLED", 40, 0.2, "the exit filled")
+    assert stops()[408065][1:] == ("cancelled", "CANCELLED")
+    by_tag = {o["tag"]: o for o in s.kite.orders()}
+    hist = s.kite.order_history(by_tag[stops()[408065][0]]["order_id"])
+    cancelled_at = next(h["order_timestamp"] for h in hist if h["status"] == "CANCELLED")
+    assert cancelled_at <= by_tag["zg00003"]["order_timestamp"]  # cancelled before the exit was placed
+    # TCS falls through its stop: the broker's stop sells, and the position is closed in our tables
+    wait_for(lambda: stops()[2953217][1:] == ("done", "FILLED"), 60, 0.3, "the TCS stop triggered and filled")
+    pos = dict(query(s.dsn, "SELECT instrument_token, net_qty FROM positions WHERE strategy = 'zg_1m'"))
+    assert pos == {408065: 0, 2953217: 0}
+    assert 'tradestack_zerodha_poller_protective_stops_total{action="placed"}' in scrape(s.ports["poller"])
+
+
+def test_flatten_against_kitesim_leaves_no_open_order_and_no_position(stack) -> None:
+    s = stack()
+    s.start("gateway")
+    s.start("poller")
+    for name, module in (("manager", "risk.manager_v2"), ("guard", "risk.order_budget_guard")):
+        s.ports[name] = port = free_port()
+        s.procs[name] = run_module(module, {**s.env, "METRICS_PORT": str(port)}, log_path=s.tmp / f"{name}.log")
+    s.send([allowed(1, 408065, side="BUY", qty=12), allowed(2, 2953217, side="SELL", qty=4),
+            allowed(3, 341249, "LIMIT", price=900.0, side="BUY", qty=6)])  # rests ~9% under HDFCBANK
+    wait_for(lambda: [s.orders().get(f"zg0000{i}", ("",))[0] for i in (1, 2, 3)] == ["FILLED", "FILLED", "OPEN"], 40,
+             0.2, "two positions and an open order")
+    for name in ("manager", "guard"):
+        wait_for(lambda name=name: scrape(s.ports[name]).get(
+            f"tradestack_{'risk_manager' if name == 'manager' else 'order_budget_guard'}_up") == 1.0, 60, 0.2, name)
+    out = subprocess.run([sys.executable, "-m", "execution.flatten", "--yes", "--wait-s", "20"], env=s.env,
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "kill switch ON" in out.stdout and "cancels requested from the venue: 1" in out.stdout
+    assert "exit SELL 12 NSE:INFY for zg_1m (position +12)" in out.stdout
+    assert "exit BUY 4 NSE:TCS for zg_1m (position -4)" in out.stdout
+
+    def flat() -> bool:
+        working = query(s.dsn, "SELECT count(*) FROM orders WHERE status IN ('ALLOWED', 'SUBMITTED', 'OPEN', "
+                               "'PARTIALLY_FILLED', 'CANCEL_REQUESTED', 'NEW', 'SIZED')")[0][0]
+        open_pos = query(s.dsn, "SELECT count(*) FROM positions WHERE net_qty <> 0")[0][0]
+        return working == 0 and open_pos == 0
+    wait_for(flat, 60, 0.3, "no open order and no open position")
+    assert s.orders()["zg00003"][0] == "CANCELLED"
+    broker = {o["tag"]: o["status"] for o in s.kite.orders()}
+    assert broker["zg00003"] == "CANCELLED" and sum(st == "COMPLETE" for st in broker.values()) == 4
+    assert query(s.dsn, "SELECT active FROM risk_kill_switch") == [(True,)]
