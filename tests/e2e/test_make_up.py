@@ -71,6 +71,18 @@ def _paper_positions(env: dict[str, str]) -> list[tuple]:  # type: ignore[type-a
             "AND f.venue = 'paper' GROUP BY 1, 2, 3, 4").fetchall()
 
 
+def _open_book(env: dict[str, str]) -> tuple[int, int]:
+    """(orders working at a venue or on their way to one, positions not flat)."""
+    import psycopg
+
+    dsn = f"postgresql://tradestack@127.0.0.1:{env['PG_PORT']}/tradestack"
+    with psycopg.connect(dsn) as conn:
+        working = conn.execute("SELECT count(*) FROM orders WHERE status IN ('ALLOWED', 'SUBMITTED', 'OPEN', "
+                               "'PARTIALLY_FILLED', 'CANCEL_REQUESTED')").fetchone()[0]  # type: ignore[index]
+        open_pos = conn.execute("SELECT count(*) FROM positions WHERE net_qty <> 0").fetchone()[0]  # type: ignore[index]
+        return int(working), int(open_pos)
+
+
 def session_now_config(tmp_path) -> str:  # type: ignore[no-untyped-def]
     """A copy of configs/ whose NSE/BSE calendars hold a special session around now (IST).
 
@@ -168,6 +180,15 @@ def test_make_up_status_down_leaves_no_process(tmp_path, target, feed):
             assert positions, f"no paper fill became a position (orders: {[r[0] for r in _decided(env)]})"
             for strategy, token, net, avg, signed_fills in positions:  # the position is its fills, signed
                 assert net == signed_fills and (net == 0 or avg > 0), (strategy, token, net, avg, signed_fills)
+            # the panic button: kill switch on, every open order cancelled, every position exited (paper venue)
+            wiring = {"POSTGRES_DSN": f"postgresql://tradestack@127.0.0.1:{env['PG_PORT']}/tradestack",
+                      "KAFKA_BOOTSTRAP_SERVERS": f"127.0.0.1:{env['KAFKA_PORT']}"}
+            flat = _make("flatten", {**env, **wiring}, timeout=120)
+            assert flat.returncode == 0 and "kill switch ON" in flat.stdout, flat.stdout + flat.stderr
+            deadline = time.monotonic() + 90
+            while time.monotonic() < deadline and _open_book(env) != (0, 0):
+                time.sleep(1)
+            assert _open_book(env) == (0, 0), (_open_book(env), flat.stdout)
     finally:
         down = _make("down", env)
     assert down.returncode == 0, down.stdout + down.stderr
