@@ -13,7 +13,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 
 class RateLimiter:
@@ -53,6 +53,13 @@ class RateLimiter:
                 oldest_counted = hits[len(hits) - limit]  # must leave the window before another call
                 wait = max(wait, window - (now - oldest_counted))
         return wait
+
+    def prime(self, ages_s: Iterable[float]) -> None:
+        """Count calls made before this limiter existed (a previous run of the process), ``ages_s`` seconds ago."""
+        with self._lock:
+            now = self.clock()
+            merged = sorted([*self._hits, *(now - a for a in ages_s if 0 <= a < self._longest)])
+            self._hits = deque(merged)
 
     def try_acquire(self) -> bool:
         """Record one call and return True if every window allows it now, else change nothing."""

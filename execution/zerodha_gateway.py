@@ -180,9 +180,14 @@ class ZerodhaGateway(StreamService):
                       len(book), len(trades), len(res.adopted), len(res.fills), res.statuses, len(res.alerts))
 
     def _load_open(self) -> None:
-        """Placements not finished: queued ones wait for the pacer, sending/uncertain ones are looked up."""
+        """Placements not finished: queued ones wait for the pacer, sending/uncertain ones are looked up. The
+        pacer counts the order requests the previous run made (Kite counts them whoever sent them)."""
         assert self.pool is not None
         with db.transaction(self.pool) as conn:
+            conn.execute("DELETE FROM broker_requests WHERE at < now() - interval '2 days'")
+            ages = [float(a) for (a,) in conn.execute(
+                "SELECT extract(epoch FROM now() - at) FROM broker_requests WHERE at > now() - interval '1 day'")]
+            self.pacer.prime(ages)
             rows = conn.execute(
                 "SELECT p.order_id, p.state FROM broker_placements p WHERE p.state IN ('queued', 'sending', "
                 "'uncertain') ORDER BY p.created_at, p.order_id").fetchall()
@@ -237,10 +242,11 @@ class ZerodhaGateway(StreamService):
             by_id.setdefault(o["order_id"], o)
         unique = list(by_id.values())
         taken: list[dict[str, Any]] = []
+        now_sent: list[dict[str, Any]] = []
         with db.transaction(self.pool) as conn:
             tx = OmsTx(conn, self.name, now_ms, self.oms_metrics)
             states = tx.ensure(unique, Status.ALLOWED)
-            rows = []
+            rows: list[tuple[str, str, str, str, int]] = []
             for o in unique:
                 if states[o["order_id"]].status != Status.ALLOWED:
                     continue  # taken before (a replay, a re-drive racing the topic) or decided otherwise
@@ -248,19 +254,42 @@ class ZerodhaGateway(StreamService):
                 tag = tag_for(o["order_id"])
                 if self.dry:
                     self._record_dry(conn, tx, o, tag)
-                    rows.append((o["order_id"], tag, "dry", "dry"))
+                    rows.append((o["order_id"], tag, "dry", "dry", 0))
                     continue
                 tx.transition(o["order_id"], Status.SUBMITTED, f"queued for Kite (tag {tag})", fields={"venue": "live"})
-                rows.append((o["order_id"], tag, "live", "queued"))
-                taken.append(o)
+                if self._send_now(o, len(now_sent)):  # marked 'sending' in this transaction: one commit, not two
+                    rows.append((o["order_id"], tag, "live", "sending", 1))
+                    now_sent.append(o)
+                else:
+                    rows.append((o["order_id"], tag, "live", "queued", 0))
+                    taken.append(o)
             if rows:
                 conn.cursor().executemany(
-                    "INSERT INTO broker_placements (order_id, tag, venue, state) VALUES (%s, %s, %s, %s) "
+                    "INSERT INTO broker_placements (order_id, tag, venue, state, attempts) VALUES (%s, %s, %s, %s, %s) "
                     "ON CONFLICT (order_id) DO NOTHING", rows)
+            _record_requests(conn, "place", len(now_sent))
             self._queue_messages(conn, [], tx.finish())
         for o in taken:
             self._orders[o["order_id"]] = o
             self.queue.append(o["order_id"])
+        for o in now_sent:
+            self._orders[o["order_id"]] = o
+            self._submit_place(o["order_id"], int(o["qty"]))
+
+    def _send_now(self, o: dict[str, Any], already: int) -> bool:
+        """May this order go to the broker straight from intake (nothing ahead of it, the pacer has room)?"""
+        if self.halt is not None or self.queue or self.held or len(self.inflight) + already >= self.cfg.placer_threads:
+            return False
+        if self.cfg.protective_stops.strategies and (o.get("extra") or {}).get("intent") in \
+                protective_stops.EXIT_INTENTS:
+            return False  # an exit may have to wait for its position's protective stop
+        return self.pacer.try_acquire()
+
+    def _submit_place(self, oid: str, qty: int) -> None:
+        assert self.kite is not None
+        o = {**self._orders[oid], "qty": qty}
+        fut = self.pool_exec.submit(self.kite.place, place_params(o, tag_for(oid), self.cfg.market_protection))
+        self.inflight[fut] = ("place", oid)
 
     def _record_dry(self, conn: psycopg.Connection[Any], tx: OmsTx, o: dict[str, Any], tag: str) -> None:
         """What a live gateway would have sent, recorded, and the order closed (it never trades)."""
@@ -295,11 +324,8 @@ class ZerodhaGateway(StreamService):
             self.queue.extendleft(reversed(batch))
             return
         for oid in batch:
-            if oid not in qty:
-                continue  # held or rejected (a protective stop goes first)
-            o = {**self._orders[oid], "qty": qty[oid]}
-            fut = self.pool_exec.submit(self.kite.place, place_params(o, tag_for(oid), self.cfg.market_protection))
-            self.inflight[fut] = ("place", oid)
+            if oid in qty:  # (else held or rejected: a protective stop goes first)
+                self._submit_place(oid, qty[oid])
         if self.halt == "ip_not_registered":
             self._halt_until = time.monotonic() + IP_RETRY_S  # one probe per minute while blocked
 
@@ -329,6 +355,7 @@ class ZerodhaGateway(StreamService):
             if send:
                 conn.execute("UPDATE broker_placements SET state = 'sending', attempts = attempts + 1, "
                              "updated_at = now() WHERE order_id = ANY(%s)", (list(send),))
+                _record_requests(conn, "place", len(send))
             self._queue_messages(conn, [], tx.finish())
         if held:
             self.held.extend(held)
@@ -485,13 +512,23 @@ class ZerodhaGateway(StreamService):
         never_sent = [oid for oid, _b, state in rows if state == "queued"]
         if never_sent:
             self._db_retry(lambda: self._cancel_unsent(never_sent))
+        todo: list[tuple[str, str]] = []
         for oid, boid, state in rows:
             if oid in self._cancelling or state != "placed" or not boid:
                 continue  # being sent or looked up: cancelled once placed (a later pass)
             if not self.pacer.try_acquire():
                 break
+            todo.append((oid, boid))
+        if not todo or not self._db_retry(lambda: self._record(len(todo))):
+            return
+        for oid, boid in todo:
             self._cancelling.add(oid)
             self.inflight[self.pool_exec.submit(self.kite.cancel, boid)] = ("cancel", oid)
+
+    def _record(self, n: int) -> None:
+        assert self.pool is not None
+        with db.transaction(self.pool) as conn:
+            _record_requests(conn, "cancel", n)
 
     def _cancel_unsent(self, ids: list[str]) -> None:
         """A cancel request for an order we have not sent yet: it never will be."""
@@ -605,6 +642,12 @@ class ZerodhaGateway(StreamService):
 
 def _no_sink(_conn: psycopg.Connection[Any], _rows: Any) -> None:
     return None
+
+
+def _record_requests(conn: psycopg.Connection[Any], kind: str, n: int) -> None:
+    """Order requests about to be sent (the pacer of the next run counts them)."""
+    if n:
+        conn.execute("INSERT INTO broker_requests (kind) SELECT %s FROM generate_series(1, %s)", (kind, n))
 
 
 def check_mode(settings: Settings) -> None:

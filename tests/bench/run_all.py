@@ -23,6 +23,7 @@ BENCHES = {
     "strategy": "tests.bench.bench_strategy",
     "risk": "tests.bench.bench_risk",
     "matcher": "tests.bench.bench_matcher",
+    "gateway": "tests.bench.bench_gateway",
 }
 
 

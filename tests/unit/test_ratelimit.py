@@ -60,3 +60,12 @@ def test_acquire_when_limited_then_sleeps_exactly_until_the_window_allows():
 def test_bad_limits_when_built_then_value_error(kwargs):
     with pytest.raises(ValueError):
         RateLimiter(**kwargs)
+
+
+def test_prime_counts_calls_a_previous_run_made() -> None:
+    now = [1000.0]
+    rl = RateLimiter(windows=((1.0, 8), (60.0, 10)), clock=lambda: now[0], sleep=lambda s: None)
+    rl.prime([59.5, 30.0, 20.0, 10.0, 5.0, 4.0, 3.0, 2.0, 90.0])  # the 90 s old call is outside every window
+    assert [rl.try_acquire() for _ in range(3)] == [True, True, False]  # 8 earlier + 2 = the minute's 10
+    now[0] += 0.6  # the 59.5 s old call leaves the minute
+    assert rl.try_acquire() and not rl.try_acquire()

@@ -21,6 +21,14 @@ CREATE TABLE IF NOT EXISTS broker_placements (
 CREATE INDEX IF NOT EXISTS broker_placements_open_idx ON broker_placements (state)
     WHERE state IN ('queued', 'sending', 'uncertain');
 
+-- Order requests sent to Kite (place, cancel), so a restarted gateway paces itself with the calls its previous
+-- run made (Kite counts 10 a second, 400 a calendar minute, 5000 a day, whoever sent them). Kept two days.
+CREATE TABLE IF NOT EXISTS broker_requests (
+    at   timestamptz NOT NULL DEFAULT now(),
+    kind text NOT NULL
+);
+CREATE INDEX IF NOT EXISTS broker_requests_at_idx ON broker_requests (at);
+
 -- What the poller flagged: broker orders unknown to us, our placed orders missing at the broker, a tag
 -- seen on two broker orders. One row per (kind, ref); `last_seen` moves while it persists.
 CREATE TABLE IF NOT EXISTS broker_alerts (
