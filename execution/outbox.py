@@ -42,3 +42,22 @@ def pending(conn: psycopg.Connection[Any], source: str, limit: int = 10_000
 def done(conn: psycopg.Connection[Any], ids: Sequence[int]) -> None:
     if ids:
         conn.execute("DELETE FROM outbox WHERE id = ANY(%s)", (list(ids),))
+
+
+def send(pool: Any, producer: Any, source: str, limit: int = 10_000) -> int:
+    """Produce what ``source`` queued, flush, delete it; returns how many (raises on a broker or database
+    failure: nothing is deleted before the flush, so what failed is sent at the next call)."""
+    total = 0
+    while True:
+        with pool.connection() as conn, conn.transaction():
+            rows = pending(conn, source, limit)
+        if not rows:
+            return total
+        for _id, topic, key, value in rows:
+            producer.produce(topic, value, key)
+        producer.flush(30)
+        with pool.connection() as conn, conn.transaction():
+            done(conn, [r[0] for r in rows])
+        total += len(rows)
+        if len(rows) < limit:
+            return total

@@ -35,19 +35,20 @@ from typing import Any
 import orjson
 import psycopg
 
-from core import bus, db
+from core import db
 from core.cli import env_int
 from core.errors import PoisonMessage
 from core.metrics import Metrics
-from core.service import Backoff, run_service
+from core.service import run_service
 from core.sessions import load_calendar
 from core.settings import Settings
-from core.stream import Emission, Record, RecordProcessor, StreamService
+from core.stream import Emission, Record, RecordProcessor
 from core.topics import FILLS, ORDER_UPDATES, ORDERS_ALLOWED, TICKS
 from execution import oms, outbox, paper_store
 from execution.oms import OmsMetrics, OmsTx, Status
 from execution.paper_market import decode_tick, quote_from_tick
 from execution.paper_venue import PaperVenue, RejectedOrder, VenueFill, VenueStatus
+from execution.venue_service import VenueService
 from schemas import AllowedOrder
 from schemas.codec import decode
 from schemas.limits import DEFAULT_MAX_AHEAD_MS, MAX_AHEAD_LIMIT_MS
@@ -94,14 +95,11 @@ class GatewayInput(RecordProcessor):
         return Emission(rows=list(records))
 
 
-class PaperGateway(StreamService):
+class PaperGateway(VenueService):
     name = "paper_gateway"
     group_id = "paper_gateway"
     input_topics = (ORDERS_ALLOWED, TICKS)
     batch_size = 5000
-    poll_timeout = 0.005
-    redrive_interval = 5.0
-    redrive_after = 10.0
     cancel_interval = 1.0
 
     def __init__(self, settings: Settings, metrics: Metrics, latency_ms: int = DEFAULT_LATENCY_MS,
@@ -113,13 +111,10 @@ class PaperGateway(StreamService):
         self.venue = PaperVenue(self.calendar, latency_ms)
         self.oms_metrics = OmsMetrics(metrics)
         self._restored = False
-        self._next_redrive = 0.0
         self._next_cancels = 0.0
-        self._db_backoff = Backoff()
         self._universe = paper_store.universe_tick_sizes(settings.config_dir / "tokens.csv")
         self._tick_sizes: dict[int, float | None] = {}  # from the instrument master, for tokens outside it
         self._batch_fills: list[dict[str, Any]] = []
-        self._outbox_waiting = True  # at start: whatever a crash left
         m = metrics
         self.m_fills = m.counter("fills_total", "Paper fills recorded", ["side"])
         self.m_fill_qty = m.counter("fill_qty_total", "Quantity filled at the paper venue")
@@ -127,20 +122,13 @@ class PaperGateway(StreamService):
         self.m_working = m.gauge("working_orders", "Our orders working at the venue", ["state"])
         self.m_replayed = m.counter("ticks_replayed_total", "Ticks at or below an instrument's mark, skipped")
         self.m_redriven = m.counter("redriven_total", "ALLOWED orders re-driven from the orders table")
+        self._redrive.on_redriven = self.m_redriven.inc
         self.m_latency = m.histogram("order_to_venue_seconds", "created_ts of an order to its SUBMITTED (wall clock)",
                                      buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0, 5.0))
 
     # -- wiring -------------------------------------------------------------------------------
     def build_processor(self) -> GatewayInput:
         return GatewayInput(self.max_ahead_ms)
-
-    def build_sink(self) -> Any:
-        return _no_sink  # the pool is opened by StreamService; rows are written in step()
-
-    def build_consumer(self, bootstrap: str) -> Any:
-        return bus.DrainingConsumer(bootstrap, self.group_id, list(self.input_topics), on_revoke=self._on_revoke,
-                                    on_assign=self._on_assign, on_lost=self._on_lost,
-                                    **{"client.id": self.name, "fetch.wait.max.ms": 5})
 
     def start(self) -> None:
         super().start()
@@ -171,7 +159,7 @@ class PaperGateway(StreamService):
         self._track_consumed(msgs)
         emission = self.processor.process(msgs, int(time.time() * 1000))
         records: list[Record] = list(emission.rows or [])
-        extra = self._redrive({r.value["order_id"] for r in records if r.topic == ORDERS_ALLOWED})
+        extra = self._redrive.due(self.pool, {r.value["order_id"] for r in records if r.topic == ORDERS_ALLOWED})
         cancels = self._cancel_requests()
         if records or extra or cancels:
             if not self._apply_batch(records, extra, cancels):
@@ -195,26 +183,8 @@ class PaperGateway(StreamService):
             if not (self.venue.effects or self.venue.dirty):
                 return True
             # (not expected: the checks above foresee every change) write it; the ticks are marks now
-        while True:
-            try:
-                self._transaction(records, extra, cancels)
-                self._db_backoff.reset()
-                return True
-            except Exception as exc:  # noqa: BLE001
-                if not db.is_transient(exc):
-                    raise
-                self._outbox_waiting = True  # the commit may have landed before the connection broke
-                self.m_retry.labels("upsert").inc()
-                delay = self._db_backoff.next_delay()
-                self.log.warning("database unavailable, retrying the batch in %.1fs (nothing committed): %s",
-                                 delay, type(exc).__name__)
-                if self.sleep(delay):
-                    return False
-                try:
-                    self._reload()  # the venue moved in memory: back to what was committed
-                except Exception as reload_exc:  # noqa: BLE001 - still down: the next attempt reloads again
-                    if not db.is_transient(reload_exc):
-                        raise
+        # a failed transaction leaves the venue moved in memory: back to what was committed, then again
+        return self._db_retry(lambda: self._transaction(records, extra, cancels), on_failure=self._reload)
 
     def _transaction(self, records: list[Record], extra: list[dict[str, Any]], cancels: list[str]) -> None:
         assert self.pool is not None
@@ -327,27 +297,6 @@ class PaperGateway(StreamService):
         return lambda t: self._universe.get(t) or self._tick_sizes.get(t)
 
     # -- re-drive, cancels, outbox ---------------------------------------------------------------
-    def _redrive(self, have: set[str]) -> list[dict[str, Any]]:
-        now = time.monotonic()
-        if now < self._next_redrive or self.pool is None:
-            return []
-        first = self._next_redrive == 0.0
-        self._next_redrive = now + self.redrive_interval
-        try:
-            with db.transaction(self.pool) as conn:
-                rows = oms.load_orders(conn, statuses=[Status.ALLOWED.value],
-                                       older_than_ms=None if first else int(self.redrive_after * 1000))
-        except Exception as exc:  # noqa: BLE001 - retried at the next interval
-            if not db.is_transient(exc):
-                raise
-            return []
-        out = [r for r in rows if r["order_id"] not in have]
-        if out:
-            self.m_redriven.inc(len(out))
-            self.log.info("re-driving orders=%d waiting at ALLOWED (%s)", len(out),
-                          "start-up" if first else f"unchanged > {self.redrive_after:.0f}s")
-        return out
-
     def _cancel_requests(self) -> list[str]:
         now = time.monotonic()
         if now < self._next_cancels or self.pool is None:
@@ -361,35 +310,6 @@ class PaperGateway(StreamService):
                 raise
             return []
 
-    def _send_outbox(self) -> None:
-        """Produce what the committed transactions queued, flush, then forget it."""
-        assert self.pool is not None and self.producer is not None
-        while True:
-            try:
-                with db.transaction(self.pool) as conn:
-                    rows = outbox.pending(conn, self.name)
-                if not rows:
-                    self._outbox_waiting = False
-                    return
-                for _id, topic, key, value in rows:
-                    self.producer.produce(topic, value, key)
-                self.producer.flush(30)
-                for _id, topic, _k, _v in rows:
-                    self.m_out.labels(topic).inc()
-                with db.transaction(self.pool) as conn:
-                    outbox.done(conn, [r[0] for r in rows])
-                self._backoff.reset()
-                if len(rows) < 10_000:
-                    self._outbox_waiting = False
-                    return
-            except Exception as exc:  # noqa: BLE001
-                if not db.is_transient(exc):
-                    raise
-                delay = self._backoff.next_delay()
-                self.log.warning("outbox delivery failed, retrying in %.1fs: %s", delay, type(exc).__name__)
-                if self.sleep(delay):
-                    return
-
     def _report(self) -> None:
         counts = {"pending": 0, "stop": 0, "resting": 0}
         for po in self.venue.orders.values():
@@ -400,10 +320,6 @@ class PaperGateway(StreamService):
     def heartbeat_fields(self) -> dict[str, Any]:
         return {**super().heartbeat_fields(), "working": len(self.venue.orders),
                 "instruments": len(self.venue.markets)}
-
-
-def _no_sink(_conn: psycopg.Connection[Any], _rows: Any) -> None:
-    return None
 
 
 def main(argv: list[str] | None = None) -> int:

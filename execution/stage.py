@@ -42,6 +42,7 @@ from core.stream import Emission, OutMessage, Record, RecordProcessor, StreamSer
 from core.topics import ORDER_UPDATES
 from execution import oms
 from execution.oms import OmsMetrics, OmsTx, Status
+from execution.redrive import Redrive
 from schemas.codec import decode
 
 
@@ -113,7 +114,8 @@ class OrderStage(StreamService):
         self.m_latency = metrics.histogram(
             "decision_latency_seconds", "created_ts of the order to its decision being published (wall clock)",
             buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0, 5.0))
-        self._next_redrive = 0.0  # at start: everything waiting at the input state
+        self._redrive = Redrive(self.input_status.value, self.log, self.redrive_interval, self.redrive_after,
+                                self.redrive_limit, self.m_redriven.inc)
         self.slow_batch_s = env_int("STAGE_SLOW_BATCH_MS", int(self.slow_batch_s * 1000)) / 1000
         self._db_backoff = Backoff()
 
@@ -187,27 +189,7 @@ class OrderStage(StreamService):
 
     # -- internals ------------------------------------------------------------
     def _redrive_candidates(self, have: set[str]) -> list[dict[str, Any]]:
-        now = time.monotonic()
-        if now < self._next_redrive or self.pool is None:
-            return []
-        first = self._next_redrive == 0.0
-        self._next_redrive = now + self.redrive_interval
-        try:
-            with db.transaction(self.pool) as conn:
-                rows = oms.load_orders(conn, statuses=[self.input_status.value],
-                                       older_than_ms=None if first else int(self.redrive_after * 1000),
-                                       limit=self.redrive_limit)
-        except Exception as exc:  # noqa: BLE001 - a failed scan is retried at the next interval
-            if not db.is_transient(exc):
-                raise
-            self.log.warning("re-drive scan failed, next in %.0fs: %s", self.redrive_interval, type(exc).__name__)
-            return []
-        out = [_strip(r) for r in rows if r["order_id"] not in have]
-        if out:
-            self.m_redriven.inc(len(out))
-            self.log.info("re-driving orders=%d waiting at %s (%s)", len(out), self.input_status,
-                          "start-up" if first else f"unchanged > {self.redrive_after:.0f}s")
-        return out
+        return [_strip(r) for r in self._redrive.due(self.pool, have)]
 
     def _decide_all(self, orders: list[dict[str, Any]], rejects: list[tuple[Message, str]]) -> list[OutMessage] | None:
         """Decide the batch in one transaction (retried while the database is down); None if stopped."""

@@ -46,19 +46,20 @@ from typing import Any
 import orjson
 import psycopg
 
-from core import bus, db
+from core import db
 from core.errors import ConfigError, PoisonMessage, TransientError
 from core.metrics import Metrics
 from core.ratelimit import RateLimiter
-from core.service import Backoff, run_service
+from core.service import run_service
 from core.settings import Settings
-from core.stream import Emission, RecordProcessor, StreamService
+from core.stream import Emission, RecordProcessor
 from core.topics import FILLS, ORDER_UPDATES, ORDERS_ALLOWED
-from execution import broker_recon, oms, outbox, protective_stops
+from execution import broker_recon, oms, outbox, placements, protective_stops
 from execution.config import ExecutionConfig, load_execution
 from execution.kite_broker import KiteOrders, Reply, place_params, tag_for
 from execution.kite_session import TokenSource, session_path
 from execution.oms import OmsMetrics, OmsTx, Status
+from execution.venue_service import VenueService
 from schemas import AllowedOrder
 from schemas.codec import decode
 
@@ -87,14 +88,11 @@ def _dt(ms: float | None) -> datetime | None:
     return None if ms is None else datetime.fromtimestamp(ms / 1000, tz=UTC)
 
 
-class ZerodhaGateway(StreamService):
+class ZerodhaGateway(VenueService):
     name = "zerodha_gateway"
     group_id = "zerodha_gateway"
     input_topics = (ORDERS_ALLOWED,)
     batch_size = 500
-    poll_timeout = 0.005
-    redrive_interval = 5.0
-    redrive_after = 10.0
 
     def __init__(self, settings: Settings, metrics: Metrics, cfg: ExecutionConfig) -> None:
         super().__init__(settings, metrics)
@@ -112,7 +110,6 @@ class ZerodhaGateway(StreamService):
         self._halt_until = 0.0
         self._token_version = 0
         self._next_token_check = 0.0
-        self._next_redrive = 0.0
         self._next_uncertain = 0.0
         self._next_cancels = 0.0
         self._cancelling: set[str] = set()
@@ -120,8 +117,6 @@ class ZerodhaGateway(StreamService):
         self._next_held = 0.0
         self._orders: dict[str, dict[str, Any]] = {}  # order contract of queued/sending ones
         self._started = False
-        self._outbox_waiting = True
-        self._db_backoff = Backoff()
         self.oms_metrics = OmsMetrics(metrics)
         m = metrics
         self.m_calls = m.counter("broker_calls_total", "Kite order calls by kind and outcome", ["call", "outcome"])
@@ -139,14 +134,6 @@ class ZerodhaGateway(StreamService):
     # -- wiring ----------------------------------------------------------------------------
     def build_processor(self) -> AllowedInput:
         return AllowedInput()
-
-    def build_sink(self) -> Any:
-        return _no_sink
-
-    def build_consumer(self, bootstrap: str) -> Any:
-        return bus.DrainingConsumer(bootstrap, self.group_id, list(self.input_topics), on_revoke=self._on_revoke,
-                                    on_assign=self._on_assign, on_lost=self._on_lost,
-                                    **{"client.id": self.name, "fetch.wait.max.ms": 5})
 
     def start(self) -> None:
         super().start()
@@ -184,15 +171,8 @@ class ZerodhaGateway(StreamService):
         pacer counts the order requests the previous run made (Kite counts them whoever sent them)."""
         assert self.pool is not None
         with db.transaction(self.pool) as conn:
-            conn.execute("DELETE FROM broker_requests WHERE at < now() - interval '2 days'")
-            ages = [float(a) for (a,) in conn.execute(
-                "SELECT extract(epoch FROM now() - at) FROM broker_requests WHERE at > now() - interval '1 day'")]
-            self.pacer.prime(ages)
-            rows = conn.execute(
-                "SELECT p.order_id, p.state FROM broker_placements p WHERE p.state IN ('queued', 'sending', "
-                "'uncertain') ORDER BY p.created_at, p.order_id").fetchall()
-            conn.execute("UPDATE broker_placements SET state = 'uncertain', uncertain_since = COALESCE("
-                         "uncertain_since, now()), next_try_at = now() WHERE state = 'sending'")
+            self.pacer.prime(placements.request_ages(conn))
+            rows = placements.load_open(conn)
             self._remember(conn, [r[0] for r in rows])
         self.queue.extend(oid for oid, state in rows if state == "queued")
 
@@ -211,7 +191,7 @@ class ZerodhaGateway(StreamService):
         for r in emission.rows or []:
             self._read_at.setdefault(r.value["order_id"], now)
         orders = [r.value for r in (emission.rows or [])]
-        orders += self._redrive({o["order_id"] for o in orders})
+        orders += self._redrive.due(self.pool, {o["order_id"] for o in orders})
         if orders and not self._db_retry(lambda: self._intake(orders)):
             return
         if emission.rejects and not self._deliver(Emission(rejects=emission.rejects)):
@@ -263,11 +243,8 @@ class ZerodhaGateway(StreamService):
                 else:
                     rows.append((o["order_id"], tag, "live", "queued", 0))
                     taken.append(o)
-            if rows:
-                conn.cursor().executemany(
-                    "INSERT INTO broker_placements (order_id, tag, venue, state, attempts) VALUES (%s, %s, %s, %s, %s) "
-                    "ON CONFLICT (order_id) DO NOTHING", rows)
-            _record_requests(conn, "place", len(now_sent))
+            placements.insert(conn, rows)
+            placements.record_requests(conn, "place", len(now_sent))
             self._queue_messages(conn, [], tx.finish())
         for o in taken:
             self._orders[o["order_id"]] = o
@@ -277,19 +254,23 @@ class ZerodhaGateway(StreamService):
             self._submit_place(o["order_id"], int(o["qty"]))
 
     def _send_now(self, o: dict[str, Any], already: int) -> bool:
-        """May this order go to the broker straight from intake (nothing ahead of it, the pacer has room)?"""
+        """May this order go to the broker straight from intake (nothing ahead of it, a caller free)?"""
         if self.halt is not None or self.queue or self.held or len(self.inflight) + already >= self.cfg.placer_threads:
             return False
-        if self.cfg.protective_stops.strategies and (o.get("extra") or {}).get("intent") in \
-                protective_stops.EXIT_INTENTS:
-            return False  # an exit may have to wait for its position's protective stop
-        return self.pacer.try_acquire()
+        return not (self.cfg.protective_stops.strategies and (o.get("extra") or {}).get("intent") in
+                    protective_stops.EXIT_INTENTS)  # an exit may have to wait for its position's protective stop
 
     def _submit_place(self, oid: str, qty: int) -> None:
         assert self.kite is not None
         o = {**self._orders[oid], "qty": qty}
-        fut = self.pool_exec.submit(self.kite.place, place_params(o, tag_for(oid), self.cfg.market_protection))
-        self.inflight[fut] = ("place", oid)
+        params = place_params(o, tag_for(oid), self.cfg.market_protection)
+        self.inflight[self.pool_exec.submit(self._paced, self.kite.place, params)] = ("place", oid)
+
+    def _paced(self, call: Any, arg: Any) -> Reply:
+        """In a caller thread: wait for the pacer, then call at once. The pace is kept on the moment a request
+        leaves (taken earlier, calls queued behind a slow reply would leave together and break Kite's second)."""
+        self.pacer.acquire()
+        return call(arg)  # type: ignore[no-any-return]
 
     def _record_dry(self, conn: psycopg.Connection[Any], tx: OmsTx, o: dict[str, Any], tag: str) -> None:
         """What a live gateway would have sent, recorded, and the order closed (it never trades)."""
@@ -305,15 +286,14 @@ class ZerodhaGateway(StreamService):
 
     # -- dispatch ------------------------------------------------------------------------------
     def _dispatch(self) -> None:
-        """Send what the pacer allows now: marked ``sending`` first (one transaction), then the calls."""
+        """Hand queued orders to the callers (each waits for the pacer): marked ``sending`` first (one
+        transaction), then the calls."""
         if self.held and time.monotonic() >= self._next_held:
             self.queue.extendleft(reversed(self.held))  # exits waiting on a protective stop: look again
             self.held = []
         batch: list[str] = []
-        most = 1 if self.halt == "ip_not_registered" else self.cfg.placer_threads * 2  # blocked: one probe
+        most = 1 if self.halt == "ip_not_registered" else self.cfg.placer_threads  # blocked: one probe
         while self.queue and len(self.inflight) + len(batch) < most:
-            if not self.pacer.try_acquire():
-                break
             batch.append(self.queue.popleft())
         if not batch:
             return
@@ -350,12 +330,9 @@ class ZerodhaGateway(StreamService):
                     tx.load([oid])
                     detail = "the protective stop closed the position: exit not sent"
                     tx.transition(oid, Status.REJECTED, detail, fields={"status_detail": detail})
-                    conn.execute("UPDATE broker_placements SET state = 'rejected', last_error = %s, updated_at = "
-                                 "now() WHERE order_id = %s", (detail, oid))
-            if send:
-                conn.execute("UPDATE broker_placements SET state = 'sending', attempts = attempts + 1, "
-                             "updated_at = now() WHERE order_id = ANY(%s)", (list(send),))
-                _record_requests(conn, "place", len(send))
+                    placements.set_state(conn, oid, "rejected", detail)
+                    self._orders.pop(oid, None)
+            placements.mark_sending(conn, list(send))
             self._queue_messages(conn, [], tx.finish())
         if held:
             self.held.extend(held)
@@ -405,8 +382,7 @@ class ZerodhaGateway(StreamService):
         o = self._orders.get(oid, {})
         if reply.outcome == "placed":
             assert reply.broker_order_id is not None
-            conn.execute("UPDATE broker_placements SET state = 'placed', broker_order_id = %s, last_error = NULL, "
-                         "next_try_at = NULL, updated_at = now() WHERE order_id = %s", (reply.broker_order_id, oid))
+            placements.placed(conn, oid, reply.broker_order_id)
             tx.annotate(oid, {"broker_order_id": reply.broker_order_id})
             rec = {"order_id": reply.broker_order_id, "status": "PUT ORDER REQ RECEIVED", "tag": tag_for(oid),
                    "exchange": o.get("exchange"), "tradingsymbol": o.get("symbol"),
@@ -418,17 +394,13 @@ class ZerodhaGateway(StreamService):
             return []
         if reply.outcome == "rejected":
             detail = f"broker rejected: {reply.message}"
-            conn.execute("UPDATE broker_placements SET state = 'rejected', last_error = %s, updated_at = now() "
-                         "WHERE order_id = %s", (reply.message[:500], oid))
+            placements.set_state(conn, oid, "rejected", reply.message)
             tx.transition(oid, Status.REJECTED, detail, fields={"status_detail": detail})
             self.log.warning("order rejected by the broker order_id=%s reason=%s", oid, reply.message)
             self._orders.pop(oid, None)
             return []
         if reply.outcome == "ambiguous":
-            conn.execute("UPDATE broker_placements SET state = 'uncertain', last_error = %s, uncertain_since = "
-                         "COALESCE(uncertain_since, now()), next_try_at = now() + make_interval(secs => %s), "
-                         "updated_at = now() WHERE order_id = %s",
-                         (reply.message[:500], self.cfg.ambiguous.first_lookup_s, oid))
+            placements.uncertain(conn, oid, reply.message, self.cfg.ambiguous.first_lookup_s)
             self.log.warning("ambiguous reply, looking the order up by tag before anything else order_id=%s "
                              "reply=%s", oid, reply.message)
             self._next_uncertain = min(self._next_uncertain, time.monotonic() + self.cfg.ambiguous.first_lookup_s)
@@ -436,8 +408,7 @@ class ZerodhaGateway(StreamService):
         # not sent (connection refused), or halted before reaching the order book: send again later
         if reply.outcome in ("token", "ip_blocked"):
             self._set_halt("token" if reply.outcome == "token" else "ip_not_registered")
-        conn.execute("UPDATE broker_placements SET state = 'queued', last_error = %s, updated_at = now() "
-                     "WHERE order_id = %s", (reply.message[:500], oid))
+        placements.set_state(conn, oid, "queued", reply.message)
         return [oid]
 
     # -- lookups of uncertain placements -----------------------------------------------------------
@@ -463,10 +434,9 @@ class ZerodhaGateway(StreamService):
         if self.pool is None:
             return
         with db.transaction(self.pool) as conn:
-            due = conn.execute("SELECT count(*) FROM broker_placements WHERE state = 'uncertain' AND "
-                               "next_try_at <= now()").fetchone()
-        self.m_uncertain.set(int(due[0]) if due else 0)
-        if due and due[0]:
+            due = placements.uncertain_due(conn)
+        self.m_uncertain.set(due)
+        if due:
             self.lookup = self.pool_exec.submit(self.kite.orders)
 
     def _resolve(self, book: list[dict[str, Any]]) -> None:
@@ -481,18 +451,10 @@ class ZerodhaGateway(StreamService):
                 self.m_adopted.inc()
                 self._orders.pop(oid, None)
                 self.log.info("adopted order_id=%s: found at the broker by its tag, not placed again", oid)
-            late = conn.execute(
-                "SELECT order_id, attempts FROM broker_placements WHERE state = 'uncertain' AND next_try_at <= now() "
-                "AND uncertain_since <= now() - make_interval(secs => %s)", (window,)).fetchall()
-            for oid, attempts in late:
-                conn.execute("UPDATE broker_placements SET state = 'queued', uncertain_since = NULL, updated_at = "
-                             "now() WHERE order_id = %s", (oid,))
+            for oid, attempts in placements.requeue_expired(conn, window):
                 self.log.warning("not at the broker %.0fs after an ambiguous reply: placing again (same tag) "
                                  "order_id=%s attempts=%d", window, oid, attempts)
                 requeue.append(oid)
-            conn.execute("UPDATE broker_placements SET next_try_at = now() + LEAST(make_interval(secs => 10), "
-                         "make_interval(secs => 0.5 * power(2, LEAST(attempts, 5)))) WHERE state = 'uncertain' "
-                         "AND next_try_at <= now()")
             self._remember(conn, [o for o in requeue if o not in self._orders])
             self._queue_messages(conn, res.fills, tx.finish())
         self.queue.extend(requeue)
@@ -506,9 +468,7 @@ class ZerodhaGateway(StreamService):
         self._next_cancels = now + 1.0
         assert self.kite is not None
         with db.transaction(self.pool) as conn:
-            rows = conn.execute(
-                "SELECT o.order_id, p.broker_order_id, p.state FROM orders o JOIN broker_placements p USING (order_id)"
-                " WHERE o.status = 'CANCEL_REQUESTED' AND p.venue = 'live'").fetchall()
+            rows = placements.cancel_requests(conn)
         never_sent = [oid for oid, _b, state in rows if state == "queued"]
         if never_sent:
             self._db_retry(lambda: self._cancel_unsent(never_sent))
@@ -516,19 +476,19 @@ class ZerodhaGateway(StreamService):
         for oid, boid, state in rows:
             if oid in self._cancelling or state != "placed" or not boid:
                 continue  # being sent or looked up: cancelled once placed (a later pass)
-            if not self.pacer.try_acquire():
+            if len(self.inflight) + len(todo) >= self.cfg.placer_threads * 2:
                 break
             todo.append((oid, boid))
         if not todo or not self._db_retry(lambda: self._record(len(todo))):
             return
         for oid, boid in todo:
             self._cancelling.add(oid)
-            self.inflight[self.pool_exec.submit(self.kite.cancel, boid)] = ("cancel", oid)
+            self.inflight[self.pool_exec.submit(self._paced, self.kite.cancel, boid)] = ("cancel", oid)
 
     def _record(self, n: int) -> None:
         assert self.pool is not None
         with db.transaction(self.pool) as conn:
-            _record_requests(conn, "cancel", n)
+            placements.record_requests(conn, "cancel", n)
 
     def _cancel_unsent(self, ids: list[str]) -> None:
         """A cancel request for an order we have not sent yet: it never will be."""
@@ -539,8 +499,8 @@ class ZerodhaGateway(StreamService):
             for oid in ids:
                 tx.transition(oid, Status.CANCELLED, "cancelled before it was sent to the broker",
                               fields={"status_detail": "cancelled before it was sent to the broker"})
-            conn.execute("UPDATE broker_placements SET state = 'cancelled', updated_at = now() "
-                         "WHERE order_id = ANY(%s) AND state = 'queued'", (ids,))
+            for oid in ids:
+                placements.set_state(conn, oid, "cancelled", "cancel requested before it was sent")
             self._queue_messages(conn, [], tx.finish())
         for oid in ids:
             if oid in self.queue:
@@ -572,62 +532,11 @@ class ZerodhaGateway(StreamService):
                 self.log.warning("a renewed access token was stored: broker calls resume")
 
     # -- re-drive, outbox ------------------------------------------------------------------------------
-    def _redrive(self, have: set[str]) -> list[dict[str, Any]]:
-        now = time.monotonic()
-        if now < self._next_redrive or self.pool is None:
-            return []
-        first = self._next_redrive == 0.0
-        self._next_redrive = now + self.redrive_interval
-        try:
-            with db.transaction(self.pool) as conn:
-                rows = oms.load_orders(conn, statuses=[Status.ALLOWED.value],
-                                       older_than_ms=None if first else int(self.redrive_after * 1000))
-        except Exception as exc:  # noqa: BLE001
-            if not db.is_transient(exc):
-                raise
-            return []
-        out = [r for r in rows if r["order_id"] not in have]
-        if out:
-            self.log.info("re-driving orders=%d waiting at ALLOWED", len(out))
-        return out
-
     def _queue_messages(self, conn: psycopg.Connection[Any], fills: list[dict[str, Any]],
                         updates: list[dict[str, Any]]) -> None:
         ids = outbox.put(conn, self.name, [(FILLS, f["order_id"].encode(), orjson.dumps(f)) for f in fills] +
                          [(ORDER_UPDATES, u["order_id"].encode(), orjson.dumps(u)) for u in updates])
         self._outbox_waiting = self._outbox_waiting or bool(ids)
-
-    def _send_outbox(self) -> None:
-        assert self.pool is not None and self.producer is not None
-        try:
-            with db.transaction(self.pool) as conn:
-                rows = outbox.pending(conn, self.name)
-            for _id, topic, key, value in rows:
-                self.producer.produce(topic, value, key)
-            self.producer.flush(30)
-            with db.transaction(self.pool) as conn:
-                outbox.done(conn, [r[0] for r in rows])
-            self._outbox_waiting = len(rows) >= 10_000
-        except Exception as exc:  # noqa: BLE001 - sent at the next step
-            if not db.is_transient(exc) and not isinstance(exc, TransientError):
-                raise
-            self.log.warning("outbox delivery failed, retried at the next step: %s", type(exc).__name__)
-
-    def _db_retry(self, fn: Any) -> bool:
-        """Run a database step until it succeeds; False if a stop was requested meanwhile."""
-        while True:
-            try:
-                fn()
-                self._db_backoff.reset()
-                return True
-            except Exception as exc:  # noqa: BLE001
-                if not db.is_transient(exc):
-                    raise
-                self._outbox_waiting = True
-                delay = self._db_backoff.next_delay()
-                self.log.warning("database unavailable, retrying in %.1fs: %s", delay, type(exc).__name__)
-                if self.sleep(delay):
-                    return False
 
     def stop(self) -> None:
         self.pool_exec.shutdown(wait=True, cancel_futures=False)
@@ -639,15 +548,6 @@ class ZerodhaGateway(StreamService):
         return {**super().heartbeat_fields(), "mode": self.mode, "queued": len(self.queue),
                 "inflight": len(self.inflight), "halt": self.halt or "-"}
 
-
-def _no_sink(_conn: psycopg.Connection[Any], _rows: Any) -> None:
-    return None
-
-
-def _record_requests(conn: psycopg.Connection[Any], kind: str, n: int) -> None:
-    """Order requests about to be sent (the pacer of the next run counts them)."""
-    if n:
-        conn.execute("INSERT INTO broker_requests (kind) SELECT %s FROM generate_series(1, %s)", (kind, n))
 
 
 def check_mode(settings: Settings) -> None:

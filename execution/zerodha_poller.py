@@ -194,17 +194,7 @@ class ZerodhaPoller(Service):
                 self.log.warning("a renewed access token was stored: polling resumes")
 
     def _send_outbox(self) -> None:
-        assert self.pool is not None and self.producer is not None
-        with db.transaction(self.pool) as conn:
-            rows = outbox.pending(conn, self.name)
-        if not rows:
-            return
-        for _id, topic, key, value in rows:
-            self.producer.produce(topic, value, key)
-        self.producer.flush(30)
-        with db.transaction(self.pool) as conn:
-            outbox.done(conn, [r[0] for r in rows])
-
+        outbox.send(self.pool, self.producer, self.name)  # a failure raises: the step is retried
     def stop(self) -> None:
         if self.ticker is not None:
             import logging
