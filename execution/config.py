@@ -51,6 +51,7 @@ class ExecutionConfig(StrictModel):
     placer_threads: int = Field(default=4, ge=1, le=32)
     ambiguous: Ambiguous = Ambiguous()
     poll_interval_s: float = Field(default=2.0, gt=0, le=300)
+    ip_retry_s: float = Field(default=60.0, gt=0, le=3600, description="while Kite refuses this IP: one try per")
     protective_stops: ProtectiveStops = ProtectiveStops()
 
     @model_validator(mode="after")

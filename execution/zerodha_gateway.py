@@ -63,13 +63,12 @@ from execution.venue_service import VenueService
 from schemas import AllowedOrder
 from schemas.codec import decode
 
-IP_RETRY_S = 60.0
 HALT_MESSAGES = {
     "token": "Kite rejected the access token (expired at 06:00 IST or revoked): order calls halted until a new one "
              "is stored: python -m execution.kite_session login --request-token RT (or set-token TOKEN)",
     "ip_not_registered": "Kite refuses order requests from this machine's IP: register its static IP in the Kite "
                          "Connect developer console (Profile > IP Whitelist; at most 2, one change a week); order "
-                         "calls halted, retried every minute",
+                         "calls halted, one retried every ip_retry_s (configs/execution.yaml)",
 }
 
 
@@ -307,7 +306,7 @@ class ZerodhaGateway(VenueService):
             if oid in qty:  # (else held or rejected: a protective stop goes first)
                 self._submit_place(oid, qty[oid])
         if self.halt == "ip_not_registered":
-            self._halt_until = time.monotonic() + IP_RETRY_S  # one probe per minute while blocked
+            self._halt_until = time.monotonic() + self.cfg.ip_retry_s  # one probe per interval while blocked
 
     def _mark_sending(self, ids: list[str]) -> dict[str, int]:
         """Mark the orders to send ``sending`` (before any call); the quantity to send of each. An exit whose
@@ -515,7 +514,7 @@ class ZerodhaGateway(VenueService):
         for r in HALT_MESSAGES:
             self.m_halted.labels(r).set(1 if r == reason else 0)
         if reason == "ip_not_registered":
-            self._halt_until = time.monotonic() + IP_RETRY_S
+            self._halt_until = time.monotonic() + self.cfg.ip_retry_s
 
     def _check_token(self) -> None:
         now = time.monotonic()

@@ -1,12 +1,17 @@
 """The Zerodha gateway and poller as real processes against kitesim, through the real ``kiteconnect`` client.
 
 - 1,000 allowed orders in one burst, with replies lost after placement (5xx after processing, a reply
-  slower than the client's timeout, HTTP 400 "Order request timed out"), a token that expires mid-run and
+  slower than the client's timeout, HTTP 400 "Order request timed out"), orders that sit in PUT ORDER REQ
+  RECEIVED, a token that expires mid-run and
   is renewed with ``kite_session set-token``, and a kill -9 of the gateway: no tag is placed twice at the
   broker, the pacer keeps kitesim from ever answering 429, every order ends placed or rejected with a
   reason, and after the poller's reconciliation our states and filled quantities equal the broker's;
 - dry mode records what it would send and sends nothing; live mode without confirmation exits 2;
-- the poller repairs a fill and a status change it had missed, and flags an order placed by hand.
+- the poller repairs a fill and a status change it had missed, and flags an order placed by hand;
+- a protective stop follows a filled entry, is cancelled by the strategy's exit first, and closes the
+  position when the market triggers it; flatten leaves no open order and no position;
+- an unregistered IP halts order calls with the fix named, and they resume once it is registered; the
+  daily login stores a token owner-only.
 """
 
 from __future__ import annotations
@@ -143,7 +148,8 @@ def test_1000_orders_through_lost_replies_token_expiry_and_kill9_are_placed_at_m
     s.send(orders)
     placed = lambda: sum(1 for st, *_ in s.placements().values() if st in ("placed", "rejected"))  # noqa: E731
     wait_for(lambda: placed() >= 250, 90, 0.2, "250 orders through")
-    control(s.sim.http_url, "/_sim/faults", {"order_reply": "http_400_timeout", "order_reply_rate": 0.03})
+    control(s.sim.http_url, "/_sim/faults", {"order_reply": "http_400_timeout", "order_reply_rate": 0.03,
+                                             "order_stuck_s": 1.0})  # orders sit in PUT ORDER REQ RECEIVED a while
     s.kill9("gateway")  # mid-burst, calls in flight
     s.start("gateway")
     wait_for(lambda: placed() >= 500, 90, 0.2, "500 orders through")
@@ -301,3 +307,33 @@ def test_flatten_against_kitesim_leaves_no_open_order_and_no_position(stack) -> 
     broker = {o["tag"]: o["status"] for o in s.kite.orders()}
     assert broker["zg00003"] == "CANCELLED" and sum(st == "COMPLETE" for st in broker.values()) == 4
     assert query(s.dsn, "SELECT active FROM risk_kill_switch") == [(True,)]
+
+
+def test_unregistered_ip_halts_with_the_fix_then_resumes_and_login_stores_a_token(stack) -> None:
+    s = stack(config="ip_retry_s: 1.0\n")
+    control(s.sim.http_url, "/_sim/faults", {"ip_not_registered": True})
+    s.start("gateway")
+    s.send([allowed(1, 408065), allowed(2, 2953217)])
+    wait_for(lambda: "IP Whitelist" in s.log("gateway"), 30, 0.2, "the IP halt")
+    halt = [ln for ln in s.log("gateway").splitlines() if "HALT" in ln]
+    assert len(halt) == 1 and "register its static IP in the Kite Connect developer console" in halt[0]
+    assert scrape(s.ports["gateway"])['tradestack_zerodha_gateway_halted{reason="ip_not_registered"}'] == 1
+    assert s.kite.orders() == [] and {st for st, *_ in s.placements().values()} == {"queued"}
+    control(s.sim.http_url, "/_sim/faults", method="DELETE")  # the IP got registered
+    wait_for(lambda: {st for st, *_ in s.placements().values()} == {"placed"}, 30, 0.2, "resumed")
+    assert scrape(s.ports["gateway"])['tradestack_zerodha_gateway_halted{reason="ip_not_registered"}'] == 0
+    assert "order requests are accepted again" in s.log("gateway")
+    # the daily login: a request token exchanged for an access token, stored owner-only, never printed
+    out = subprocess.run([sys.executable, "-m", "execution.kite_session", "login", "--request-token", "rt-9"],
+                         env={**s.env, "KITE_API_SECRET": "sim-secret"}, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0 and "stored the access token" in out.stdout, out.stdout + out.stderr
+    stored = s.tmp / "var" / "secrets" / "kite_session.json"
+    token = orjson.loads(stored.read_bytes())["access_token"]
+    assert token not in out.stdout and oct(stored.stat().st_mode & 0o777) == "0o600"
+    assert KiteConnect("sim", access_token=token, root=s.sim.http_url).margins("equity")["net"] > 0
+    st = subprocess.run([sys.executable, "-m", "execution.kite_session", "status"], env=s.env, capture_output=True,
+                        text=True, timeout=60)
+    assert "by login" in st.stdout and token not in st.stdout
+    bad = subprocess.run([sys.executable, "-m", "execution.kite_session", "login", "--request-token", "rt-9"],
+                         env={**s.env, "KITE_API_SECRET": ""}, capture_output=True, text=True, timeout=60)
+    assert bad.returncode == 2 and "KITE_API_SECRET is not set" in bad.stderr
