@@ -42,6 +42,9 @@ UPSERT_LIVE = (f"INSERT INTO live_orders ({_LIVE_COLS}) VALUES ({', '.join(['%s'
                "trigger_price = EXCLUDED.trigger_price, average_price = EXCLUDED.average_price, "
                "exchange_timestamp = EXCLUDED.exchange_timestamp, raw = EXCLUDED.raw, updated_at = now()")
 
+#: Kite statuses after which an order works no more.
+FINAL_KITE = frozenset({"COMPLETE", "CANCELLED", "REJECTED", "LAPSED"})
+
 #: The row a placement writes from its own request (the broker's view, from the poller, wins).
 INSERT_LIVE_IF_NEW = (f"INSERT INTO live_orders ({_LIVE_COLS}) VALUES ({', '.join(['%s'] * 26)}) "
                       "ON CONFLICT (broker_order_id) DO NOTHING")
@@ -99,22 +102,33 @@ class ReconResult:
     alerts: list[tuple[str, str, str]] = field(default_factory=list)  # (kind, ref, detail)
 
 
+def today_start() -> datetime:
+    """IST midnight of today: Kite's order book and trades are today's only."""
+    now = datetime.now(IST)
+    return now.replace(hour=0, minute=0, second=0, microsecond=0)
+
+
 def load_placements(conn: psycopg.Connection[Any]) -> dict[str, Placement]:
-    """Our live placements by tag (the orders they belong to, for fills)."""
+    """Today's live placements by tag (the orders they belong to, for fills)."""
     rows = conn.execute(
         "SELECT p.order_id, p.tag, p.state, p.broker_order_id, o.strategy, o.instrument_token, o.side "
-        "FROM broker_placements p JOIN orders o USING (order_id) WHERE p.venue = 'live'").fetchall()
+        "FROM broker_placements p JOIN orders o USING (order_id) WHERE p.venue = 'live' AND p.created_at >= %s",
+        (today_start(),)).fetchall()
     return {r[1]: Placement(r[0], r[1], r[2], r[3], r[4], int(r[5]), r[6]) for r in rows}
 
 
 def reconcile(conn: psycopg.Connection[Any], tx: OmsTx, book: list[dict[str, Any]], trades: list[dict[str, Any]],
-              only: Iterable[str] | None = None) -> ReconResult:
+              only: Iterable[str] | None = None, statuses: bool = True) -> ReconResult:
     """Apply the broker's ``book`` and ``trades`` (see the module docstring). ``only``: broker order ids to
-    look at (an order postback's), else everything."""
+    look at (an order postback's), else everything; ``statuses=False``: adopt placements only (a lookup by
+    tag without the trades: states move with their fills, in a full pass)."""
     res = ReconResult()
     placements = load_placements(conn)
     wanted = set(only) if only is not None else None
     ours = _adopt(conn, placements, [o for o in book if wanted is None or str(o["order_id"]) in wanted], res)
+    if not statuses:
+        record_alerts(conn, res.alerts)
+        return res
     tx.load(sorted({p.order_id for p in ours.values()}))
     _fills(tx, ours, trades, res)  # fills first: FILLED follows the fills, never the other way round
     _statuses(conn, tx, ours, book, res)
@@ -145,6 +159,11 @@ def _adopt(conn: psycopg.Connection[Any], placements: dict[str, Placement], book
         orders.sort(key=lambda o: (str(o.get("order_timestamp") or ""), str(o["order_id"])))
         if len(orders) > 1:
             res.alerts.append(("duplicate_tag", tag, "broker orders " + ", ".join(str(o["order_id"]) for o in orders)))
+        # a working broker order we must not have: a tag's later orders, or one placed for an order we closed
+        strays = orders[1:] if p.state not in ("cancelled", "rejected") else orders
+        for o in strays:
+            if str(o.get("status") or "").upper() not in FINAL_KITE:
+                res.alerts.append(("stray_order", str(o["order_id"]), f"tag {tag} ({p.state}): to be cancelled"))
         for o in orders:
             ours[str(o["order_id"])] = p
         first = str(orders[0]["order_id"])

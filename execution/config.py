@@ -18,7 +18,7 @@ class Pacer(StrictModel):
     """Order requests we allow ourselves per window of wall time (Kite: 10/s, 400/min, 5000/day)."""
 
     per_second: int = Field(default=8, ge=1, le=10, description="Kite refuses more than 10 in a calendar second")
-    per_minute: int = Field(default=400, ge=1, le=400)
+    per_minute: int = Field(default=390, ge=1, le=400, description="a margin under 400: bunches and jitter")
     per_day: int = Field(default=5000, ge=1, le=5000)
 
     def windows(self) -> tuple[tuple[float, int], ...]:

@@ -3,7 +3,8 @@
     python -m execution.flatten [--strategy S] [--yes] [--wait-s 30]
     make flatten [STRATEGY=S]
 
-1. turns the kill switch on (new entries are refused by the budget guard; exits still pass);
+1. turns the kill switch on (new entries are refused by the budget guard; exits still pass). The switch
+   is the account's: with ``--strategy`` too, every strategy's entries stop until ``make kill-switch-off``;
 2. cancels every open order: one the venue has not taken yet (ALLOWED) is cancelled in the table,
    a working one (SUBMITTED, OPEN, PARTIALLY_FILLED) is set to CANCEL_REQUESTED and its venue (the
    paper gateway, or the Zerodha gateway at the broker) cancels it; waits up to ``--wait-s`` for them;
@@ -29,31 +30,31 @@ import psycopg
 
 from core import bus
 from core.settings import load_settings
-from core.topics import ORDERS
+from core.topics import ORDER_UPDATES, ORDERS
 from execution.oms import OmsTx, Status
 from risk.kill_switch import set_switch
 
 WORKING = ("SUBMITTED", "OPEN", "PARTIALLY_FILLED")
 
 
-def cancel_open(conn: psycopg.Connection[Any], strategy: str | None, now_ms: int) -> tuple[int, int]:
-    """(cancelled in the table, cancel requested from the venue)."""
+def cancel_open(conn: psycopg.Connection[Any], strategy: str | None, now_ms: int
+                ) -> tuple[int, int, list[dict[str, Any]]]:
+    """(cancelled in the table, cancel requested from the venue, the OrderUpdates to publish)."""
     where = "status = ANY(%s)" + (" AND strategy = %s" if strategy else "")
     params: tuple[Any, ...] = (["ALLOWED", *WORKING],) + ((strategy,) if strategy else ())
-    rows = conn.execute(f"SELECT order_id, status FROM orders WHERE {where} ORDER BY order_id", params).fetchall()
+    ids = [r[0] for r in conn.execute(f"SELECT order_id FROM orders WHERE {where} ORDER BY order_id", params)]
     tx = OmsTx(conn, "flatten", now_ms)
-    tx.load([r[0] for r in rows])
+    states = tx.load(ids)  # locked: decided on the state a venue can no longer change under us
     direct = requested = 0
-    for oid, status in rows:
-        if status == "ALLOWED":
+    for oid, st in states.items():
+        if st.status == Status.ALLOWED:
             tx.transition(oid, Status.CANCELLED, "flatten: cancelled before the venue took it",
                           fields={"status_detail": "flatten"})
             direct += 1
-        else:
+        elif st.status.value in WORKING:
             tx.transition(oid, Status.CANCEL_REQUESTED, "flatten")
             requested += 1
-    tx.finish()
-    return direct, requested
+    return direct, requested, tx.finish()
 
 
 def open_positions(conn: psycopg.Connection[Any], strategy: str | None) -> list[dict[str, Any]]:
@@ -99,8 +100,12 @@ def main(argv: list[str] | None = None) -> int:
         set_switch(conn, True, f"flatten ({scope})", "flatten")
         conn.commit()
         print(f"kill switch ON: new entries are refused ({scope} flattening)")
-        direct, requested = cancel_open(conn, args.strategy, now_ms)
+        direct, requested, updates = cancel_open(conn, args.strategy, now_ms)
         conn.commit()
+        producer = bus.Producer(settings.kafka_bootstrap_servers, **{"client.id": "flatten"})
+        for u in updates:
+            producer.produce(ORDER_UPDATES, orjson.dumps(u), u["order_id"].encode())
+        producer.flush(30)
         print(f"orders cancelled before any venue took them: {direct}; cancels requested from the venue: {requested}")
         left = _wait_cancels(conn, args.strategy, args.wait_s)
         if left:
@@ -111,11 +116,12 @@ def main(argv: list[str] | None = None) -> int:
         if orders:
             tx = OmsTx(conn, "flatten", now_ms)
             tx.ensure(orders, Status.NEW)
-            tx.finish()
+            created = tx.finish()
             conn.commit()
-            producer = bus.Producer(settings.kafka_bootstrap_servers, **{"client.id": "flatten"})
             for o in orders:
                 producer.produce(ORDERS, orjson.dumps(o), o["order_id"].encode())
+            for u in created:
+                producer.produce(ORDER_UPDATES, orjson.dumps(u), u["order_id"].encode())
             producer.flush(30)
     for o, p in zip(orders, positions, strict=True):
         print(f"exit {o['side']} {o['qty']} {o['exchange']}:{o['symbol']} for {o['strategy']} "

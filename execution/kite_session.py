@@ -5,7 +5,7 @@ Kite's access token expires every day at 06:00 IST. The services start with ``KI
 ``0700`` directory, the file ``0600``, replaced atomically) and the running gateway and poller pick
 it up at their next check (:class:`TokenSource`). Secrets never go to Postgres or a log line.
 
-    python -m execution.kite_session set-token TOKEN         # a token you obtained yourself
+    python -m execution.kite_session set-token TOKEN|-       # a token you obtained yourself (-: from stdin)
     python -m execution.kite_session login --request-token RT  # exchange the login redirect's request
                                                                # token (needs KITE_API_SECRET)
     python -m execution.kite_session status                  # is one set, since when, until when
@@ -113,7 +113,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m execution.kite_session", description=(__doc__ or "").splitlines()[0])
     sub = ap.add_subparsers(dest="cmd", required=True)
     st = sub.add_parser("set-token", help="store an access token (the gateway and poller resume with it)")
-    st.add_argument("token")
+    st.add_argument("token", help="the token, or - to read it from standard input (kept out of ps and history)")
     lg = sub.add_parser("login", help="exchange a request token for an access token (generate_session)")
     lg.add_argument("--request-token", required=True)
     sub.add_parser("status", help="whether a token is stored, since when, until when (never the token)")
@@ -124,8 +124,10 @@ def main(argv: list[str] | None = None) -> int:
         print(_describe(read_token(path)))
         return 0
     if args.cmd == "set-token":
+        from_stdin = args.token == "-"  # noqa: S105 - the stdin marker, not a secret
+        token = sys.stdin.readline().strip() if from_stdin else args.token
         try:
-            rec = write_token(path, args.token, "set-token")
+            rec = write_token(path, token, "set-token")
         except ValueError as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 2

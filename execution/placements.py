@@ -96,3 +96,23 @@ def request_ages(conn: psycopg.Connection[Any]) -> list[float]:
     conn.execute("DELETE FROM broker_requests WHERE at < now() - interval '2 days'")
     return [float(a) for (a,) in conn.execute(
         "SELECT extract(epoch FROM now() - at) FROM broker_requests WHERE at > now() - interval '1 day'")]
+
+
+def lock_queued(conn: psycopg.Connection[Any], ids: Sequence[str]) -> set[str]:
+    """Of ``ids``, the placements still ``queued`` (row-locked until the caller commits)."""
+    if not ids:
+        return set()
+    return {r[0] for r in conn.execute("SELECT order_id FROM broker_placements WHERE order_id = ANY(%s) AND "
+                                       "state = 'queued' FOR UPDATE", (list(ids),)).fetchall()}
+
+
+def queued_ids(conn: psycopg.Connection[Any]) -> list[str]:
+    return [r[0] for r in conn.execute("SELECT order_id FROM broker_placements WHERE state = 'queued' "
+                                       "ORDER BY created_at, order_id").fetchall()]
+
+
+def stale_open(conn: psycopg.Connection[Any], since: Any) -> list[tuple[str, str]]:
+    """Open placements created before ``since`` (an earlier trading day: Kite's book no longer lists them)."""
+    return [(r[0], r[1]) for r in conn.execute(
+        "SELECT order_id, state FROM broker_placements WHERE state = ANY(%s) AND created_at < %s",
+        (list(OPEN_STATES), since)).fetchall()]

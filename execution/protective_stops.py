@@ -81,32 +81,52 @@ def maintain(conn: psycopg.Connection[Any], tx: OmsTx, cfg: ProtectiveStops, now
     return acts
 
 
-def hold_exit(conn: psycopg.Connection[Any], tx: OmsTx, order: dict[str, Any]) -> tuple[str, int]:
-    """What to do with an exit before it is sent: ``("send", qty)``, ``("hold", 0)`` while the position's
-    protective stop is being cancelled, or ``("reject", 0)`` when the stop has closed the position."""
+def hold_exit(conn: psycopg.Connection[Any], tx: OmsTx, order: dict[str, Any], stops: bool = True
+              ) -> tuple[str, int]:
+    """What to do with an order about to be sent: ``("send", qty)``; ``("hold", 0)`` while the position's
+    protective stop is being cancelled; ``("reject", 0)`` for an exit with nothing left to close.
+
+    An exit is capped at what its strategy holds on the side it closes, read now (a protective stop that
+    triggered, a flatten, may have closed it since the risk manager sized the exit): never a reversal.
+    """
     intent = (order.get("extra") or {}).get("intent")
     if intent not in EXIT_INTENTS:
         return "send", int(order["qty"])
+    if stops:
+        hold = _stop_first(conn, tx, order)
+        if hold:
+            return "hold", 0
+    row = conn.execute("SELECT net_qty FROM positions WHERE strategy = %s AND instrument_token = %s FOR UPDATE",
+                       (order["strategy"], order["instrument_token"])).fetchone()
+    net = int(row[0]) if row else 0
+    held = net if order["side"] == "SELL" else -net
+    qty = min(int(order["qty"]), max(0, held))
+    return ("send", qty) if qty > 0 else ("reject", 0)
+
+
+def _stop_first(conn: psycopg.Connection[Any], tx: OmsTx, order: dict[str, Any]) -> bool:
+    """True while the exit must wait: its position's protective stops are asked to cancel first, and it goes
+    once every one is final (what they filled is then gone from the position)."""
     oid = order["order_id"]
-    row = conn.execute(
-        "SELECT p.stop_order_id, o.status, o.filled_qty FROM protective_stops p JOIN orders o "
-        "ON o.order_id = p.stop_order_id WHERE p.exit_order_id = %s", (oid,)).fetchone()
-    if row is None:
-        active = conn.execute(
-            "SELECT stop_order_id FROM protective_stops WHERE strategy = %s AND instrument_token = %s "
-            "AND state = 'active' ORDER BY created_at", (order["strategy"], order["instrument_token"])).fetchall()
-        if not active:
-            return "send", int(order["qty"])
-        for (sid,) in active:  # cancel them first; this exit waits for their outcome
-            tx.load([sid])
-            tx.transition(sid, Status.CANCEL_REQUESTED, f"exit {oid} cancels the protective stop first")
-            conn.execute("UPDATE protective_stops SET state = 'cancelling', exit_order_id = %s, updated_at = now() "
-                         "WHERE stop_order_id = %s", (oid, sid))
-        return "hold", 0
-    rows = conn.execute(
-        "SELECT o.status, o.filled_qty FROM protective_stops p JOIN orders o ON o.order_id = p.stop_order_id "
+    linked = conn.execute(
+        "SELECT o.status FROM protective_stops p JOIN orders o ON o.order_id = p.stop_order_id "
         "WHERE p.exit_order_id = %s", (oid,)).fetchall()
-    if any(st not in ("FILLED", "CANCELLED", "REJECTED", "EXPIRED") for st, _f in rows):
-        return "hold", 0  # a cancel is on its way
-    left = int(order["qty"]) - sum(int(f or 0) for _st, f in rows)
-    return ("send", left) if left > 0 else ("reject", 0)
+    if linked:
+        return any(st not in ("FILLED", "CANCELLED", "REJECTED", "EXPIRED") for (st,) in linked)
+    active = conn.execute(
+        "SELECT p.stop_order_id FROM protective_stops p WHERE p.strategy = %s AND p.instrument_token = %s "
+        "AND p.state = 'active' ORDER BY p.created_at", (order["strategy"], order["instrument_token"])).fetchall()
+    if not active:
+        return False
+    states = tx.load([sid for (sid,) in active])
+    for (sid,) in active:
+        st = states.get(sid)
+        if st is None:
+            continue
+        if st.status == Status.ALLOWED:  # not taken by the gateway yet: it never will be
+            tx.transition(sid, Status.CANCELLED, f"exit {oid} came first", fields={"status_detail": "exit first"})
+        elif st.status in (Status.SUBMITTED, Status.OPEN, Status.PARTIALLY_FILLED):
+            tx.transition(sid, Status.CANCEL_REQUESTED, f"exit {oid} cancels the protective stop first")
+        conn.execute("UPDATE protective_stops SET state = 'cancelling', exit_order_id = %s, updated_at = now() "
+                     "WHERE stop_order_id = %s", (oid, sid))
+    return True

@@ -63,6 +63,9 @@ from execution.venue_service import VenueService
 from schemas import AllowedOrder
 from schemas.codec import decode
 
+LOCK_KEY = 7_202_612  # pg_advisory_lock: one gateway
+#: A cancel the broker refused (the order still being validated, a cancel already on its way) is asked again.
+CANCEL_RETRY_S = 3.0
 HALT_MESSAGES = {
     "token": "Kite rejected the access token (expired at 06:00 IST or revoked): order calls halted until a new one "
              "is stored: python -m execution.kite_session login --request-token RT (or set-token TOKEN)",
@@ -103,7 +106,7 @@ class ZerodhaGateway(VenueService):
         self.pacer = RateLimiter(windows=cfg.pacer.windows())
         self.pool_exec = ThreadPoolExecutor(cfg.placer_threads, thread_name_prefix="kite")
         self.queue: deque[str] = deque()  # order ids whose placement is queued (ready to send)
-        self.inflight: dict[Future[Reply], tuple[str, str]] = {}  # future -> (kind, order_id)
+        self.inflight: dict[Future[Reply], tuple[str, str, int]] = {}  # future -> (kind, order_id, token version)
         self.lookup: Future[list[dict[str, Any]]] | None = None
         self.halt: str | None = None
         self._halt_until = 0.0
@@ -111,11 +114,13 @@ class ZerodhaGateway(VenueService):
         self._next_token_check = 0.0
         self._next_uncertain = 0.0
         self._next_cancels = 0.0
-        self._cancelling: set[str] = set()
+        self._cancel_sent: dict[str, float] = {}  # order id -> when its cancel was last sent
+        self._stray: set[str] = set()  # broker order ids to cancel: a tag's second order, or one for a cancelled order
         self.held: list[str] = []  # exits waiting for their position's protective stop to be cancelled
         self._next_held = 0.0
         self._orders: dict[str, dict[str, Any]] = {}  # order contract of queued/sending ones
         self._started = False
+        self._lock_conn: psycopg.Connection[Any] | None = None
         self.oms_metrics = OmsMetrics(metrics)
         m = metrics
         self.m_calls = m.counter("broker_calls_total", "Kite order calls by kind and outcome", ["call", "outcome"])
@@ -138,7 +143,9 @@ class ZerodhaGateway(VenueService):
         super().start()
         if self._started:
             return
+        self._single_instance()
         if not self.dry:
+            self._expire_stale()
             self.kite = KiteOrders(self.settings.kite_api_key.get_secret_value(), self.tokens.current(),
                                    self.settings.kite_root, self.cfg.request_timeout_s)
             self._token_version = self.tokens.version
@@ -149,6 +156,37 @@ class ZerodhaGateway(VenueService):
         self.log.info("gateway ready mode=%s queued=%d pacer=%d/s,%d/min,%d/day market_protection=%g", self.mode,
                       len(self.queue), self.cfg.pacer.per_second, self.cfg.pacer.per_minute, self.cfg.pacer.per_day,
                       self.cfg.market_protection)
+
+    def _single_instance(self) -> None:
+        """One gateway at a time (its pacer is its own; Kite counts every request of the account): a second
+        one waits here, retried by the runtime, until the first stops."""
+        if self._lock_conn is not None:
+            return
+        conn = psycopg.connect(self.settings.dsn, autocommit=True)
+        row = conn.execute("SELECT pg_try_advisory_lock(%s)", (LOCK_KEY,)).fetchone()
+        if not row or not row[0]:
+            conn.close()
+            raise TransientError("another zerodha_gateway is running (its advisory lock is held): waiting")
+        self._lock_conn = conn
+
+    def _expire_stale(self) -> None:
+        """Open placements from an earlier day: Kite's book (today's) cannot confirm them and they must not be
+        sent a day late. Their orders end EXPIRED; the poller's alerts cover anything left at the broker."""
+        assert self.pool is not None
+        with db.transaction(self.pool) as conn:
+            stale = placements.stale_open(conn, broker_recon.today_start())
+            if not stale:
+                return
+            tx = OmsTx(conn, self.name, int(time.time() * 1000), self.oms_metrics)
+            states = tx.load([oid for oid, _s in stale])
+            detail = "left open from an earlier day: not sent (or not confirmed) before that day ended"
+            for oid, state in stale:
+                st = states.get(oid)
+                if st is not None and st.status in (Status.SUBMITTED, Status.CANCEL_REQUESTED):
+                    tx.transition(oid, Status.EXPIRED, detail, fields={"status_detail": detail})
+                placements.set_state(conn, oid, "cancelled", f"{detail} (was {state})")
+            self._queue_messages(conn, [], tx.finish())
+        self.log.warning("expired placements=%d left open from an earlier day", len(stale))
 
     def _startup_recon(self) -> None:
         """The broker's book into our tables before any new order is taken (a crash's loose ends)."""
@@ -175,6 +213,14 @@ class ZerodhaGateway(VenueService):
             self._remember(conn, [r[0] for r in rows])
         self.queue.extend(oid for oid, state in rows if state == "queued")
 
+    def _reload_queue(self) -> None:
+        """After a failed intake (its commit may have landed): the queued placements memory lacks."""
+        assert self.pool is not None
+        with db.transaction(self.pool) as conn:
+            missing = [oid for oid in placements.queued_ids(conn) if oid not in self._orders]
+            self._remember(conn, missing)
+        self.queue.extend(oid for oid in missing if oid in self._orders and oid not in self.queue)
+
     def _remember(self, conn: psycopg.Connection[Any], ids: list[str]) -> None:
         for o in oms.load_orders(conn, ids=ids):
             self._orders[o["order_id"]] = o
@@ -191,7 +237,7 @@ class ZerodhaGateway(VenueService):
             self._read_at.setdefault(r.value["order_id"], now)
         orders = [r.value for r in (emission.rows or [])]
         orders += self._redrive.due(self.pool, {o["order_id"] for o in orders})
-        if orders and not self._db_retry(lambda: self._intake(orders)):
+        if orders and not self._db_retry(lambda: self._intake(orders), on_failure=self._reload_queue):
             return
         if emission.rejects and not self._deliver(Emission(rejects=emission.rejects)):
             return
@@ -206,9 +252,10 @@ class ZerodhaGateway(VenueService):
     def _broker_work(self) -> None:
         self._check_token()
         self._collect()
-        if self.halt is None or (self.halt == "ip_not_registered" and time.monotonic() >= self._halt_until):
+        sending = self.halt is None or (self.halt == "ip_not_registered" and time.monotonic() >= self._halt_until)
+        if sending:
             self._dispatch()
-            self._cancels()
+        self._cancels(send=sending)
         self._lookups()
         self.m_queue.set(len(self.queue))
 
@@ -256,14 +303,15 @@ class ZerodhaGateway(VenueService):
         """May this order go to the broker straight from intake (nothing ahead of it, a caller free)?"""
         if self.halt is not None or self.queue or self.held or len(self.inflight) + already >= self.cfg.placer_threads:
             return False
-        return not (self.cfg.protective_stops.strategies and (o.get("extra") or {}).get("intent") in
-                    protective_stops.EXIT_INTENTS)  # an exit may have to wait for its position's protective stop
+        # an exit goes through _mark_sending: capped at what is held then, after its protective stop
+        return (o.get("extra") or {}).get("intent") not in protective_stops.EXIT_INTENTS
 
     def _submit_place(self, oid: str, qty: int) -> None:
         assert self.kite is not None
         o = {**self._orders[oid], "qty": qty}
         params = place_params(o, tag_for(oid), self.cfg.market_protection)
-        self.inflight[self.pool_exec.submit(self._paced, self.kite.place, params)] = ("place", oid)
+        self.inflight[self.pool_exec.submit(self._paced, self.kite.place, params)] = ("place", oid,
+                                                                                        self._token_version)
 
     def _paced(self, call: Any, arg: Any) -> Reply:
         """In a caller thread: wait for the pacer, then call at once. The pace is kept on the moment a request
@@ -317,17 +365,24 @@ class ZerodhaGateway(VenueService):
         held: list[str] = []
         with db.transaction(self.pool) as conn:
             tx = OmsTx(conn, self.name, int(time.time() * 1000), self.oms_metrics)
+            states = tx.load(ids)  # row locks: a flatten or an adoption cannot slip in between
+            queued = placements.lock_queued(conn, ids)
             for oid in ids:
-                o = self._orders[oid]
-                what, n = (protective_stops.hold_exit(conn, tx, o) if self.cfg.protective_stops.strategies
-                           else ("send", int(o["qty"])))
+                o = self._orders.get(oid)
+                st = states.get(oid)
+                if o is None or oid not in queued or st is None:
+                    self._orders.pop(oid, None)  # adopted, cancelled or taken care of meanwhile: nothing to send
+                    continue
+                if st.status != Status.SUBMITTED:  # a cancel request came first: it is never sent
+                    self._close_unsent(conn, tx, oid, st.status)
+                    continue
+                what, n = protective_stops.hold_exit(conn, tx, o, self.cfg.protective_stops.strategies != [])
                 if what == "send":
                     send[oid] = n
                 elif what == "hold":
                     held.append(oid)
                 else:
-                    tx.load([oid])
-                    detail = "the protective stop closed the position: exit not sent"
+                    detail = "exit not sent: the strategy holds nothing on that side any more"
                     tx.transition(oid, Status.REJECTED, detail, fields={"status_detail": detail})
                     placements.set_state(conn, oid, "rejected", detail)
                     self._orders.pop(oid, None)
@@ -343,7 +398,13 @@ class ZerodhaGateway(VenueService):
         done = [f for f in self.inflight if f.done()]
         if not done:
             return
-        results = [(self.inflight.pop(f), f.result()) for f in done]
+        results = []
+        for f in done:
+            kind, oid, version = self.inflight.pop(f)
+            reply = f.result()
+            if reply.outcome == "token" and version != self._token_version:
+                reply = Reply("not_sent", "sent with the token before the renewal")  # not a new expiry
+            results.append(((kind, oid), reply))
         now = time.monotonic()
         for (kind, oid), reply in results:
             self.m_calls.labels(kind, reply.outcome).inc()
@@ -361,10 +422,13 @@ class ZerodhaGateway(VenueService):
             tx.load([oid for (_k, oid), _r in results])
             for (kind, oid), reply in results:
                 if kind == "cancel":
-                    self._cancelling.discard(oid)
-                    if reply.outcome == "rejected":
-                        tx.cancel_failed(oid, reply.message)
-                    elif reply.outcome in ("token", "ip_blocked"):
+                    # Whatever the reply, the request stays CANCEL_REQUESTED until the broker's book shows the
+                    # order final (the poller): a refused cancel (still PUT ORDER REQ RECEIVED, a cancel already
+                    # on its way) is asked again after CANCEL_RETRY_S.
+                    if reply.outcome != "ok":
+                        self.log.warning("cancel not taken order_id=%s reply=%s: asked again in %.0fs", oid,
+                                         reply.message, CANCEL_RETRY_S)
+                    if reply.outcome in ("token", "ip_blocked"):
                         self._set_halt("token" if reply.outcome == "token" else "ip_not_registered")
                     continue
                 requeue += self._placed_result(conn, tx, oid, reply, now_ms)
@@ -432,8 +496,13 @@ class ZerodhaGateway(VenueService):
         self._next_uncertain = time.monotonic() + 0.5
         if self.pool is None:
             return
-        with db.transaction(self.pool) as conn:
-            due = placements.uncertain_due(conn)
+        try:
+            with db.transaction(self.pool) as conn:
+                due = placements.uncertain_due(conn)
+        except Exception as exc:  # noqa: BLE001 - asked again at the next pass
+            if not db.is_transient(exc):
+                raise
+            return
         self.m_uncertain.set(due)
         if due:
             self.lookup = self.pool_exec.submit(self.kite.orders)
@@ -445,7 +514,7 @@ class ZerodhaGateway(VenueService):
         requeue: list[str] = []
         with db.transaction(self.pool) as conn:
             tx = OmsTx(conn, self.name, int(time.time() * 1000), self.oms_metrics)
-            res = broker_recon.reconcile(conn, tx, book, [], only=None)
+            res = broker_recon.reconcile(conn, tx, book, [], statuses=False)  # adoption only: fills are the poller's
             for oid in res.adopted:
                 self.m_adopted.inc()
                 self._orders.pop(oid, None)
@@ -460,51 +529,80 @@ class ZerodhaGateway(VenueService):
         self._next_uncertain = time.monotonic() + 0.2
 
     # -- cancels ----------------------------------------------------------------------------------
-    def _cancels(self) -> None:
+    def _cancels(self, send: bool) -> None:
+        """Cancel requests: one not sent yet is closed in our tables (also while halted); a placed one is
+        cancelled at the broker (``send``), asked again every CANCEL_RETRY_S until the book shows it final;
+        broker orders found twice under one tag (or placed for an order we cancelled) are cancelled too."""
         now = time.monotonic()
         if now < self._next_cancels or self.pool is None:
             return
         self._next_cancels = now + 1.0
         assert self.kite is not None
-        with db.transaction(self.pool) as conn:
-            rows = placements.cancel_requests(conn)
-        never_sent = [oid for oid, _b, state in rows if state == "queued"]
+        try:
+            with db.transaction(self.pool) as conn:
+                rows = placements.cancel_requests(conn)
+                self._stray |= {ref for (ref,) in conn.execute(
+                    "SELECT ref FROM broker_alerts WHERE kind = 'stray_order' AND NOT cleared").fetchall()}
+        except Exception as exc:  # noqa: BLE001 - the next pass asks again
+            if not db.is_transient(exc):
+                raise
+            return
+        never_sent = [oid for oid, _b, state in rows if state == "queued" and oid not in self._in_flight_ids()]
         if never_sent:
             self._db_retry(lambda: self._cancel_unsent(never_sent))
-        todo: list[tuple[str, str]] = []
-        for oid, boid, state in rows:
-            if oid in self._cancelling or state != "placed" or not boid:
-                continue  # being sent or looked up: cancelled once placed (a later pass)
-            if len(self.inflight) + len(todo) >= self.cfg.placer_threads * 2:
-                break
-            todo.append((oid, boid))
-        if not todo or not self._db_retry(lambda: self._record(len(todo))):
+        if not send:
+            return
+        todo = [(oid, boid) for oid, boid, state in rows if state == "placed" and boid]
+        todo += [(f"dup:{boid}", boid) for boid in sorted(self._stray)]
+        todo = [(oid, boid) for oid, boid in todo
+                if now - self._cancel_sent.get(oid, -1e9) >= CANCEL_RETRY_S][:self.cfg.placer_threads]
+        if not todo or not self._db_retry(lambda: self._record(todo)):
             return
         for oid, boid in todo:
-            self._cancelling.add(oid)
-            self.inflight[self.pool_exec.submit(self._paced, self.kite.cancel, boid)] = ("cancel", oid)
+            self._cancel_sent[oid] = now
+            self._stray.discard(boid)
+            self.inflight[self.pool_exec.submit(self._paced, self.kite.cancel, boid)] = ("cancel", oid,
+                                                                                           self._token_version)
 
-    def _record(self, n: int) -> None:
+    def _in_flight_ids(self) -> set[str]:
+        return {oid for _k, oid, _v in self.inflight.values()}
+
+    def _record(self, todo: list[tuple[str, str]]) -> None:
         assert self.pool is not None
         with db.transaction(self.pool) as conn:
-            placements.record_requests(conn, "cancel", n)
+            placements.record_requests(conn, "cancel", len(todo))
+            strays = [boid for oid, boid in todo if oid.startswith("dup:")]
+            if strays:
+                conn.execute("UPDATE broker_alerts SET cleared = true WHERE kind = 'stray_order' AND ref = ANY(%s)",
+                             (strays,))
+                self.log.warning("cancelling stray broker orders=%s (a tag's second order, or one we closed)",
+                                 ",".join(strays))
 
     def _cancel_unsent(self, ids: list[str]) -> None:
         """A cancel request for an order we have not sent yet: it never will be."""
         assert self.pool is not None
         with db.transaction(self.pool) as conn:
             tx = OmsTx(conn, self.name, int(time.time() * 1000), self.oms_metrics)
-            tx.load(ids)
+            states = tx.load(ids)
             for oid in ids:
-                tx.transition(oid, Status.CANCELLED, "cancelled before it was sent to the broker",
-                              fields={"status_detail": "cancelled before it was sent to the broker"})
-            for oid in ids:
-                placements.set_state(conn, oid, "cancelled", "cancel requested before it was sent")
+                st = states.get(oid)
+                if st is not None:
+                    self._close_unsent(conn, tx, oid, st.status)
             self._queue_messages(conn, [], tx.finish())
         for oid in ids:
             if oid in self.queue:
                 self.queue.remove(oid)
+            if oid in self.held:
+                self.held.remove(oid)
             self._orders.pop(oid, None)
+
+    def _close_unsent(self, conn: psycopg.Connection[Any], tx: OmsTx, oid: str, status: Status) -> None:
+        """An order whose cancel request came before we sent it: closed in our tables, never sent."""
+        detail = "cancelled before it was sent to the broker"
+        if status == Status.CANCEL_REQUESTED:
+            tx.transition(oid, Status.CANCELLED, detail, fields={"status_detail": detail})
+        placements.set_state(conn, oid, "cancelled", detail)
+        self._orders.pop(oid, None)
 
     # -- halts and tokens ---------------------------------------------------------------------------
     def _set_halt(self, reason: str) -> None:
@@ -539,6 +637,8 @@ class ZerodhaGateway(VenueService):
 
     def stop(self) -> None:
         self.pool_exec.shutdown(wait=True, cancel_futures=False)
+        if self._lock_conn is not None:
+            self._lock_conn.close()
         if self.inflight and self.pool is not None:
             self._collect()  # record what the calls in flight came to (else: uncertain at the next start)
         super().stop()

@@ -192,9 +192,13 @@ class ZerodhaPoller(Service):
                 self.m_halted.set(0)
                 self._next_poll = 0.0
                 self.log.warning("a renewed access token was stored: polling resumes")
+            if self.ticker is not None:  # its WebSocket keeps the token it started with
+                self.log.info("order postbacks keep the token they started with; polling every %.1fs covers "
+                              "them once it expires (a restart reconnects them)", self.cfg.poll_interval_s)
 
     def _send_outbox(self) -> None:
         outbox.send(self.pool, self.producer, self.name)  # a failure raises: the step is retried
+
     def stop(self) -> None:
         if self.ticker is not None:
             import logging

@@ -32,7 +32,7 @@ from core.topics import ORDERS_ALLOWED, all_topics
 from tests.bench.bench_bars import embedded_pg
 from tests.bench.harness import Section, embedded_broker, machine_notes
 
-CONFIG = "pacer: {per_second: 8, per_minute: 400, per_day: 5000}\nrequest_timeout_s: 7.0\n"
+CONFIG = "pacer: {per_second: 8, per_minute: 390, per_day: 5000}\nrequest_timeout_s: 7.0\n"
 
 
 def _order(i: int, tag: str) -> dict[str, Any]:

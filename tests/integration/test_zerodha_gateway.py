@@ -41,7 +41,7 @@ pytestmark = pytest.mark.integration
 SYMBOLS = {408065: ("INFY", 5), 2953217: ("TCS", 3), 738561: ("RELIANCE", 4), 341249: ("HDFCBANK", 6)}
 KITE_TO_OMS = {"COMPLETE": "FILLED", "CANCELLED": "CANCELLED", "REJECTED": "REJECTED", "OPEN": "OPEN"}
 CONFIG = """
-pacer: {per_second: 8, per_minute: 400, per_day: 5000}
+pacer: {per_second: 8, per_minute: 390, per_day: 5000}
 market_protection: -1
 request_timeout_s: 1.0
 placer_threads: 4
@@ -337,3 +337,52 @@ def test_unregistered_ip_halts_with_the_fix_then_resumes_and_login_stores_a_toke
     bad = subprocess.run([sys.executable, "-m", "execution.kite_session", "login", "--request-token", "rt-9"],
                          env={**s.env, "KITE_API_SECRET": ""}, capture_output=True, text=True, timeout=60)
     assert bad.returncode == 2 and "KITE_API_SECRET is not set" in bad.stderr
+
+
+def test_stale_placements_expire_strays_are_cancelled_refused_cancels_retried_and_exits_capped(stack) -> None:
+    s = stack()
+    from execution.oms import OmsTx, Status
+
+    with __import__("psycopg").connect(s.dsn) as conn:  # a placement left queued yesterday (a halt never lifted)
+        tx = OmsTx(conn, "test", int(time.time() * 1000))
+        tx.ensure([allowed(90, 408065)], Status.ALLOWED)
+        tx.transition("zg00090", Status.SUBMITTED, "queued")
+        tx.finish()
+        conn.execute("INSERT INTO broker_placements (order_id, tag, venue, state, created_at) VALUES "
+                     "('zg00090', 'zg00090', 'live', 'queued', now() - interval '1 day')")
+    s.start("gateway")
+    assert s.orders()["zg00090"][0] == "EXPIRED" and s.placements()["zg00090"][0] == "cancelled"
+    s.start("poller")
+    control(s.sim.http_url, "/_sim/faults", {"order_stuck_s": 2.0})  # cancels are refused while it is stuck
+    s.send([allowed(1, 341249, "LIMIT", price=900.0, side="BUY", qty=3)])
+    wait_for(lambda: s.placements().get("zg00001", ("",))[0] == "placed", 20, 0.1, "placed")
+    with __import__("psycopg").connect(s.dsn) as conn:
+        tx = OmsTx(conn, "operator", int(time.time() * 1000))
+        tx.load(["zg00001"])
+        tx.transition("zg00001", Status.CANCEL_REQUESTED, "operator")
+        tx.finish()
+    wait_for(lambda: s.orders()["zg00001"][0] == "CANCELLED", 30, 0.2, "cancelled after the refusals")
+    assert "cancel not taken order_id=zg00001" in s.log("gateway")
+    control(s.sim.http_url, "/_sim/faults", method="DELETE")
+    # a second broker order under one of our tags (as if a lost reply's order appeared after the window)
+    s.send([allowed(2, 341249, "LIMIT", price=900.0, side="BUY", qty=2)])
+    wait_for(lambda: s.placements().get("zg00002", ("",))[0] == "placed", 20, 0.1, "placed")
+    dup = s.kite.place_order(variety="regular", exchange="NSE", tradingsymbol="HDFCBANK", transaction_type="BUY",
+                             quantity=2, product="MIS", order_type="LIMIT", price=900.0, tag="zg00002")
+    wait_for(lambda: {o["order_id"]: o["status"] for o in s.kite.orders()}[dup] == "CANCELLED", 30, 1.0,
+             "the stray order cancelled")  # (1 s: the test shares Kite's 10 requests/s with the poller)
+    first = s.placements()["zg00002"][1]
+    assert {o["order_id"]: o["status"] for o in s.kite.orders()}[first] == "OPEN"  # ours untouched
+    assert query(s.dsn, "SELECT kind FROM broker_alerts WHERE ref = 'zg00002'") == [("duplicate_tag",)]
+    # exits are capped at what is held when they are sent
+    s.send([allowed(3, 408065, side="BUY", qty=5)])
+    wait_for(lambda: s.orders().get("zg00003", ("",))[0] == "FILLED", 30, 0.2, "entry filled")
+    wait_for(lambda: query(s.dsn, "SELECT net_qty FROM positions WHERE instrument_token = 408065") == [(5,)], 20,
+             0.2, "position recorded")
+    s.send([{**allowed(4, 408065, side="SELL", qty=9), "extra": {"intent": "exit"}},
+            {**allowed(5, 2953217, side="SELL", qty=2), "extra": {"intent": "exit"}}])
+    wait_for(lambda: s.orders().get("zg00004", ("",))[0] == "FILLED" and s.orders().get("zg00005", ("",))[0] ==
+             "REJECTED", 30, 0.2, "capped and refused exits")
+    sent = {o["tag"]: o["quantity"] for o in s.kite.orders()}
+    assert sent["zg00004"] == 5 and "zg00005" not in sent
+    assert "holds nothing" in (s.orders()["zg00005"][2] or "")

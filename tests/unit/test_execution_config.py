@@ -20,7 +20,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def test_shipped_file_loads_with_kite_safe_defaults() -> None:
     cfg = load_execution(ROOT / "configs/execution.yaml")
-    assert cfg.pacer.windows() == ((1.0, 8), (60.0, 400), (86_400.0, 5000))
+    assert cfg.pacer.windows() == ((1.0, 8), (60.0, 390), (86_400.0, 5000))
     assert cfg.market_protection == -1 and not cfg.protective_stops.applies("anything")
 
 
