@@ -458,7 +458,9 @@ class ZerodhaGateway(VenueService):
         if reply.outcome == "rejected":
             detail = f"broker rejected: {reply.message}"
             placements.set_state(conn, oid, "rejected", reply.message)
-            tx.transition(oid, Status.REJECTED, detail, fields={"status_detail": detail})
+            st = tx.state(oid)  # a cancel requested meanwhile: the order simply never was (no REJECTED after it)
+            to = Status.CANCELLED if st is not None and st.status == Status.CANCEL_REQUESTED else Status.REJECTED
+            tx.transition(oid, to, detail, fields={"status_detail": detail})
             self.log.warning("order rejected by the broker order_id=%s reason=%s", oid, reply.message)
             self._orders.pop(oid, None)
             return []
