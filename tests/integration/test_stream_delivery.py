@@ -112,7 +112,9 @@ def test_sigkill_mid_batch_then_restart_loses_nothing(kafka_bootstrap, fresh_pg_
     # Per kill: ids the killed incarnation had produced to the output topic from input at or past
     # the group's committed offset, i.e. consumed and processed, never committed (mid-batch).
     uncommitted_at_kill: list[set[str]] = []
-    for _ in range(3):
+    # Up to 6 incarnations until two kills are proven mid-batch: on a loaded machine (make test runs files in
+    # two processes) a kill now and then lands between two batches, which proves nothing either way.
+    for _ in range(6):
         proc = run_module("tests.integration.echo_service", env, log_path=log)
         before = _count(fresh_pg_dsn)
         # wait until this incarnation has made progress, then kill it mid-batch (most of a batch is the sink)
@@ -123,10 +125,10 @@ def test_sigkill_mid_batch_then_restart_loses_nothing(kafka_bootstrap, fresh_pg_
         committed = _committed(kafka_bootstrap, group, topic_in)
         produced = {m.key().decode() for m in _drain(kafka_bootstrap, topic_out, len(ids), timeout=3)}
         uncommitted_at_kill.append({i for i in produced if where[i][1] >= committed[where[i][0]]})
-        if _count(fresh_pg_dsn) >= len(ids):
+        if sum(1 for u in uncommitted_at_kill if u) >= 2 or _count(fresh_pg_dsn) >= len(ids):
             break
-    assert len(uncommitted_at_kill) >= 2
-    assert all(uncommitted_at_kill), f"a kill did not land mid-batch: {[len(u) for u in uncommitted_at_kill]}"
+    mid_batch = [u for u in uncommitted_at_kill if u]
+    assert len(mid_batch) >= 2, f"fewer than two kills landed mid-batch: {[len(u) for u in uncommitted_at_kill]}"
     assert _count(fresh_pg_dsn) < len(ids), "test too slow to kill mid-run; raise ECHO_SLOW_MS"
     env["ECHO_SLOW_MS"] = "0"
     proc = run_module("tests.integration.echo_service", env, log_path=log)
