@@ -33,8 +33,9 @@ Side = Literal["BUY", "SELL"]
 Kind = Literal["entry", "exit"]
 
 TF_MS: dict[str, int] = {"1s": 1_000, "1m": 60_000, "3m": 180_000, "5m": 300_000, "15m": 900_000,
-                         "30m": 1_800_000, "60m": 3_600_000}
-"""A timeframe's bucket length in milliseconds."""
+                         "30m": 1_800_000, "60m": 3_600_000, "1d": 86_400_000}
+"""A timeframe's bucket length in milliseconds (``1d``: daily bars, backtests only; the live stack decides on
+``1m``..``60m``)."""
 
 
 class BarLike(Protocol):

@@ -1,0 +1,335 @@
+"""The replay: history through the live decision engine, the live risk code and a simulated venue.
+
+Per bar, in time order (bars of several timeframes by close time, the finer first,
+as the live aggregators publish them):
+
+1. orders waiting for the next bar of their instrument fill at its open
+   (``fill="next_open"``), or recorded fills whose time is before this bar's close
+   are applied (``recorded`` fills from a live session);
+2. the :class:`~strategy.engine.DecisionEngine` decides the bar (the runner's code);
+3. its orders go through :func:`risk.sizing.size` and :func:`risk.budget.decide` (the
+   risk manager's and budget guard's pure cores) unless sizing is ``fixed``; an order
+   they refuse ends REJECTED_RISK / REJECTED_BUDGET and the engine hears so, as live;
+4. allowed orders fill at this bar's close (``fill="close"``) or wait for step 1.
+
+Fills go to the engine (``on_fill``) and to :class:`~backtest.portfolio.Portfolio`.
+Slippage moves a fill ``slippage_ticks`` ticks against the order.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import numpy as np
+
+from backtest.data import BarSet
+from backtest.portfolio import Portfolio
+from core.sessions import DAY_MS, IST_OFFSET_MS, ExchangeCalendar
+from risk import budget, sizing
+from risk.config import RiskBudget
+from strategy.api import TF_MS
+from strategy.engine import DecisionEngine
+
+
+class HBar:
+    """A history bar as the engine, strategies and indicators read it."""
+
+    __slots__ = ("instrument_token", "ts", "open", "high", "low", "close", "volume", "tf")
+
+    def __init__(self, instrument_token: int, ts: int, open: float, high: float, low: float, close: float,
+                 volume: int, tf: str) -> None:
+        self.instrument_token = instrument_token
+        self.ts = ts
+        self.open = open
+        self.high = high
+        self.low = low
+        self.close = close
+        self.volume = volume
+        self.tf = tf
+
+
+@dataclass(frozen=True)
+class Recorded:
+    """What a live session did with one order: its fills (ts, side, qty, price) and how it ended."""
+
+    fills: tuple[tuple[int, str, int, float], ...]
+    status: str
+
+
+@dataclass
+class Options:
+    fill: str = "next_open"              # next_open | close | recorded
+    slippage_ticks: int = 0
+    sizing: str = "risk"                 # risk | fixed
+    qty: int = 1                         # fixed sizing: lots per entry
+    equity: float = 1_000_000.0          # sizing's equity (pinned)
+    cash: float = 1_000_000.0
+    charges: Any = None                  # backtest.charges model (None: free)
+    segment: Callable[[str, str, str | None], str] | None = None
+    risk: RiskBudget | None = None
+    calendar: ExchangeCalendar | None = None
+    recorded: Mapping[str, Recorded] = field(default_factory=dict)
+    progress: bool = False
+
+
+@dataclass
+class OrderRow:
+    order: dict[str, Any]
+    status: str = "ALLOWED"
+    qty: int | None = None
+    detail: str = ""
+    fill_ts: int | None = None
+    fill_price: float | None = None
+    filled: int = 0
+    charges: float = 0.0
+
+
+@dataclass
+class Result:
+    orders: list[OrderRow]
+    portfolio: Portfolio
+    bars: int
+    seconds: float
+    last_close: dict[int, float]
+
+
+class Replay:
+    def __init__(self, engine: DecisionEngine, sets: Sequence[BarSet], opts: Options) -> None:
+        self.engine = engine
+        self.sets = sorted(sets, key=lambda s: TF_MS[s.tf])
+        self.opts = opts
+        self.instruments = {t: i for s in self.sets for t, i in s.instruments.items()}
+        self.portfolio = Portfolio(opts.cash, {t: i.tradingsymbol for t, i in self.instruments.items()})
+        self.rows: dict[str, OrderRow] = {}
+        self.pending: dict[int, list[OrderRow]] = {}
+        self.recorded_due: dict[int, list[tuple[int, str, str, int, float]]] = {}  # token -> (ts, oid, side, qty, px)
+        self.ended_due: dict[int, list[tuple[str, str]]] = {}                      # token -> (oid, status)
+        self.last_close: dict[int, float] = {}
+        self.book = budget.Book()
+        self.bar_index = 0
+        self.merged = merge(self.sets)
+
+    # ------------------------------------------------------------------ the loop
+    def run(self) -> Result:
+        token, ts, o, h, lo, c, v, tfi = self.merged
+        names = [s.tf for s in self.sets]
+        n = len(token)
+        toks, tss, os_, hs, ls, cs, vs = (a.tolist() for a in (token, ts, o, h, lo, c, v))
+        tfl = tfi.tolist() if len(names) > 1 else None
+        on_bar = self.engine.on_bar
+        pending = self.pending
+        due = self.recorded_due
+        ended = self.ended_due
+        last_close = self.last_close
+        route = self._route
+        fill_pending = self._fill_pending
+        apply_recorded = self._apply_recorded
+        tf0 = names[0]
+        tf_ms0 = TF_MS[tf0]
+        show = self.opts.progress and n >= 200_000
+        t0 = time.perf_counter()
+        next_report = t0 + 2.0
+        for i in range(n):
+            tok = toks[i]
+            tf = tf0 if tfl is None else names[tfl[i]]
+            if (due or ended) and (tok in due or tok in ended):
+                apply_recorded(tok, tss[i] + (tf_ms0 if tfl is None else TF_MS[tf]), i)
+            if pending and (tfl is None or tfl[i] == 0) and tok in pending:
+                fill_pending(tok, i, tss[i], os_[i])
+            bar = HBar(tok, tss[i], os_[i], hs[i], ls[i], cs[i], vs[i], tf)
+            last_close[tok] = cs[i]
+            orders = on_bar(bar, tf)
+            if orders:
+                route(orders, bar, i)
+            if show and not i & 0xFFFF and time.perf_counter() > next_report:
+                next_report = time.perf_counter() + 2.0
+                rate = i / (time.perf_counter() - t0)
+                print(f"backtest: {i / n:5.1%}  {i:,}/{n:,} bars  {rate:,.0f} bars/s", file=sys.stderr, flush=True)
+        seconds = time.perf_counter() - t0
+        if show:
+            print(f"backtest: 100.0%  {n:,} bars in {seconds:.1f} s", file=sys.stderr, flush=True)
+        for rows in pending.values():
+            for r in rows:
+                r.status, r.detail = "OPEN", "no bar after it to fill at"
+        return Result(list(self.rows.values()), self.portfolio, n, seconds, dict(last_close))
+
+    # ------------------------------------------------------------------ orders
+    def _route(self, orders: list[dict[str, Any]], bar: HBar, i: int) -> None:
+        opts = self.opts
+        for order in orders:
+            row = self.rows[order["order_id"]] = OrderRow(order)
+            if opts.fill == "recorded":
+                self._schedule_recorded(row)
+                continue
+            if not self._allow(row, bar):
+                self.engine.on_order_update(order["order_id"], row.status)
+                continue
+            if opts.fill == "close":
+                self._fill(row, i, bar.ts + TF_MS[bar.tf], bar.close)
+            else:
+                self.pending.setdefault(bar.instrument_token, []).append(row)
+
+    def _allow(self, row: OrderRow, bar: HBar) -> bool:
+        """Size and budget-check one order (the live stages' pure cores); False when refused."""
+        o = row.order
+        opts = self.opts
+        entry = sizing.is_entry(o)
+        if opts.sizing == "fixed" or opts.risk is None or opts.calendar is None:
+            lot = self.instruments[bar.instrument_token].lot_size or 1
+            row.qty = opts.qty * lot if entry else o["qty"]
+            return True
+        token = bar.instrument_token
+        held_q, held_n = self.portfolio.position_qty(token)
+        for r in self.pending.get(token, ()):
+            if sizing.is_entry(r.order) and r.qty:
+                held_q += r.qty
+                held_n += r.qty * float(r.order["extra"]["ref_price"])
+        avail = None
+        if not entry:
+            h = self.portfolio.holding(str(o["strategy"]), token)
+            closing = max(h.qty, 0) if o["side"] == "SELL" else max(-h.qty, 0)
+            working = sum(r.qty or 0 for r in self.pending.get(token, ())
+                          if r.order["strategy"] == o["strategy"] and r.order["side"] == o["side"]
+                          and not sizing.is_entry(r.order))
+            avail = closing - working
+        inst = self.instruments[token]
+        mkt = sizing.Market(opts.equity, "capital", bar.close, "bar_close", inst.lot_size or 1, inst.name or None,
+                            held_q, held_n, avail)
+        s = sizing.size(o, mkt, opts.risk, opts.calendar)
+        if s.rejected:
+            row.status, row.detail = "REJECTED_RISK", f"{s.reason}: {s.risk.get('detail', '')}".rstrip(": ")
+            return False
+        row.qty = s.qty
+        verdict = budget.decide({**o, "qty": s.qty, "risk": s.risk}, self._budget_book(bar.ts), opts.risk)
+        if not verdict.allowed:
+            row.status, row.detail = "REJECTED_BUDGET", f"{verdict.reason}: {verdict.budget.get('detail', '')}"
+            return False
+        return True
+
+    def _budget_book(self, ts: int) -> budget.Book:
+        """The budget guard's view: open positions and pending entries, the day's PnL (marked)."""
+        book = self.book
+        used: dict[str, float] = {}
+        keys: set[tuple[str, int]] = set()
+        day = (ts + IST_OFFSET_MS) // DAY_MS
+        pnl = self.portfolio.realized_by_day.get(day, 0.0)
+        for (label, tok), hd in self.portfolio.holdings.items():
+            if hd.qty:
+                used[label] = used.get(label, 0.0) + abs(hd.qty) * hd.avg
+                keys.add((label, tok))
+                pnl += hd.qty * (self.last_close.get(tok, hd.avg) - hd.avg)
+        pend: dict[str, float] = {}
+        for tok, rows in self.pending.items():
+            for r in rows:
+                if sizing.is_entry(r.order) and r.qty:
+                    label = str(r.order["strategy"])
+                    nv = r.qty * float(r.order["extra"]["ref_price"])
+                    used[label] = used.get(label, 0.0) + nv
+                    pend[label] = pend.get(label, 0.0) + nv
+                    keys.add((label, tok))
+        book.used_by_strategy, book.pending_by_strategy, book.open_keys = used, pend, keys
+        book.day_pnl = {budget.windows(ts)[2][1]: pnl}
+        book._by_bucket = None
+        return book
+
+    def _fill_pending(self, tok: int, i: int, ts: int, price: float) -> None:
+        for row in self.pending.pop(tok):
+            self._fill(row, i, ts, price)
+
+    def _fill(self, row: OrderRow, i: int, ts: int, base: float) -> None:
+        o = row.order
+        qty = row.qty
+        assert qty is not None
+        inst = self.instruments[int(o["instrument_token"])]
+        tick = inst.tick_size or 0.05
+        side = o["side"]
+        price = base + (self.opts.slippage_ticks * tick if side == "BUY" else -self.opts.slippage_ticks * tick)
+        price = round(round(price / tick) * tick, 10)
+        charges = self._charges(o, side, qty, price, ts)
+        self.portfolio.fill(str(o["strategy"]), inst.instrument_token, side, qty, price, ts, charges, i,
+                            (ts + IST_OFFSET_MS) // DAY_MS)
+        row.status, row.fill_ts, row.fill_price, row.filled = "FILLED", ts, price, qty
+        row.charges += charges
+        self.engine.on_fill(str(o["strategy"]), inst.instrument_token, side, qty, price, o["order_id"])
+
+    def _charges(self, o: dict[str, Any], side: str, qty: int, price: float, ts: int) -> float:
+        model = self.opts.charges
+        if model is None:
+            return 0.0
+        from core.sessions import ist_date  # noqa: PLC0415
+
+        inst = self.instruments[int(o["instrument_token"])]
+        seg = self.opts.segment(str(o["product"]), inst.exchange, inst.instrument_type) if self.opts.segment \
+            else "intraday"
+        return float(model.charges(seg, side, qty, price, ist_date(ts)).total)
+
+    # ------------------------------------------------------------------ recorded fills (parity)
+    def _schedule_recorded(self, row: OrderRow) -> None:
+        rec = self.opts.recorded.get(row.order["order_id"])
+        tok = int(row.order["instrument_token"])
+        if rec is None:
+            row.status, row.detail = "MISSING", "not in the recorded session"
+            return
+        row.status = rec.status
+        for f_ts, side, qty, price in rec.fills:
+            self.recorded_due.setdefault(tok, []).append((f_ts, row.order["order_id"], side, qty, price))
+        if not rec.fills and rec.status in ("REJECTED_RISK", "REJECTED_BUDGET", "REJECTED", "CANCELLED", "EXPIRED"):
+            self.ended_due.setdefault(tok, []).append((row.order["order_id"], rec.status))
+        elif rec.fills and rec.status in ("CANCELLED", "EXPIRED", "REJECTED"):
+            self.ended_due.setdefault(tok, []).append((row.order["order_id"], rec.status))
+
+    def _apply_recorded(self, tok: int, decision_ts: int, i: int) -> None:
+        fills = self.recorded_due.get(tok)
+        if fills:
+            fills.sort()
+            keep = []
+            for f in fills:
+                f_ts, oid, side, qty, price = f
+                if f_ts >= decision_ts:
+                    keep.append(f)
+                    continue
+                row = self.rows[oid]
+                o = row.order
+                charges = self._charges(o, side, qty, price, f_ts)
+                self.portfolio.fill(str(o["strategy"]), tok, side, qty, price, f_ts, charges, i,
+                                    (f_ts + IST_OFFSET_MS) // DAY_MS)
+                row.filled += qty
+                row.fill_ts, row.fill_price = f_ts, price
+                row.charges += charges
+                self.engine.on_fill(str(o["strategy"]), tok, side, qty, price, oid)
+            if keep:
+                self.recorded_due[tok] = keep
+            else:
+                del self.recorded_due[tok]
+        ends = self.ended_due.get(tok)
+        if ends:
+            waiting = {oid for _, oid, *_ in self.recorded_due.get(tok, ())}
+            left = [(oid, st) for oid, st in ends if oid in waiting]
+            for oid, st in ends:
+                if oid not in waiting:
+                    self.engine.on_order_update(oid, st)
+            if left:
+                self.ended_due[tok] = left
+            else:
+                del self.ended_due[tok]
+
+
+def merge(sets: Sequence[BarSet]) -> tuple[np.ndarray, ...]:
+    """All bar sets as one stream: by close time, then the finer timeframe, then instrument order."""
+    if len(sets) == 1:
+        s = sets[0]
+        return s.token, s.ts, s.open, s.high, s.low, s.close, s.volume, np.zeros(len(s), dtype=np.int64)
+    cols = [np.concatenate([getattr(s, k) for s in sets]) for k in ("token", "ts", "open", "high", "low", "close",
+                                                                     "volume")]
+    tfi = np.concatenate([np.full(len(s), k, dtype=np.int64) for k, s in enumerate(sets)])
+    close_ts = cols[1] + np.concatenate([np.full(len(s), TF_MS[s.tf], dtype=np.int64) for s in sets])
+    order = np.lexsort((tfi, close_ts))
+    return (*(c[order] for c in cols), tfi[order])
+
+
+def with_options(opts: Options, **changes: Any) -> Options:
+    return replace(opts, **changes)
