@@ -79,6 +79,7 @@ class Options:
 @dataclass
 class OrderRow:
     order: dict[str, Any]
+    entry: bool = False
     status: str = "ALLOWED"
     qty: int | None = None
     detail: str = ""
@@ -161,7 +162,7 @@ class Replay:
     def _route(self, orders: list[dict[str, Any]], bar: HBar, i: int) -> None:
         opts = self.opts
         for order in orders:
-            row = self.rows[order["order_id"]] = OrderRow(order)
+            row = self.rows[order["order_id"]] = OrderRow(order, sizing.is_entry(order))
             if opts.fill == "recorded":
                 self._schedule_recorded(row)
                 continue
@@ -177,7 +178,7 @@ class Replay:
         """Size and budget-check one order (the live stages' pure cores); False when refused."""
         o = row.order
         opts = self.opts
-        entry = sizing.is_entry(o)
+        entry = row.entry
         if opts.sizing == "fixed" or opts.risk is None or opts.calendar is None:
             lot = self.instruments[bar.instrument_token].lot_size or 1
             row.qty = opts.qty * lot if entry else o["qty"]
@@ -185,7 +186,7 @@ class Replay:
         token = bar.instrument_token
         held_q, held_n = self.portfolio.position_qty(token)
         for r in self.pending.get(token, ()):
-            if sizing.is_entry(r.order) and r.qty:
+            if r.entry and r.qty:
                 held_q += r.qty
                 held_n += r.qty * float(r.order["extra"]["ref_price"])
         avail = None
@@ -194,7 +195,7 @@ class Replay:
             closing = max(h.qty, 0) if o["side"] == "SELL" else max(-h.qty, 0)
             working = sum(r.qty or 0 for r in self.pending.get(token, ())
                           if r.order["strategy"] == o["strategy"] and r.order["side"] == o["side"]
-                          and not sizing.is_entry(r.order))
+                          and not r.entry)
             avail = closing - working
         inst = self.instruments[token]
         mkt = sizing.Market(opts.equity, "capital", bar.close, "bar_close", inst.lot_size or 1, inst.name or None,
@@ -225,14 +226,17 @@ class Replay:
         pend: dict[str, float] = {}
         for tok, rows in self.pending.items():
             for r in rows:
-                if sizing.is_entry(r.order) and r.qty:
+                if r.entry and r.qty:
                     label = str(r.order["strategy"])
                     nv = r.qty * float(r.order["extra"]["ref_price"])
                     used[label] = used.get(label, 0.0) + nv
                     pend[label] = pend.get(label, 0.0) + nv
                     keys.add((label, tok))
         book.used_by_strategy, book.pending_by_strategy, book.open_keys = used, pend, keys
-        book.day_pnl = {budget.windows(ts)[2][1]: pnl}
+        today = budget.windows(ts)[2][1]
+        if today not in book.day_pnl:
+            book.counts.clear()  # the order-cap windows (second, minute, day) of earlier days are done with
+        book.day_pnl = {today: pnl}
         book._by_bucket = None
         return book
 

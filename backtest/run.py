@@ -95,13 +95,21 @@ def registry_tfs(job: Job) -> list[str]:
     return sorted(tfs, key=lambda t: TF_MS.get(t, 0)) or ["1m"]
 
 
-def execute(job: Job, recorded: dict[str, Recorded] | None = None) -> Outcome:
-    from backtest.charges import parse_charges_option, segment_for  # noqa: PLC0415
+def load(job: Job) -> list[data.BarSet]:
+    """The job's bars (every timeframe it decides on)."""
     from core.settings import load_settings  # noqa: PLC0415
     from core.universe import load_universe  # noqa: PLC0415
 
     universe = load_universe(load_settings().config_dir / "tokens.csv")
-    sets = load_bars(job, universe, registry_tfs(job))
+    return load_bars(job, universe, registry_tfs(job))
+
+
+def execute(job: Job, recorded: dict[str, Recorded] | None = None, sets: Sequence[data.BarSet] | None = None,
+            params: dict[str, Any] | None = None) -> Outcome:
+    """One run: ``sets`` (default: loaded from the job), ``params`` overriding ``--params`` (the sweep)."""
+    from backtest.charges import parse_charges_option, segment_for  # noqa: PLC0415
+
+    sets = list(sets) if sets is not None else load(job)
     tf = min((s.tf for s in sets), key=TF_MS.__getitem__)
     product = job.product or ("CNC" if tf == "1d" else "MIS")
     if product == "MIS" and tf == "1d":
@@ -115,10 +123,11 @@ def execute(job: Job, recorded: dict[str, Recorded] | None = None) -> Outcome:
     else:
         assert job.strategy is not None
         try:
-            params = parse_params(job.params)
+            given = parse_params(job.params)
         except ValueError as exc:
             raise ConfigError(str(exc)) from None
-        specs, ens, square_off = [single_strategy(job.strategy, params, tf, tokens, product)], [], "15:15"
+        specs, ens, square_off = [single_strategy(job.strategy, {**given, **(params or {})}, tf, tokens, product)], \
+            [], "15:15"
     engine = build(specs, ens, infos(list(insts.values())), calendar, square_off)
     risk = risk_config(job.risk_config, job.session, tf, product, job.cash) if job.sizing == "risk" else None
     cash = job.cash if job.cash is not None else (risk.capital if risk is not None else 1_000_000.0)

@@ -100,10 +100,10 @@ def risk_config(path: str | None, session: str, tf: str, product: str, equity: f
     if product not in cfg.allowed_products:
         changes["allowed_products"] = [*cfg.allowed_products, product]
     if tf == "1d" or session == "none":
-        changes["entry_hours"] = EntryHours(within_session=session != "none" and tf != "1d")
+        changes["entry_hours"] = EntryHours(within_session=session != "none" and tf != "1d").model_dump()
     if equity is not None:
         changes["capital"] = equity
-    return cfg.model_copy(update=changes)
+    return RiskBudget.model_validate({**cfg.model_dump(), **changes})  # validated afresh (no shared memos)
 
 
 def build(specs: Sequence[StrategySpec], ens: Sequence[EnsembleSpec], instruments: dict[int, InstrumentInfo],

@@ -195,6 +195,7 @@ class ExchangeCalendar:
     config: SessionsFile
     holiday_source: HolidaySource = package_holidays
     _years: dict[tuple[str, int], frozenset[date]] = field(default_factory=dict, init=False, repr=False)
+    _days: dict[tuple[str, date], Session | None] = field(default_factory=dict, init=False, repr=False)
 
     @property
     def exchanges(self) -> tuple[str, ...]:
@@ -242,7 +243,14 @@ class ExchangeCalendar:
         return day in self.holidays(exchange, day.year)
 
     def session(self, exchange: str, day: date) -> Session | None:
-        """The session of ``exchange`` on IST date ``day``, or ``None`` when it does not trade."""
+        """The session of ``exchange`` on IST date ``day``, or ``None`` when it does not trade (memoised)."""
+        key = (exchange, day)
+        if key in self._days:
+            return self._days[key]
+        s = self._days[key] = self._session(exchange, day)
+        return s
+
+    def _session(self, exchange: str, day: date) -> Session | None:
         special = self._special(exchange, day)
         hours: _Hours
         if special is not None:

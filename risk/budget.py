@@ -14,9 +14,10 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass, field
+from datetime import date
 from typing import Any
 
-from core.sessions import ist_date
+from core.sessions import DAY_MS, IST_OFFSET_MS
 from risk.config import OrderCaps, RiskBudget
 from risk.sizing import is_entry
 
@@ -36,11 +37,13 @@ REASONS = (REJECT_KILL, REJECT_DISABLED, REJECT_DAILY_LOSS, REJECT_OPEN_POSITION
            *(f"order_cap_{scope}_{w}" for scope in ("account", "strategy") for w in CAP_WINDOWS))
 
 ACCOUNT = "*"
+_EPOCH_ORDINAL = date(1970, 1, 1).toordinal()
 
 
 def windows(signal_ts: int) -> tuple[tuple[str, int], ...]:
     """The calendar second, minute and IST day an order's signal falls in (its order-cap windows)."""
-    return (("second", signal_ts // 1000), ("minute", signal_ts // 60_000), ("day", ist_date(signal_ts).toordinal()))
+    return (("second", signal_ts // 1000), ("minute", signal_ts // 60_000),
+            ("day", (signal_ts + IST_OFFSET_MS) // DAY_MS + _EPOCH_ORDINAL))  # == ist_date(signal_ts).toordinal()
 
 
 @dataclass(slots=True)

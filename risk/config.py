@@ -109,6 +109,7 @@ class RiskBudget(StrictModel):
     buckets: dict[str, Bucket]
     strategies: dict[str, StrategyLimits] = Field(default_factory=dict)
     _bucket_memo: dict[str, str] = PrivateAttr(default_factory=dict)
+    _caps_memo: dict[str, OrderCaps] = PrivateAttr(default_factory=dict)
 
     @field_validator("freeze_qty")
     @classmethod
@@ -138,9 +139,12 @@ class RiskBudget(StrictModel):
     # -- lookups ---------------------------------------------------------------
     def bucket_of(self, strategy: str) -> str:
         """The bucket a strategy draws on (exact name, then patterns in file order, else ``default``)."""
-        hit = self._bucket_memo.get(strategy)
+        # the private dict read directly: pydantic's __getattr__ path for a private attribute costs ~10 us,
+        # more than the whole budget decision of an order in a backtest
+        memo = self.__pydantic_private__["_bucket_memo"]  # type: ignore[index]
+        hit = memo.get(strategy)
         if hit is None:
-            hit = self._bucket_memo[strategy] = self._find_bucket(strategy)
+            hit = memo[strategy] = self._find_bucket(strategy)
         return hit
 
     def _find_bucket(self, strategy: str) -> str:
@@ -167,10 +171,15 @@ class RiskBudget(StrictModel):
         return self.limits_of(strategy).risk_per_trade_pct or self.risk_per_trade_pct
 
     def strategy_caps(self, strategy: str) -> OrderCaps:
-        own = self.limits_of(strategy).order_caps
-        d = self.strategy_order_caps
-        return OrderCaps(per_second=own.per_second or d.per_second, per_minute=own.per_minute or d.per_minute,
-                         per_day=own.per_day or d.per_day)
+        memo = self.__pydantic_private__["_caps_memo"]  # type: ignore[index]
+        caps = memo.get(strategy)
+        if caps is None:
+            own = self.limits_of(strategy).order_caps
+            d = self.strategy_order_caps
+            caps = memo[strategy] = OrderCaps(per_second=own.per_second or d.per_second,
+                                              per_minute=own.per_minute or d.per_minute,
+                                              per_day=own.per_day or d.per_day)
+        return caps
 
     def freeze_of(self, symbol: str, name: str | None = None) -> int | None:
         q = self.freeze_qty.get(symbol)

@@ -100,10 +100,10 @@ class _Emitted:
 class _Slot:
     """One strategy on one instrument and timeframe."""
 
-    __slots__ = ("strategy", "refs", "ctx", "label", "vote_only", "decide")
+    __slots__ = ("strategy", "refs", "ctx", "label", "vote_only", "decide", "book", "intraday")
 
     def __init__(self, strategy: Strategy, ctx: Context, label: str, vote_only: bool,
-                 share: Callable[[str, dict[str, Any]], int]) -> None:
+                 share: Callable[[str, dict[str, Any]], int], book: _Book, intraday: bool) -> None:
         self.strategy = strategy
         # (value name, index of the shared indicator): strategies on the same instrument and timeframe
         # that need the same indicator (ATR 14, say) read one instance, updated once per bar
@@ -113,6 +113,8 @@ class _Slot:
         self.ctx = ctx
         self.label = label
         self.vote_only = vote_only
+        self.book = book  # the position's pending orders (the same object for the engine's life)
+        self.intraday = intraday
 
 
 class DecisionEngine:
@@ -156,7 +158,8 @@ class DecisionEngine:
                         updates.append(create(ind, **params).update)
                     return index[key]
 
-                slot = _Slot(spec.cls(spec.params), ctx, spec.label, owner is not None, share)
+                slot = _Slot(spec.cls(spec.params), ctx, spec.label, owner is not None, share,
+                             self._books[(owner or spec.label, token)], spec.product == "MIS")
                 self._slots.setdefault((spec.tf, token), []).append(slot)
         self._by_tf: dict[str, dict[int, list[Any]]] = {}
         for (tf, token), slots in self._slots.items():
@@ -245,15 +248,35 @@ class DecisionEngine:
                 votes[slot.label] = sig
             elif emit:
                 if sig is None:
-                    pos = slot.ctx.position
-                    if not pos.direction and not pos.qty:
+                    pos = ctx.position
+                    d, q = pos.direction, pos.qty
+                    if not d and not q:
                         continue  # nothing to decide: no signal, nothing held or aimed at
+                    # held as aimed, no exit on its way, before any square-off: _decide would do nothing
+                    if d and (q > 0 if d > 0 else q < 0) and not slot.book.exits and not (slot.intraday and (
+                            (session.square_off_ms is not None and decision_ts >= session.square_off_ms)
+                            or session.open_ms is None or (pos.entry_ts is not None
+                                                           and pos.entry_ts < session.open_ms))):
+                        continue
                 self._decide(slot.label, tf, bar, decision_ts, session, sig, None, orders)
         for ens in self._ens.get((tf, token), ()):
             sig, meta = ens.ensemble.combine(votes or {})
             if emit:
+                if sig is None and self._settled(ens.label, token, ens.product == "MIS", decision_ts, session):
+                    continue
                 self._decide(ens.label, tf, bar, decision_ts, session, sig, meta, orders)
         return orders
+
+    def _settled(self, label: str, token: int, intraday: bool, ts: int, session: SessionFacts) -> bool:
+        """Nothing for :meth:`_decide` to do without a signal: flat, or held as aimed with no exit on its way,
+        before any square-off (the per-bar fast path; the strategies' loop inlines the same test)."""
+        pos = self.positions[(label, token)]
+        d, q = pos.direction, pos.qty
+        if not d:
+            return not q
+        return (q > 0 if d > 0 else q < 0) and not self._books[(label, token)].exits and not (intraday and (
+            (session.square_off_ms is not None and ts >= session.square_off_ms) or session.open_ms is None
+            or (pos.entry_ts is not None and pos.entry_ts < session.open_ms)))
 
     def on_fill(self, strategy: str, token: int, side: str, qty: int, price: float,
                 order_id: str | None = None) -> None:
