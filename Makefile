@@ -9,7 +9,7 @@ SVC ?=
 VAR := $(or $(TRADESTACK_VAR_DIR),var)
 PYTEST_ARGS ?=
 
-.PHONY: help setup lock native up up-smoke down status logs restart broker-reset risk-v2 kill-switch kill-switch-off flatten test test-fast bench check-config docker-env lint schemas clean-var
+.PHONY: help setup lock native up up-smoke down status logs restart broker-reset risk-v2 kill-switch kill-switch-off flatten score backtest-demo test test-fast bench check-config docker-env lint schemas clean-var
 
 help: ## list targets
 	@grep -E '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -99,6 +99,14 @@ test: setup ## the whole test suite (what .ci/run calls); TEST_WORKERS=N process
 
 test-fast: setup ## unit tests only
 	$(VPY) -m pytest -q tests/unit $(PYTEST_ARGS)
+
+score: setup ## next-day strategy scores + registry overlay: make score [FOR=YYYY-MM-DD] [ARGS="--dry-run"]
+	@$(VPY) -m backtest.scorer $(if $(FOR),--for $(FOR)) $(ARGS)
+
+backtest-demo: setup ## SMA 10/30 crossover on backtesting.py's GOOG daily sample -> var/backtest/goog (report.html)
+	@$(VPY) -m backtest run --csv "$$($(VPY) -c 'import backtesting.test, pathlib; print(pathlib.Path(backtesting.test.__file__).parent / "GOOG.csv")')" \
+		--symbol GOOG --strategy ma_crossover --params fast=10,slow=30,kind=sma,allow_short=true,use_stop=false \
+		--session none --charges none --sizing fixed --out var/backtest/goog
 
 bench: setup $(VENV)/.bench-installed ## benchmarks (installs the [bench] extra); writes figures to docs/BENCHMARKS.md
 	$(VPY) -m tests.bench.run_all --write docs/BENCHMARKS.md

@@ -14,76 +14,13 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
-from datetime import date
 from pathlib import Path
+from typing import Any
 
+from backtest.options import add_data_options, add_model_options, job_from_args
 from backtest.run import Job, execute, summary, write_outputs
 from core.cli import run_cli
 from core.errors import EXIT_CONFIG, ConfigError
-
-
-def _date(text: str) -> date:
-    try:
-        return date.fromisoformat(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a date (YYYY-MM-DD): {text!r}") from None
-
-
-def _nonneg_int(text: str) -> int:
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
-    if v < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {text}")
-    return v
-
-
-def _slippage(text: str) -> int:
-    key, sep, val = text.partition("=")
-    if key != "ticks" or not sep:
-        raise argparse.ArgumentTypeError(f"expected ticks=N, got {text!r}")
-    return _nonneg_int(val)
-
-
-def add_data_options(p: argparse.ArgumentParser) -> None:
-    g = p.add_argument_group("data (one of --csv, --parquet, --from-db)")
-    src = g.add_mutually_exclusive_group(required=True)
-    src.add_argument("--csv", type=Path, metavar="FILE",
-                     help="bars: a date/time first column, then open/high/low/close[/volume] in any case")
-    src.add_argument("--parquet", type=Path, metavar="DIR", help="the bar archive (DIR/bars/tf=<tf>/date=...)")
-    src.add_argument("--from-db", action="store_true", help="the bars_<tf> tables at POSTGRES_DSN")
-    g.add_argument("--symbol", metavar="NAME", help="--csv: the instrument the file holds (INFY, NSE:INFY, GOOG)")
-    g.add_argument("--symbols", metavar="S,S", help="--from-db/--parquet: instruments of configs/tokens.csv")
-    g.add_argument("--tf", help="timeframe(s): 1m,5m,... (default: --csv infers it; else the registry's, or 1m)")
-    g.add_argument("--from", dest="start", type=_date, metavar="DATE", help="first IST date (--from-db/--parquet)")
-    g.add_argument("--to", dest="end", type=_date, metavar="DATE", help="last IST date, inclusive")
-    g.add_argument("--tz", default="Asia/Kolkata", help="time zone of naive CSV times (default Asia/Kolkata)")
-
-
-def add_model_options(p: argparse.ArgumentParser) -> None:
-    g = p.add_argument_group("what decides (one of --strategy, --registry)")
-    s = g.add_mutually_exclusive_group(required=True)
-    s.add_argument("--strategy", metavar="NAME", help="one strategy of strategy/strategies (e.g. ma_crossover)")
-    s.add_argument("--registry", type=Path, metavar="FILE", help="a registry file (strategy/registry.yaml format)")
-    g.add_argument("--params", metavar="K=V,...", help="--strategy's params (e.g. fast=10,slow=30,kind=sma)")
-    g.add_argument("--ensembles", type=Path, metavar="FILE", help="--registry: its ensembles file (default: none)")
-    g.add_argument("--session", choices=("nse", "none"), default="nse",
-                   help="session rules: nse (the exchange calendar, default) or none (24-hour data)")
-    g.add_argument("--product", choices=("MIS", "CNC", "NRML"),
-                   help="default: MIS on intraday bars, CNC on daily bars (--registry: the registry's)")
-    e = p.add_argument_group("execution and money")
-    e.add_argument("--fill", choices=("next_open", "close"), default="next_open",
-                   help="a market order fills at the next bar's open (default) or at its bar's close")
-    e.add_argument("--charges", default="zerodha", metavar="zerodha|none|bps=N",
-                   help="Zerodha's schedule (configs/charges.yaml, by trade date; default), none, or N bps")
-    e.add_argument("--slippage", type=_slippage, default=0, metavar="ticks=N", help="fills N ticks worse")
-    e.add_argument("--sizing", choices=("risk", "fixed"), default="risk",
-                   help="risk: the risk manager's sizing and budget guard (default); fixed: --qty lots per entry")
-    e.add_argument("--qty", type=_nonneg_int, default=1, help="--sizing fixed: lots per entry (default 1)")
-    e.add_argument("--cash", type=float, metavar="N",
-                   help="starting cash, also the pinned equity sizing uses (default: risk_budget.yaml capital)")
-    e.add_argument("--risk-config", metavar="FILE", help="risk budget file (default configs/risk_budget.yaml)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -97,44 +34,14 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--fills-from-db", action="store_true",
                      help="fill each order as the recorded session did (its rows in fills/orders at POSTGRES_DSN)")
     run.add_argument("--out", type=Path, required=True, metavar="DIR", help="output directory (created)")
+    run.add_argument("--record", metavar="RUN_ID", nargs="?", const="",
+                     help="also store the daily results per strategy in strategy_results (source backtest) for "
+                          "python -m backtest.scorer; RUN_ID default: derived from the options")
     run.add_argument("--quiet", action="store_true", help="no progress lines")
     from backtest.sweep import add_sweep_parser  # noqa: PLC0415
 
     add_sweep_parser(sub)
     return ap
-
-
-def job_from_args(args: argparse.Namespace, ap: argparse.ArgumentParser) -> Job:
-    if args.csv is not None:
-        if not args.symbol:
-            ap.error("--csv needs --symbol NAME")
-        source = "csv"
-    else:
-        if not args.symbols:
-            ap.error("--from-db/--parquet need --symbols")
-        if args.start is None or args.end is None:
-            ap.error("--from-db/--parquet need --from and --to")
-        if args.start > args.end:
-            ap.error(f"--from {args.start} is after --to {args.end}")
-        source = "parquet" if args.parquet is not None else "db"
-    if args.params and not args.strategy:
-        ap.error("--params goes with --strategy")
-    if args.sizing == "fixed" and args.qty < 1:
-        ap.error("--sizing fixed needs --qty >= 1")
-    if args.cash is not None and not args.cash > 0:
-        ap.error("--cash must be > 0")
-    dsn = None
-    if source == "db" or getattr(args, "fills_from_db", False):
-        from core.settings import load_settings  # noqa: PLC0415
-
-        dsn = load_settings().postgres_dsn
-    symbols = tuple(s for s in (args.symbols or "").split(",") if s.strip())
-    return Job(source=source, csv=args.csv, symbol=args.symbol, symbols=symbols, tz=args.tz, tf=args.tf,
-               start=args.start, end=args.end, parquet=args.parquet, dsn=dsn, strategy=args.strategy,
-               params=args.params, registry=args.registry, ensembles=args.ensembles, session=args.session,
-               product=args.product, fill=args.fill, charges=args.charges, slippage_ticks=args.slippage,
-               sizing=args.sizing, qty=args.qty, cash=args.cash, risk_config=args.risk_config,
-               fills_from_db=getattr(args, "fills_from_db", False), progress=not getattr(args, "quiet", False))
 
 
 def cmd_run(args: argparse.Namespace, ap: argparse.ArgumentParser) -> int:
@@ -148,8 +55,49 @@ def cmd_run(args: argparse.Namespace, ap: argparse.ArgumentParser) -> int:
     outcome = execute(job, recorded)
     write_outputs(args.out, job, outcome)
     print(f"backtest: {summary(outcome)}")
+    if recorded is not None:
+        return _parity(job, outcome, args.out)
     print(f"backtest: wrote {args.out}/trades.csv, orders.csv, equity.csv, metrics.json, report.html")
+    if args.record is not None:
+        _record(job, outcome, args.record)
     return 0
+
+
+def _record(job: Job, outcome: Any, run_id: str) -> None:
+    import hashlib  # noqa: PLC0415
+
+    from backtest.results import daily_rows, record  # noqa: PLC0415
+    from core.db import connect  # noqa: PLC0415
+    from core.settings import load_settings  # noqa: PLC0415
+
+    if not run_id:
+        text = repr(sorted((k, str(v)) for k, v in vars(job).items() if k not in ("dsn", "progress")))
+        run_id = "bt-" + hashlib.blake2b(text.encode(), digest_size=6).hexdigest()
+    rows = daily_rows(outcome.trades)
+    with connect(job.dsn or load_settings().dsn) as conn:
+        n = record(conn, run_id, "backtest", rows)
+        conn.commit()
+    print(f"backtest: recorded {n} daily result row(s) as run {run_id} in strategy_results")
+
+
+def _parity(job: Job, outcome: Any, out: Path) -> int:
+    """--fills-from-db: the backtest's orders against the session's; exit 1 with the first difference."""
+    import json  # noqa: PLC0415
+
+    from backtest.recorded import first_difference, session_orders  # noqa: PLC0415
+
+    assert job.dsn is not None
+    ours = [r.order for r in outcome.result.orders]
+    labels = {s for s in outcome.labels}
+    theirs = session_orders(job.dsn, job.start, job.end, labels)
+    diff = first_difference(ours, theirs)
+    (out / "parity.json").write_text(json.dumps({"orders_backtest": len(ours), "orders_session": len(theirs),
+                                                 "first_difference": diff}, indent=2) + "\n", encoding="utf-8")
+    if diff is None:
+        print(f"parity: the backtest decided the session's {len(theirs)} orders exactly (id, side, signal time)")
+        return 0
+    print(f"parity: FAILED: first difference: {diff}")
+    return 1
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -129,21 +129,7 @@ def read_csv(path: Path, symbol: str, universe: Sequence[Instrument], tz: str = 
     if first.type.tz is None:
         first = pc.assume_timezone(first, timezone=zone.key, ambiguous="earliest", nonexistent="earliest")
     ts = first.cast(pa.timestamp("ms", tz="UTC")).cast(pa.int64()).to_numpy()
-    cols: dict[str, np.ndarray] = {}
-    for c in ("open", "high", "low", "close", "volume"):
-        if c not in names:
-            cols[c] = np.zeros(len(ts), dtype=np.int64)
-            continue
-        col = table.column(names[c])
-        try:
-            arr = col.cast(pa.float64()).to_numpy(zero_copy_only=False)
-        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
-            raise ConfigError(f"{path}: column {names[c]!r}: not numeric") from None
-        bad = np.flatnonzero(~np.isfinite(arr) | (arr < 0) | ((arr <= 0) if c != "volume" else False))
-        if len(bad):
-            i = int(bad[0])
-            raise ConfigError(f"{path}: row {i + 2}: {names[c]} = {arr[i]!r} is not a positive number")
-        cols[c] = arr if c != "volume" else arr.astype(np.int64)
+    cols = _price_columns(table, names, path, len(ts))
     inconsistent = np.flatnonzero((cols["high"] < np.maximum(cols["open"], cols["close"]) - 1e-9)
                                   | (cols["low"] > np.minimum(cols["open"], cols["close"]) + 1e-9))
     if len(inconsistent):
@@ -161,6 +147,27 @@ def read_csv(path: Path, symbol: str, universe: Sequence[Instrument], tz: str = 
     return BarSet(tf, {inst.instrument_token: inst}, np.full(n, inst.instrument_token, dtype=np.int64), ts,
                   cols["open"][order], cols["high"][order], cols["low"][order], cols["close"][order],
                   cols["volume"][order])
+
+
+def _price_columns(table: Any, names: dict[str, str], path: Path, n: int) -> dict[str, np.ndarray]:
+    """open/high/low/close (positive, finite) and volume (>= 0; zeros when absent) as numpy columns."""
+    import pyarrow as pa  # noqa: PLC0415
+
+    cols: dict[str, np.ndarray] = {}
+    for c in ("open", "high", "low", "close", "volume"):
+        if c not in names:
+            cols[c] = np.zeros(n, dtype=np.int64)
+            continue
+        try:
+            arr = table.column(names[c]).cast(pa.float64()).to_numpy(zero_copy_only=False)
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+            raise ConfigError(f"{path}: column {names[c]!r}: not numeric") from None
+        bad = np.flatnonzero(~np.isfinite(arr) | (arr < 0) | ((arr <= 0) if c != "volume" else False))
+        if len(bad):
+            i = int(bad[0])
+            raise ConfigError(f"{path}: row {i + 2}: {names[c]} = {float(arr[i])!r} is not a positive number")
+        cols[c] = arr if c != "volume" else arr.astype(np.int64)
+    return cols
 
 
 def select_instruments(symbols: Sequence[str], universe: Sequence[Instrument]) -> dict[int, Instrument]:
@@ -223,6 +230,7 @@ def read_db(dsn: str, tf: str, instruments: dict[int, Instrument], start: date, 
 
 def read_parquet(root: Path, tf: str, instruments: dict[int, Instrument], start: date, end: date) -> BarSet:
     """Bars of ``instruments`` from the archive under ``root`` between two IST dates (inclusive)."""
+    import pyarrow as pa  # noqa: PLC0415
     import pyarrow.parquet as pq  # noqa: PLC0415
 
     base = root / "bars" / f"tf={tf}"
@@ -239,7 +247,7 @@ def read_parquet(root: Path, tf: str, instruments: dict[int, Instrument], start:
         t = pq.read_table(path, columns=["instrument_token", "ts", "open", "high", "low", "close", "volume"])
         tok = t.column("instrument_token").to_numpy()
         keep = np.isin(tok, tokens)
-        ts = t.column("ts").cast("timestamp[ms, tz=UTC]").cast("int64").to_numpy()
+        ts = t.column("ts").cast(pa.timestamp("ms", tz="UTC")).cast(pa.int64()).to_numpy()
         parts.append([tok[keep], ts[keep], *(t.column(c).to_numpy()[keep]
                                               for c in ("open", "high", "low", "close", "volume"))])
     return _merge(tf, instruments, parts, str(base))

@@ -80,8 +80,9 @@ class Portfolio:
                 t.charges += left_charges
                 t.max_qty = max(t.max_qty, abs(h.qty))
                 break
-            t = h.trade
-            assert t is not None
+            closing = h.trade
+            assert closing is not None
+            t = closing
             n = min(abs(left), abs(h.qty))
             part = left_charges * n / abs(left)
             gain = n * (price - h.avg) * (1 if h.qty > 0 else -1)

@@ -21,8 +21,7 @@ from backtest import data
 from backtest.metrics import compute_metrics, ist_iso, per_strategy
 from backtest.replay import Options, Recorded, Replay, Result
 from backtest.trades import Trade
-from backtest.wiring import (build, calendar_for, from_registry, infos, parse_params, risk_config,
-                             single_strategy)
+from backtest.wiring import build, calendar_for, from_registry, infos, parse_params, risk_config, single_strategy
 from core.errors import ConfigError
 from strategy.api import TF_MS
 
@@ -68,6 +67,7 @@ class Outcome:
     cash: np.ndarray
     exposure: np.ndarray
     initial_cash: float
+    labels: tuple[str, ...] = ()
 
 
 def load_bars(job: Job, universe: Sequence[Any], tfs: Sequence[str]) -> list[data.BarSet]:
@@ -148,7 +148,8 @@ def execute(job: Job, recorded: dict[str, Recorded] | None = None, sets: Sequenc
     metrics = {**metrics, "bars": result.bars, "orders": len(result.orders),
                "orders_rejected": sum(1 for r in result.orders if r.status.startswith("REJECTED")),
                "bars_per_s": round(result.bars / result.seconds) if result.seconds else None}
-    return Outcome(result, trades, metrics, ts, equity, cash_s, exposure, cash)
+    labels = tuple(s.label for s in specs if s.ensemble is None) + tuple(e.label for e in ens)
+    return Outcome(result, trades, metrics, ts, equity, cash_s, exposure, cash, labels)
 
 
 def _check_charges(model: Any, sets: Sequence[data.BarSet], specs: Sequence[Any], ens: Sequence[Any],
@@ -175,7 +176,8 @@ def _check_charges(model: Any, sets: Sequence[data.BarSet], specs: Sequence[Any]
 # ---------------------------------------------------------------------- outputs
 TRADE_COLUMNS = ("entry_time", "exit_time", "side", "qty", "entry_price", "exit_price", "pnl", "charges",
                  "net_pnl", "strategy", "symbol")
-ORDER_COLUMNS = ("order_id", "strategy", "symbol", "side", "intent", "qty", "signal_time", "status", "filled_qty",
+ORDER_COLUMNS = ("order_id", "strategy", "symbol", "side", "intent", "qty", "sized_qty", "signal_time", "status",
+                 "filled_qty",
                  "fill_time", "fill_price", "charges", "reason", "detail")
 
 
@@ -191,8 +193,9 @@ def write_outputs(out: Path, job: Job, o: Outcome) -> None:
          t.strategy, t.symbol) for t in o.trades))
     _atomic_csv(out / "orders.csv", ORDER_COLUMNS, (
         (r.order["order_id"], r.order["strategy"], r.order["symbol"], r.order["side"],
-         r.order["extra"].get("intent"), r.qty if r.qty is not None else (r.order["qty"] or ""),
-         ist_iso(r.order["signal_ts"]), r.status, r.filled, "" if r.fill_ts is None else ist_iso(r.fill_ts),
+         r.order["extra"].get("intent"), "" if r.order["qty"] is None else r.order["qty"],
+         "" if r.qty is None else r.qty, ist_iso(r.order["signal_ts"]), r.status, r.filled,
+         "" if r.fill_ts is None else ist_iso(r.fill_ts),
          _num(r.fill_price), _num(r.charges, 2), r.order["extra"].get("reason", ""), r.detail)
         for r in o.result.orders))
     peak = np.maximum.accumulate(o.equity) if len(o.equity) else o.equity

@@ -205,7 +205,7 @@ def write_csvs(out: Path, ranked: list[dict[str, Any]], wf: list[dict[str, Any]]
 
 # -- the command ------------------------------------------------------------------------------------------
 def add_sweep_parser(sub: Any) -> None:
-    from backtest.cli import add_data_options, add_model_options  # noqa: PLC0415
+    from backtest.options import add_data_options, add_model_options  # noqa: PLC0415
 
     p = sub.add_parser("sweep", help="a parameter grid with walk-forward splits",
                        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -224,7 +224,7 @@ def add_sweep_parser(sub: Any) -> None:
 
 
 def cmd_sweep(args: argparse.Namespace, ap: argparse.ArgumentParser) -> int:
-    from backtest.cli import job_from_args  # noqa: PLC0415
+    from backtest.options import job_from_args  # noqa: PLC0415
     from backtest.run import load  # noqa: PLC0415
 
     if args.strategy is None:

@@ -214,7 +214,7 @@ class DecisionEngine:
         return facts
 
     # ------------------------------------------------------------------ inputs
-    def on_bar(self, bar: BarLike, tf: str, emit: bool = True) -> list[dict[str, Any]]:
+    def on_bar(self, bar: BarLike, tf: str, emit: bool = True) -> list[dict[str, Any]]:  # noqa: C901 (hot path, inlined)
         """Decide on one closed bar; ``emit=False`` only warms indicators and strategy state."""
         token = bar.instrument_token
         by_token = self._by_tf.get(tf)

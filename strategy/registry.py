@@ -14,6 +14,9 @@ list of symbols (``NSE:INFY``, or ``INFY``: NSE when also listed on BSE), or a f
 
 A strategy on one timeframe is labelled by its ``id`` (the Orders' ``strategy``);
 on several, each copy is ``<id>_<tf>`` so positions and order ids never mix.
+
+:func:`load_registry` applies the scorer's overlay (:mod:`strategy.overlay`) when its file exists:
+it sets ``enabled`` per id, so the next day runs what ``python -m backtest.scorer`` decided.
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ from core.settings import PROJECT_ROOT
 from core.universe import Instrument
 from strategy.api import TF_MS, InstrumentInfo, Params
 from strategy.engine import EnsembleSpec, StrategySpec
+from strategy.overlay import apply_file, overlay_path
 from strategy.strategies import STRATEGIES
 
 DECISION_TFS = ("1m", "3m", "5m", "15m", "30m", "60m")
@@ -90,6 +94,7 @@ class Registry:
     specs: tuple[StrategySpec, ...]
     instruments: Mapping[int, InstrumentInfo]
     ensembles: tuple[EnsembleSpec, ...] = ()
+    overlay: Path | None = None  # the scorer's overlay applied to ``file`` (None: none)
 
     @property
     def square_off(self) -> str:
@@ -260,21 +265,44 @@ def ensemble_path() -> Path:
     return Path(os.environ.get("STRATEGY_ENSEMBLES") or DEFAULT_ENSEMBLES)
 
 
+def _apply_overlay(file: RegistryFile, overlay: Path, ensembles: Path) -> RegistryFile | None:
+    """``file`` with ``enabled`` as the overlay says (members of enabled ensembles stay enabled); None: no file."""
+    from strategy.ensemble_engine import load_ensembles  # noqa: PLC0415
+
+    protected = {m: e.id for e in load_ensembles(ensembles).ensembles if e.enabled
+                 for m in e.members} if ensembles.exists() else {}
+    res = apply_file(overlay, {e.id: e.enabled for e in file.strategies}, protected)
+    if res is None:
+        return None
+    entries = [e.model_copy(update={"enabled": res.enabled[e.id]}) for e in file.strategies]
+    return file.model_copy(update={"strategies": entries})
+
+
 def load_registry(path: Path | None = None, universe: Sequence[Instrument] | None = None,
-                  ensembles: Path | None = None) -> Registry:
-    """Load and validate the registry (and the ensembles beside it); one ConfigError line on a problem."""
+                  ensembles: Path | None = None, overlay: Path | bool | None = True) -> Registry:
+    """Load and validate the registry (and the ensembles beside it); one ConfigError line on a problem.
+
+    ``overlay``: the scorer's overlay to apply when its file exists (True: ``TRADESTACK_REGISTRY_OVERLAY``
+    or ``var/strategy/registry_overlay.yaml``; False/None: none, the registry as written)."""
     from core.settings import load_settings  # noqa: PLC0415
     from core.universe import load_universe  # noqa: PLC0415
     from strategy.indicators.config import load_indicator_config  # noqa: PLC0415
 
     path = path or registry_path()
+    ens_path = ensembles if ensembles is not None else ensemble_path()
     file = load_config(path, RegistryFile)
+    over = overlay_path() if overlay is True else overlay if isinstance(overlay, Path) else None
+    overlaid = _apply_overlay(file, over, ens_path) if over is not None else None
+    if overlaid is None:
+        over = None
+    else:
+        file = overlaid
     config_dir = load_settings().config_dir
     if universe is None:
         universe = load_universe(config_dir / "tokens.csv")
     ind_path = config_dir / "indicators.yaml"
     indicators = load_indicator_config(ind_path) if ind_path.exists() else None
-    return build_registry(path, file, universe, ensembles if ensembles is not None else ensemble_path(), indicators)
+    return replace(build_registry(path, file, universe, ens_path, indicators), overlay=over)
 
 
 def _check_registry(_: Path) -> object:
@@ -283,4 +311,4 @@ def _check_registry(_: Path) -> object:
 
 CONFIG_CHECKS = [(str(DEFAULT_REGISTRY), _check_registry)]
 """``make check-config`` validates the registry the runner loads (``STRATEGY_REGISTRY``, default
-``strategy/registry.yaml``) with its ensembles."""
+``strategy/registry.yaml``) with its ensembles and the scorer's overlay (:mod:`strategy.overlay`)."""

@@ -22,6 +22,10 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 
+# A registry overlay written by a real `make score` on this machine must not change what the tests load:
+# tests that want one pass it explicitly (and services started by tests inherit this).
+os.environ.setdefault("TRADESTACK_REGISTRY_OVERLAY", str(ROOT / "var" / "tests-no-registry-overlay.yaml"))
+
 
 def free_port() -> int:
     """A free TCP port on loopback."""
