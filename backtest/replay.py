@@ -28,7 +28,7 @@ import numpy as np
 
 from backtest.data import BarSet
 from backtest.portfolio import Portfolio
-from core.sessions import DAY_MS, IST_OFFSET_MS, ExchangeCalendar
+from core.sessions import DAY_MS, IST_OFFSET_MS, ExchangeCalendar, ist_date
 from risk import budget, sizing
 from risk.config import RiskBudget
 from strategy.api import TF_MS
@@ -264,12 +264,10 @@ class Replay:
         model = self.opts.charges
         if model is None:
             return 0.0
-        from core.sessions import ist_date  # noqa: PLC0415
-
         inst = self.instruments[int(o["instrument_token"])]
         seg = self.opts.segment(str(o["product"]), inst.exchange, inst.instrument_type) if self.opts.segment \
             else "intraday"
-        return float(model.charges(seg, side, qty, price, ist_date(ts)).total)
+        return float(model.charges(seg, side, qty, price, ist_date(ts), exchange=inst.exchange).total)
 
     # ------------------------------------------------------------------ recorded fills (parity)
     def _schedule_recorded(self, row: OrderRow) -> None:

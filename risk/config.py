@@ -110,6 +110,7 @@ class RiskBudget(StrictModel):
     strategies: dict[str, StrategyLimits] = Field(default_factory=dict)
     _bucket_memo: dict[str, str] = PrivateAttr(default_factory=dict)
     _caps_memo: dict[str, OrderCaps] = PrivateAttr(default_factory=dict)
+    _limits_memo: dict[str, StrategyLimits] = PrivateAttr(default_factory=dict)
 
     @field_validator("freeze_qty")
     @classmethod
@@ -157,6 +158,13 @@ class RiskBudget(StrictModel):
         return "default"
 
     def limits_of(self, strategy: str) -> StrategyLimits:
+        memo = self.__pydantic_private__["_limits_memo"]  # type: ignore[index]
+        lim = memo.get(strategy)
+        if lim is None:
+            lim = memo[strategy] = self._find_limits(strategy)
+        return lim
+
+    def _find_limits(self, strategy: str) -> StrategyLimits:
         if strategy in self.strategies:
             return self.strategies[strategy]
         for pat, lim in self.strategies.items():
