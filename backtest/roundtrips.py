@@ -11,13 +11,14 @@ its charges split between the two by quantity. Charges are a pluggable per-fill 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any
 
 import psycopg
 
 from backtest.charges import ChargeCalculator, segment_for
+from backtest.portfolio import Portfolio
 from backtest.trades import Trade
 from core.sessions import ist_date
 
@@ -53,87 +54,23 @@ def zero_charges(_: FillRow) -> float:
     return 0.0
 
 
-@dataclass(slots=True)
-class _Open:
-    """The trade being built for one position."""
-
-    side: str
-    entry_ts: int
-    max_qty: int = 0
-    entry_qty: int = 0
-    entry_value: float = 0.0
-    exit_qty: int = 0
-    exit_value: float = 0.0
-    pnl: float = 0.0
-    charges: float = 0.0
-
-
-@dataclass(slots=True)
-class _Book:
-    net: int = 0
-    avg: float = 0.0
-    trade: _Open | None = None
-    done: list[Trade] = field(default_factory=list)
-
-
-def _trade(f: FillRow, t: _Open, exit_ts: int | None) -> Trade:
-    return Trade(f.strategy, f.symbol, f.instrument_token, t.side, t.max_qty, t.entry_ts,
-                 t.entry_value / t.entry_qty, exit_ts, t.exit_value / t.exit_qty if t.exit_qty else None,
-                 t.pnl, t.charges)
-
-
-def _open(book: _Book, f: FillRow, qty: int, charges: float) -> None:
-    sign = 1 if f.side == "BUY" else -1
-    book.trade = _Open("LONG" if sign > 0 else "SHORT", f.ts_ms)
-    book.net, book.avg = sign * qty, f.price
-    book.trade.max_qty, book.trade.entry_qty, book.trade.entry_value = qty, qty, qty * f.price
-    book.trade.charges = charges
-
-
-def _apply(book: _Book, f: FillRow, charges: float) -> None:
-    sign = 1 if f.side == "BUY" else -1
-    t = book.trade
-    if book.net == 0 or t is None:
-        _open(book, f, f.qty, charges)
-        return
-    held = abs(book.net)
-    if (book.net > 0) == (sign > 0):  # adding: the average cost moves
-        book.avg = (held * book.avg + f.qty * f.price) / (held + f.qty)
-        book.net += sign * f.qty
-        t.max_qty = max(t.max_qty, abs(book.net))
-        t.entry_qty += f.qty
-        t.entry_value += f.qty * f.price
-        t.charges += charges
-        return
-    closing = min(held, f.qty)
-    t.pnl += closing * (f.price - book.avg) * (1 if book.net > 0 else -1)
-    t.exit_qty += closing
-    t.exit_value += closing * f.price
-    t.charges += charges * closing / f.qty
-    book.net += sign * closing
-    if book.net != 0:
-        return
-    book.done.append(_trade(f, t, f.ts_ms))
-    book.trade, book.avg = None, 0.0
-    rest = f.qty - closing
-    if rest:  # a flip: the rest opens the next trade at this fill's price
-        _open(book, f, rest, charges * rest / f.qty)
-
-
 def round_trips(fills: Iterable[FillRow], charges: ChargeFn = zero_charges) -> list[Trade]:
     """The trades of ``fills`` per (venue, strategy, instrument), closed ones first in exit order, then
     the still-open ones (``exit_ts`` None, ``pnl`` what their reducing fills realised so far).
 
-    ``fills`` are processed in (ts, fill_id) order."""
-    books: dict[tuple[str, str, int], _Book] = {}
-    last: dict[tuple[str, str, int], FillRow] = {}
+    ``fills`` are processed in (ts, fill_id) order, through the backtester's own books
+    (:class:`backtest.portfolio.Portfolio`, one per venue), so live and backtest trades are counted alike."""
+    books: dict[str, Portfolio] = {}
     for f in sorted(fills, key=lambda x: (x.ts_ms, x.fill_id)):
-        key = (f.venue, f.strategy, f.instrument_token)
-        _apply(books.setdefault(key, _Book()), f, charges(f))
-        last[key] = f
-    closed = sorted((t for b in books.values() for t in b.done), key=lambda t: (t.exit_ts or 0, t.strategy))
-    still = [_trade(last[k], b.trade, None) for k, b in books.items() if b.trade is not None]
-    return closed + still
+        book = books.get(f.venue)
+        if book is None:
+            book = books[f.venue] = Portfolio(0.0, {})
+        book.symbols[f.instrument_token] = f.symbol
+        book.fill(f.strategy, f.instrument_token, f.side, f.qty, f.price, f.ts_ms, charges(f), 0,
+                  ist_date(f.ts_ms).toordinal())
+    trades = [t for b in books.values() for t in b.finish({})]  # open ones: no mark, realised PnL only
+    closed = sorted((t for t in trades if t.exit_ts is not None), key=lambda t: (t.exit_ts or 0, t.strategy))
+    return closed + [t for t in trades if t.exit_ts is None]
 
 
 def load_fills(conn: psycopg.Connection[Any], venues: Iterable[str], before: datetime) -> list[FillRow]:
