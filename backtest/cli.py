@@ -55,11 +55,11 @@ def cmd_run(args: argparse.Namespace, ap: argparse.ArgumentParser) -> int:
     outcome = execute(job, recorded)
     write_outputs(args.out, job, outcome)
     print(f"backtest: {summary(outcome)}")
+    if args.record is not None:
+        _record(job, outcome, args.record)
     if recorded is not None:
         return _parity(job, outcome, args.out)
     print(f"backtest: wrote {args.out}/trades.csv, orders.csv, equity.csv, metrics.json, report.html")
-    if args.record is not None:
-        _record(job, outcome, args.record)
     return 0
 
 
@@ -87,14 +87,14 @@ def _parity(job: Job, outcome: Any, out: Path) -> int:
     from backtest.recorded import first_difference, session_orders  # noqa: PLC0415
 
     assert job.dsn is not None
-    ours = [r.order for r in outcome.result.orders]
-    labels = {s for s in outcome.labels}
-    theirs = session_orders(job.dsn, job.start, job.end, labels)
+    ours = outcome.result.orders
+    theirs = session_orders(job.dsn, job.start, job.end, set(outcome.labels))
     diff = first_difference(ours, theirs)
     (out / "parity.json").write_text(json.dumps({"orders_backtest": len(ours), "orders_session": len(theirs),
                                                  "first_difference": diff}, indent=2) + "\n", encoding="utf-8")
     if diff is None:
-        print(f"parity: the backtest decided the session's {len(theirs)} orders exactly (id, side, signal time)")
+        print(f"parity: the backtest decided the session's {len(theirs)} orders exactly "
+              f"(id, side, signal time, sized quantity)")
         return 0
     print(f"parity: FAILED: first difference: {diff}")
     return 1

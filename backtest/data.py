@@ -142,7 +142,10 @@ def read_csv(path: Path, symbol: str, universe: Sequence[Instrument], tz: str = 
     if len(dup):
         raise ConfigError(f"{path}: two rows for {datetime.fromtimestamp(ts[dup[0]] / 1000, zone).isoformat()}")
     inst = csv_instrument(symbol, universe, float(cols["close"][order[-1]]))
-    tf = tf or infer_tf(ts, str(path))
+    found = infer_tf(ts, str(path)) if tf is None or len(ts) > 1 else tf
+    if tf is not None and tf != found:
+        raise ConfigError(f"{path}: --tf {tf}, but the bars are {found} bars")
+    tf = found
     n = len(ts)
     return BarSet(tf, {inst.instrument_token: inst}, np.full(n, inst.instrument_token, dtype=np.int64), ts,
                   cols["open"][order], cols["high"][order], cols["low"][order], cols["close"][order],

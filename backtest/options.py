@@ -88,6 +88,18 @@ def job_from_args(args: argparse.Namespace, ap: argparse.ArgumentParser) -> Job:
         source = "parquet" if args.parquet is not None else "db"
     if args.params and not args.strategy:
         ap.error("--params goes with --strategy")
+    if args.tf:
+        from backtest.data import DB_TFS, TF_SECONDS  # noqa: PLC0415
+
+        tfs = [t.strip() for t in args.tf.split(",")]
+        allowed = TF_SECONDS if source == "csv" else DB_TFS
+        bad = [t for t in tfs if t not in allowed]
+        if bad:
+            ap.error(f"--tf: {bad[0]!r} is not one of {', '.join(allowed)}")
+        if source == "csv" and len(tfs) > 1:
+            ap.error("--tf: a CSV file holds one timeframe")
+    if getattr(args, "fills_from_db", False) and source != "db":
+        ap.error("--fills-from-db replays a recorded session: give --from-db with its --symbols, --from and --to")
     if args.sizing == "fixed" and args.qty < 1:
         ap.error("--sizing fixed needs --qty >= 1")
     if args.cash is not None and not args.cash > 0:

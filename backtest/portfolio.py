@@ -46,9 +46,12 @@ class Portfolio:
     holdings: dict[tuple[str, int], Holding] = field(default_factory=dict)
     trades: list[Trade] = field(default_factory=list)
     charges_paid: float = 0.0
-    realized_by_day: dict[int, float] = field(default_factory=dict)
     # (bar index, token, signed qty, cash change) per fill, for the equity curve
     _events: list[tuple[int, int, int, float]] = field(default_factory=list)
+    # the IST day of the latest fill, and that day's fills per (strategy, token): [bought, bought value,
+    # sold, sold value] (the budget guard's day PnL, risk.exposure.day_pnl)
+    _day: int = -1
+    _day_fills: dict[tuple[str, int], list[float]] = field(default_factory=dict)
 
     def holding(self, label: str, token: int) -> Holding:
         h = self.holdings.get((label, token))
@@ -60,6 +63,12 @@ class Portfolio:
              bar_index: int, day: int) -> float:
         """Book one fill; returns the PnL it realised (gross)."""
         signed = qty if side == "BUY" else -qty
+        if day != self._day:
+            self._day, self._day_fills = day, {}
+        agg = self._day_fills.setdefault((label, token), [0.0, 0.0, 0.0, 0.0])
+        k = 0 if side == "BUY" else 2
+        agg[k] += qty
+        agg[k + 1] += qty * price
         h = self.holding(label, token)
         cash = -signed * price - charges
         self.cash += cash
@@ -97,8 +106,6 @@ class Portfolio:
             left_charges -= part
             if h.qty == 0:
                 self._close(label, token, h, ts, None)
-        if realized:
-            self.realized_by_day[day] = self.realized_by_day.get(day, 0.0) + realized
         return realized
 
     def _close(self, label: str, token: int, h: Holding, ts: int | None, mark: float | None) -> None:
@@ -125,6 +132,15 @@ class Portfolio:
                 self._close(label, token, h, None, last_close.get(token, h.avg))
         self.trades.sort(key=lambda t: (t.entry_ts, t.strategy, t.instrument_token))
         return self.trades
+
+    def day_pnl(self, day: int, marks: dict[int, float]) -> float:
+        """PnL of IST day ``day`` as the live budget guard computes it: the day's fills per (strategy, token),
+        matched buys against sells, the rest marked to ``marks`` (:func:`risk.exposure.day_pnl_of`)."""
+        from risk.exposure import day_pnl_of  # noqa: PLC0415
+
+        if day != self._day:
+            return 0.0
+        return day_pnl_of([(bq, bv, sq, sv, marks.get(tok)) for (_, tok), (bq, bv, sq, sv) in self._day_fills.items()])
 
     def position_qty(self, token: int) -> tuple[int, float]:
         """(|qty|, notional at average cost) held on ``token`` across strategies."""

@@ -38,33 +38,43 @@ def load_recorded(dsn: str, start: date, end: date) -> dict[str, Recorded]:
     return out
 
 
-def session_orders(dsn: str, start: date, end: date, strategies: set[str]) -> dict[str, tuple[str, int, str]]:
-    """order_id -> (side, signal_ts ms, strategy) of the session's orders of ``strategies`` in the range."""
+def session_orders(dsn: str, start: date, end: date, strategies: set[str]) -> dict[str, tuple[Any, ...]]:
+    """order_id -> (side, signal_ts ms, strategy, qty, status) of the session's orders of ``strategies``
+    in the range (``qty``: as the risk manager sized it; null for an entry it refused)."""
     from core.db import connect  # noqa: PLC0415
 
     lo, hi = ist_range_ms(start, end)
     with connect(dsn) as conn:
         rows = conn.execute(
-            "SELECT order_id, side, (extract(epoch FROM signal_ts) * 1000)::bigint, strategy FROM orders "
-            "WHERE signal_ts >= to_timestamp(%s / 1000.0) AND signal_ts < to_timestamp(%s / 1000.0) "
+            "SELECT order_id, side, (extract(epoch FROM signal_ts) * 1000)::bigint, strategy, qty, status "
+            "FROM orders WHERE signal_ts >= to_timestamp(%s / 1000.0) AND signal_ts < to_timestamp(%s / 1000.0) "
             "AND strategy = ANY(%s)", (lo, hi, sorted(strategies))).fetchall()
-    return {str(o): (str(s), int(t), str(st)) for o, s, t, st in rows}
+    return {str(o): (str(s), int(t), str(st), q, str(status)) for o, s, t, st, q, status in rows}
 
 
-def first_difference(ours: list[dict[str, Any]], theirs: dict[str, tuple[str, int, str]]) -> str | None:
-    """The earliest (by signal time) order that one side decided and the other did not, or decided
-    differently; None when both decided the same orders (id, side, signal time)."""
+def first_difference(ours: list[Any], theirs: dict[str, tuple[Any, ...]]) -> str | None:
+    """The earliest (by signal time) order the two decided differently: one side only, another side or
+    signal time, or another size (the risk manager's quantity, or its refusal); None when they agree.
+
+    ``ours``: the replay's order rows (``order``, ``qty`` as our sizing gave it, ``sized_status``)."""
     diffs: list[tuple[int, str]] = []
-    mine = {o["order_id"]: o for o in ours}
-    for oid, o in mine.items():
+    mine = {r.order["order_id"]: r for r in ours}
+    for oid, r in mine.items():
+        o = r.order
         t = theirs.get(oid)
+        what = f"{oid} ({o['strategy']} {o['side']} {o['extra'].get('intent')} at {o['signal_ts']})"
         if t is None:
-            diffs.append((o["signal_ts"], f"{oid} ({o['strategy']} {o['side']} at {o['signal_ts']}): "
-                                          f"the backtest decided it, the session did not"))
-        elif (t[0], t[1]) != (o["side"], o["signal_ts"]):
-            diffs.append((o["signal_ts"], f"{oid}: backtest {o['side']} at {o['signal_ts']}, "
-                                          f"session {t[0]} at {t[1]}"))
-    for oid, (side, ts, strat) in theirs.items():
+            diffs.append((o["signal_ts"], f"{what}: the backtest decided it, the session did not"))
+            continue
+        side, ts, _, qty, status = t
+        if (side, ts) != (o["side"], o["signal_ts"]):
+            diffs.append((o["signal_ts"], f"{what}: the session has {side} at {ts}"))
+        elif (status == "REJECTED_RISK") != (r.sized_status == "REJECTED_RISK"):
+            diffs.append((o["signal_ts"], f"{what}: risk sizing {r.sized_status or f'qty {r.qty}'} here, "
+                                          f"{status if status == 'REJECTED_RISK' else f'qty {qty}'} in the session"))
+        elif status != "REJECTED_RISK" and qty != r.qty:
+            diffs.append((o["signal_ts"], f"{what}: sized qty {r.qty} here, {qty} in the session"))
+    for oid, (side, ts, strat, _, _) in theirs.items():
         if oid not in mine:
             diffs.append((ts, f"{oid} ({strat} {side} at {ts}): the session decided it, the backtest did not"))
     return min(diffs)[1] if diffs else None

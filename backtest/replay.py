@@ -81,6 +81,8 @@ class OrderRow:
     order: dict[str, Any]
     entry: bool = False
     status: str = "ALLOWED"
+    sized_status: str | None = None        # REJECTED_RISK when the sizing refused it (also in recorded mode)
+    risk: dict[str, Any] = field(default_factory=dict)
     qty: int | None = None
     detail: str = ""
     fill_ts: int | None = None
@@ -164,6 +166,7 @@ class Replay:
         for order in orders:
             row = self.rows[order["order_id"]] = OrderRow(order, sizing.is_entry(order))
             if opts.fill == "recorded":
+                self._size(row, bar)  # what our sizing says, compared with what the session sized
                 self._schedule_recorded(row)
                 continue
             if not self._allow(row, bar):
@@ -176,6 +179,21 @@ class Replay:
 
     def _allow(self, row: OrderRow, bar: HBar) -> bool:
         """Size and budget-check one order (the live stages' pure cores); False when refused."""
+        if not self._size(row, bar):
+            return False
+        opts = self.opts
+        if opts.sizing == "fixed" or opts.risk is None:
+            return True
+        o = row.order
+        verdict = budget.decide({**o, "qty": row.qty, "risk": row.risk}, self._budget_book(bar.ts), opts.risk)
+        if not verdict.allowed:
+            row.status, row.detail = "REJECTED_BUDGET", f"{verdict.reason}: {verdict.budget.get('detail', '')}"
+            return False
+        return True
+
+    def _size(self, row: OrderRow, bar: HBar) -> bool:
+        """The risk manager's sizing (``risk.sizing.size``) with what it would read live: equity pinned,
+        the decision bar's close, the instrument's exposure (held + entries on their way), the exit room."""
         o = row.order
         opts = self.opts
         entry = row.entry
@@ -185,50 +203,58 @@ class Replay:
             return True
         token = bar.instrument_token
         held_q, held_n = self.portfolio.position_qty(token)
-        for r in self.pending.get(token, ()):
-            if r.entry and r.qty:
-                held_q += r.qty
-                held_n += r.qty * float(r.order["extra"]["ref_price"])
+        waiting = self._waiting(token)
+        for r, q in waiting:
+            if r.entry and q:
+                held_q += q
+                held_n += q * float(r.order["extra"]["ref_price"])
         avail = None
         if not entry:
             h = self.portfolio.holding(str(o["strategy"]), token)
             closing = max(h.qty, 0) if o["side"] == "SELL" else max(-h.qty, 0)
-            working = sum(r.qty or 0 for r in self.pending.get(token, ())
-                          if r.order["strategy"] == o["strategy"] and r.order["side"] == o["side"]
-                          and not r.entry)
+            working = sum(q for r, q in waiting if r.order["strategy"] == o["strategy"]
+                          and r.order["side"] == o["side"] and not r.entry)
             avail = closing - working
         inst = self.instruments[token]
         mkt = sizing.Market(opts.equity, "capital", bar.close, "bar_close", inst.lot_size or 1, inst.name or None,
                             held_q, held_n, avail)
         s = sizing.size(o, mkt, opts.risk, opts.calendar)
+        row.risk = s.risk
         if s.rejected:
-            row.status, row.detail = "REJECTED_RISK", f"{s.reason}: {s.risk.get('detail', '')}".rstrip(": ")
+            row.sized_status = "REJECTED_RISK"
+            row.detail = f"{s.reason}: {s.risk.get('detail', '')}".rstrip(": ")
+            if opts.fill != "recorded":
+                row.status = "REJECTED_RISK"
             return False
         row.qty = s.qty
-        verdict = budget.decide({**o, "qty": s.qty, "risk": s.risk}, self._budget_book(bar.ts), opts.risk)
-        if not verdict.allowed:
-            row.status, row.detail = "REJECTED_BUDGET", f"{verdict.reason}: {verdict.budget.get('detail', '')}"
-            return False
         return True
 
+    def _waiting(self, token: int) -> list[tuple[OrderRow, int]]:
+        """Orders of ``token`` on their way to the venue or resting there: (row, quantity still to fill)."""
+        if self.opts.fill != "recorded":
+            return [(r, r.qty or 0) for r in self.pending.get(token, ())]
+        left: dict[str, int] = {}
+        for _, oid, _, qty, _ in self.recorded_due.get(token, ()):
+            left[oid] = left.get(oid, 0) + qty
+        return [(self.rows[oid], q) for oid, q in left.items()]
+
     def _budget_book(self, ts: int) -> budget.Book:
-        """The budget guard's view: open positions and pending entries, the day's PnL (marked)."""
+        """The budget guard's view (as :mod:`risk.exposure` reads it live): open positions at average cost
+        and entries on their way, the day's PnL from the day's fills marked to the latest close."""
         book = self.book
         used: dict[str, float] = {}
         keys: set[tuple[str, int]] = set()
-        day = (ts + IST_OFFSET_MS) // DAY_MS
-        pnl = self.portfolio.realized_by_day.get(day, 0.0)
         for (label, tok), hd in self.portfolio.holdings.items():
             if hd.qty:
                 used[label] = used.get(label, 0.0) + abs(hd.qty) * hd.avg
                 keys.add((label, tok))
-                pnl += hd.qty * (self.last_close.get(tok, hd.avg) - hd.avg)
         pend: dict[str, float] = {}
-        for tok, rows in self.pending.items():
-            for r in rows:
-                if r.entry and r.qty:
+        tokens = self.pending if self.opts.fill != "recorded" else self.recorded_due
+        for tok in list(tokens):
+            for r, q in self._waiting(tok):
+                if r.entry and q:
                     label = str(r.order["strategy"])
-                    nv = r.qty * float(r.order["extra"]["ref_price"])
+                    nv = q * float(r.order["extra"]["ref_price"])
                     used[label] = used.get(label, 0.0) + nv
                     pend[label] = pend.get(label, 0.0) + nv
                     keys.add((label, tok))
@@ -236,7 +262,7 @@ class Replay:
         today = budget.windows(ts)[2][1]
         if today not in book.day_pnl:
             book.counts.clear()  # the order-cap windows (second, minute, day) of earlier days are done with
-        book.day_pnl = {today: pnl}
+        book.day_pnl = {today: self.portfolio.day_pnl((ts + IST_OFFSET_MS) // DAY_MS, self.last_close)}
         book._by_bucket = None
         return book
 
@@ -251,8 +277,10 @@ class Replay:
         inst = self.instruments[int(o["instrument_token"])]
         tick = inst.tick_size or 0.05
         side = o["side"]
-        price = base + (self.opts.slippage_ticks * tick if side == "BUY" else -self.opts.slippage_ticks * tick)
-        price = round(round(price / tick) * tick, 10)
+        price = base
+        if self.opts.slippage_ticks:  # on the tick grid; without slippage the bar's own price stands
+            price = base + (self.opts.slippage_ticks * tick if side == "BUY" else -self.opts.slippage_ticks * tick)
+            price = round(round(price / tick) * tick, 10)
         charges = self._charges(o, side, qty, price, ts)
         self.portfolio.fill(str(o["strategy"]), inst.instrument_token, side, qty, price, ts, charges, i,
                             (ts + IST_OFFSET_MS) // DAY_MS)

@@ -83,16 +83,17 @@ def load_bars(job: Job, universe: Sequence[Any], tfs: Sequence[str]) -> list[dat
 
 
 def registry_tfs(job: Job) -> list[str]:
-    """The timeframes to load from the DB/archive: ``--tf``, else every timeframe the registry decides on."""
+    """The timeframes to load: ``--tf``, else every timeframe the registry decides on (validated first)."""
     if job.tf:
         return [t.strip() for t in job.tf.split(",")]
     if job.registry is None:
         return ["1m"]
-    import yaml  # noqa: PLC0415
+    from core.config import load_config  # noqa: PLC0415
+    from strategy.registry import RegistryFile  # noqa: PLC0415
 
-    raw = yaml.safe_load(job.registry.read_text(encoding="utf-8")) or {}
-    tfs = {tf for e in raw.get("strategies", []) if e.get("enabled", True) for tf in e.get("timeframes", [])}
-    return sorted(tfs, key=lambda t: TF_MS.get(t, 0)) or ["1m"]
+    reg = load_config(job.registry, RegistryFile)
+    tfs = {tf for e in reg.strategies if e.enabled for tf in e.timeframes}
+    return sorted(tfs, key=TF_MS.__getitem__) or ["1m"]
 
 
 def load(job: Job) -> list[data.BarSet]:
@@ -143,7 +144,8 @@ def execute(job: Job, recorded: dict[str, Recorded] | None = None, sets: Sequenc
     result = replay.run()
     token, ts_, _, _, _, close, _, tfi = replay.merged
     trades = result.portfolio.finish(result.last_close)
-    ts, equity, cash_s, exposure = result.portfolio.equity_curve(cash, token, ts_, close, tfi == 0)
+    # each point is the equity after a bar's close, so it is labelled with that close time
+    ts, equity, cash_s, exposure = result.portfolio.equity_curve(cash, token, ts_ + TF_MS[tf], close, tfi == 0)
     metrics = compute_metrics(ts, equity, trades, initial_cash=cash, exposure=exposure)
     metrics = {**metrics, "bars": result.bars, "orders": len(result.orders),
                "orders_rejected": sum(1 for r in result.orders if r.status.startswith("REJECTED")),

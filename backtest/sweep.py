@@ -6,11 +6,12 @@ ranked with walk-forward in-sample / out-of-sample splits so an overfit grid sho
 
 Each combination runs once over the whole history (the data is loaded once and shared with the
 worker processes by fork). The history is cut into ``--folds + 1`` consecutive segments of equal
-length in time; fold *i* takes segment *i* as in-sample (IS) and segment *i + 1* as out-of-sample
-(OOS), and every segment's metric comes from that run's equity curve inside the segment. The table
-ranks combinations by their mean IS metric and shows the mean OOS metric beside it; the walk-forward
-lines pick, per fold, the best IS combination and report how it did on the next segment: a grid
-that merely fits noise has a good IS column and an OOS column near zero or below.
+length in time, and every segment's metric comes from that run's equity curve inside the segment
+(rebased at its start). The table ranks combinations by their mean metric over the first ``folds``
+segments (in-sample, IS) and shows beside it the last segment (out-of-sample, OOS), which no ranking
+or choice ever looks at. The walk-forward lines pick, per fold *i*, the best combination of segment
+*i* and report how it did on segment *i + 1*. A grid that merely fits noise has a good IS column
+and an OOS column near zero or below, and its walk-forward picks do worse on the next segment.
 Writes ``DIR/sweep.csv`` (every combination) and ``DIR/walk_forward.csv``.
 """
 
@@ -139,13 +140,13 @@ def run_sweep(job: Any, sets: Sequence[Any], combos: list[dict[str, Any]], folds
 
 
 def rank(results: list[dict[str, Any]], folds: int) -> list[dict[str, Any]]:
-    """Mean IS (segments 0..folds-1) and OOS (segments 1..folds) metric per combination, best IS first."""
+    """Per combination: the mean IS metric (segments 0..folds-1) and the held-out OOS one (the last
+    segment, never ranked on); best IS first."""
     for r in results:
         segs = r.get("segments") or []
         is_v = [v for v in segs[:folds] if v is not None]
-        oos_v = [v for v in segs[1:folds + 1] if v is not None]
         r["is_mean"] = sum(is_v) / len(is_v) if is_v else None
-        r["oos_mean"] = sum(oos_v) / len(oos_v) if oos_v else None
+        r["oos_mean"] = segs[folds] if len(segs) > folds else None
     return sorted(results, key=lambda r: (r.get("is_mean") is None, -(r.get("is_mean") or 0.0)))
 
 

@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import fnmatch
 import os
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field, PrivateAttr, field_validator, model_validator
 
@@ -136,6 +137,13 @@ class RiskBudget(StrictModel):
         if not self.allowed_products:
             raise ValueError("allowed_products: at least one product")
         return self
+
+    def model_copy(self, *, update: Mapping[str, Any] | None = None, deep: bool = False) -> RiskBudget:
+        """A copy with its own (empty) lookup memos: a copy with other strategies or buckets must not
+        answer from the original's."""
+        copy = super().model_copy(update=update, deep=deep)
+        object.__setattr__(copy, "__pydantic_private__", {k: {} for k in (self.__pydantic_private__ or {})})
+        return copy
 
     # -- lookups ---------------------------------------------------------------
     def bucket_of(self, strategy: str) -> str:

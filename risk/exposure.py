@@ -78,7 +78,7 @@ def pending_entries(conn: psycopg.Connection[Any], include_sized: bool = False,
 def _closes_q(pairs: Sequence[tuple[int, int]], max_age_ms: int | None) -> tuple[str, tuple[Any, ...]]:
     age = _dt(0) if max_age_ms is None else None
     return ("SELECT w.t, w.at, b.close FROM unnest(%s::bigint[], %s::timestamptz[]) AS w(t, at), "
-            "LATERAL (SELECT close FROM bars_1s WHERE instrument_token = w.t AND ts <= w.at "
+            "LATERAL (SELECT close FROM bars_1s WHERE instrument_token = w.t AND ts < w.at "
             "AND ts >= COALESCE(%s::timestamptz, w.at - make_interval(secs => %s)) ORDER BY ts DESC LIMIT 1) b",
             ([t for t, _ in pairs], [_dt(a) for _, a in pairs], age, (max_age_ms or 0) / 1000))
 
@@ -170,7 +170,8 @@ def _day_pnl_q(day_ordinal: int, mark_at_ms: int) -> tuple[str, tuple[Any, ...]]
             (_dt(start), _dt(start + DAY_MS), _dt(mark_at_ms)))
 
 
-def _day_pnl(rows: Sequence[Sequence[Any]]) -> float:
+def day_pnl_of(rows: Sequence[Sequence[Any]]) -> float:
+    """The day's PnL from per-(strategy, token) rows (bought qty, bought value, sold qty, sold value, mark)."""
     total = 0.0
     for bq, bv, sq, sv, mark in rows:
         ab = bv / bq if bq else 0.0
@@ -188,7 +189,7 @@ def _day_pnl(rows: Sequence[Sequence[Any]]) -> float:
 
 def day_pnl(conn: psycopg.Connection[Any], day_ordinal: int, mark_at_ms: int) -> float:
     """PnL of one IST day: realised from its fills, the rest marked to the latest 1 s bar at ``mark_at_ms``."""
-    return _day_pnl(conn.execute(*_day_pnl_q(day_ordinal, mark_at_ms)).fetchall())
+    return day_pnl_of(conn.execute(*_day_pnl_q(day_ordinal, mark_at_ms)).fetchall())
 
 
 _WINDOWS = {"s": "second", "m": "minute", "d": "day"}
@@ -245,7 +246,7 @@ def load_book(conn: psycopg.Connection[Any], orders: Sequence[dict[str, Any]], l
         book.pending_by_strategy[strat] = book.pending_by_strategy.get(strat, 0.0) + float(notional)
         book.open_keys.add((strat, int(tok)))
     for d, c in c_days:
-        book.day_pnl[d] = _day_pnl(c.fetchall())
+        book.day_pnl[d] = day_pnl_of(c.fetchall())
     if c_cnt is not None:
         book.counts.update(_counts(c_cnt.fetchall()))
     return book

@@ -153,7 +153,7 @@ class RiskManager(OrderStage):
             else:
                 need.append(o)
         age = int(self.cfg.max_price_age_s * 1000)
-        # event time: the latest bar at or before each order's own signal
+        # event time: the latest 1 s bar that ended by each order's own signal (never one after it)
         closes, held, exits = exposure.sizing_reads(
             conn, [(int(o["instrument_token"]), int(o["signal_ts"])) for o in need], age, tokens, exit_keys)
         missing: list[dict[str, Any]] = []

@@ -24,6 +24,7 @@ BENCHES = {
     "risk": "tests.bench.bench_risk",
     "matcher": "tests.bench.bench_matcher",
     "gateway": "tests.bench.bench_gateway",
+    "backtest": "tests.bench.bench_backtest",
 }
 
 

@@ -255,6 +255,7 @@ def test_outputs_are_written(tmp_path: Path) -> None:
     m = json.loads((tmp_path / "out" / "metrics.json").read_text())
     eq = read_rows(tmp_path / "out" / "equity.csv")
     assert m["total_return_pct"] == pytest.approx((float(eq[-1]["equity"]) / m["initial_equity"] - 1) * 100, abs=1e-6)
+    assert eq[0]["time"] == "2025-06-02T09:16:00+05:30"  # the equity after the first bar, at its close
     orders = read_rows(tmp_path / "out" / "orders.csv")
     assert len(orders) == m["orders"] and {"order_id", "qty", "sized_qty", "signal_time", "status"} <= set(orders[0])
     assert all(r["qty"] == "" for r in orders if r["intent"] == "entry")  # entries are sized by risk
@@ -290,6 +291,10 @@ def test_help_lists_every_option() -> None:
      "no delivery charges before 2023-04-01"),
     (["--csv", str(GOOG), "--symbol", "GOOG", "--strategy", "ma_crossover", "--product", "MIS"],
      "intraday positions need intraday bars"),
+    (["--csv", "{csv}", "--symbol", "X", "--strategy", "ma_crossover", "--tf", "2m"], "--tf: '2m' is not one of"),
+    (["--csv", "{csv}", "--symbol", "X", "--strategy", "ma_crossover", "--tf", "5m"], "--tf 5m, but the bars are 1m"),
+    (["--csv", "{csv}", "--symbol", "X", "--registry", "/nonexistent/registry.yaml"], "file not found"),
+    (["--csv", "{csv}", "--symbol", "X", "--strategy", "ma_crossover", "--fills-from-db"], "give --from-db"),
 ])
 def test_usage_and_config_errors_exit_2_with_one_line(tmp_path: Path, args: list[str], message: str) -> None:
     f = minute_csv(tmp_path / "m.csv", days=1)

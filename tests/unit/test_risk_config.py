@@ -163,3 +163,14 @@ def test_service_with_a_bad_budget_file_then_exit_2_and_one_line_naming_file_and
     assert r.returncode == 2, r.stderr
     lines = [ln for ln in r.stderr.splitlines() if ln.startswith("error:")]
     assert len(lines) == 1 and str(bad) in lines[0] and "capital" in lines[0], r.stderr
+
+
+def test_a_copy_does_not_answer_from_the_originals_lookup_memos() -> None:
+    from risk.config import load_budget
+
+    cfg = load_budget()
+    base = cfg.model_validate({**cfg.model_dump(), "strategies": {"x*": {"risk_per_trade_pct": 2.0}}})
+    assert base.risk_pct("xyz") == 2.0  # memoised on base
+    copy = base.model_copy(update={"strategies": {}})
+    assert copy.risk_pct("xyz") == cfg.risk_per_trade_pct
+    assert base.risk_pct("xyz") == 2.0
