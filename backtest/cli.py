@@ -81,22 +81,27 @@ def _record(job: Job, outcome: Any, run_id: str) -> None:
 
 
 def _parity(job: Job, outcome: Any, out: Path) -> int:
-    """--fills-from-db: the backtest's orders against the session's; exit 1 with the first difference."""
+    """--fills-from-db: the backtest's orders against the session's; exit 1 with the first order that differs.
+    Sizing (the risk manager's quantities) is compared too and reported; see backtest.recorded.differences."""
     import json  # noqa: PLC0415
 
-    from backtest.recorded import first_difference, session_orders  # noqa: PLC0415
+    from backtest.recorded import differences, session_orders  # noqa: PLC0415
 
     assert job.dsn is not None
     ours = outcome.result.orders
     theirs = session_orders(job.dsn, job.start, job.end, set(outcome.labels))
-    diff = first_difference(ours, theirs)
-    (out / "parity.json").write_text(json.dumps({"orders_backtest": len(ours), "orders_session": len(theirs),
-                                                 "first_difference": diff}, indent=2) + "\n", encoding="utf-8")
-    if diff is None:
-        print(f"parity: the backtest decided the session's {len(theirs)} orders exactly "
-              f"(id, side, signal time, sized quantity)")
+    order_diff, size_diff, n_size = differences(ours, theirs)
+    (out / "parity.json").write_text(json.dumps({
+        "orders_backtest": len(ours), "orders_session": len(theirs), "first_difference": order_diff,
+        "sizing_differences": n_size, "first_sizing_difference": size_diff}, indent=2) + "\n", encoding="utf-8")
+    if size_diff is None:
+        print("parity: sizing: every order sized as the session's risk manager sized it")
+    else:
+        print(f"parity: sizing: {n_size} order(s) sized differently; first: {size_diff}")
+    if order_diff is None:
+        print(f"parity: the backtest decided the session's {len(theirs)} orders exactly (id, side, signal time)")
         return 0
-    print(f"parity: FAILED: first difference: {diff}")
+    print(f"parity: FAILED: first diverging order: {order_diff}")
     return 1
 
 

@@ -46,35 +46,52 @@ def session_orders(dsn: str, start: date, end: date, strategies: set[str]) -> di
     lo, hi = ist_range_ms(start, end)
     with connect(dsn) as conn:
         rows = conn.execute(
-            "SELECT order_id, side, (extract(epoch FROM signal_ts) * 1000)::bigint, strategy, qty, status "
+            "SELECT order_id, side, (extract(epoch FROM signal_ts) * 1000)::bigint, strategy, qty, status, risk "
             "FROM orders WHERE signal_ts >= to_timestamp(%s / 1000.0) AND signal_ts < to_timestamp(%s / 1000.0) "
             "AND strategy = ANY(%s)", (lo, hi, sorted(strategies))).fetchall()
-    return {str(o): (str(s), int(t), str(st), q, str(status)) for o, s, t, st, q, status in rows}
+    return {str(o): (str(s), int(t), str(st), q, str(status), r or {}) for o, s, t, st, q, status, r in rows}
 
 
-def first_difference(ours: list[Any], theirs: dict[str, tuple[Any, ...]]) -> str | None:
-    """The earliest (by signal time) order the two decided differently: one side only, another side or
-    signal time, or another size (the risk manager's quantity, or its refusal); None when they agree.
+def differences(ours: list[Any], theirs: dict[str, tuple[Any, ...]]) -> tuple[str | None, str | None, int]:
+    """(the earliest order decided differently, the earliest order sized differently, how many were sized
+    differently), by signal time; None when they agree.
+
+    An order differs when one side decided it and the other did not, or with another side or signal time:
+    that is the decision engine's parity, and it holds whatever the timing of the live stages. Sizing
+    differs when our risk sizing gives another quantity (or refusal) than the session's risk manager did:
+    equal when the live manager saw what the backtest sees. One live effect can break it: entries of one
+    instrument and signal time that compete for its position cap are sized in the order the manager
+    receives them, and the ``orders`` topic is keyed by order id, so that order can vary.
 
     ``ours``: the replay's order rows (``order``, ``qty`` as our sizing gave it, ``sized_status``)."""
-    diffs: list[tuple[int, str]] = []
+    orders: list[tuple[int, str]] = []
+    sizes: list[tuple[int, str]] = []
     mine = {r.order["order_id"]: r for r in ours}
     for oid, r in mine.items():
         o = r.order
         t = theirs.get(oid)
         what = f"{oid} ({o['strategy']} {o['side']} {o['extra'].get('intent')} at {o['signal_ts']})"
         if t is None:
-            diffs.append((o["signal_ts"], f"{what}: the backtest decided it, the session did not"))
+            orders.append((o["signal_ts"], f"{what}: the backtest decided it, the session did not"))
             continue
-        side, ts, _, qty, status = t
+        side, ts, _, qty, status, risk = t
         if (side, ts) != (o["side"], o["signal_ts"]):
-            diffs.append((o["signal_ts"], f"{what}: the session has {side} at {ts}"))
+            orders.append((o["signal_ts"], f"{what}: the session has {side} at {ts}"))
         elif (status == "REJECTED_RISK") != (r.sized_status == "REJECTED_RISK"):
-            diffs.append((o["signal_ts"], f"{what}: risk sizing {r.sized_status or f'qty {r.qty}'} here, "
-                                          f"{status if status == 'REJECTED_RISK' else f'qty {qty}'} in the session"))
+            sizes.append((o["signal_ts"], f"{what}: risk sizing {r.sized_status or f'qty {r.qty}'} here "
+                                          f"({_why(r.risk)}), {status if status == 'REJECTED_RISK' else f'qty {qty}'} "
+                                          f"in the session ({_why(risk)})"))
         elif status != "REJECTED_RISK" and qty != r.qty:
-            diffs.append((o["signal_ts"], f"{what}: sized qty {r.qty} here, {qty} in the session"))
-    for oid, (side, ts, strat, _, _) in theirs.items():
+            sizes.append((o["signal_ts"], f"{what}: sized qty {r.qty} here, {qty} in the session "
+                                          f"(here {_why(r.risk)}; session {_why(risk)})"))
+    for oid, (side, ts, strat, *_) in theirs.items():
         if oid not in mine:
-            diffs.append((ts, f"{oid} ({strat} {side} at {ts}): the session decided it, the backtest did not"))
-    return min(diffs)[1] if diffs else None
+            orders.append((ts, f"{oid} ({strat} {side} at {ts}): the session decided it, the backtest did not"))
+    return (min(orders)[1] if orders else None, min(sizes)[1] if sizes else None, len(sizes))
+
+
+def _why(risk: dict[str, Any]) -> str:
+    """The sizing facts behind a quantity, from a risk record."""
+    keys = ("reason", "detail", "entry_price", "price_source", "stop_loss", "equity", "qty_risk", "caps",
+            "position_qty", "position_notional", "exit_available")
+    return ", ".join(f"{k} {risk[k]}" for k in keys if k in risk)

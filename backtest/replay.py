@@ -29,6 +29,7 @@ import numpy as np
 from backtest.data import BarSet
 from backtest.portfolio import Portfolio
 from core.sessions import DAY_MS, IST_OFFSET_MS, ExchangeCalendar, ist_date
+from execution.stage import decision_order
 from risk import budget, sizing
 from risk.config import RiskBudget
 from strategy.api import TF_MS
@@ -162,25 +163,29 @@ class Replay:
 
     # ------------------------------------------------------------------ orders
     def _route(self, orders: list[dict[str, Any]], bar: HBar, i: int) -> None:
+        """A bar's orders as the live stages take them: the risk manager sizes the batch (each entry counting
+        the ones sized before it), then the guard decides each, then the venue fills what it allows."""
         opts = self.opts
-        for order in orders:
+        rows = []
+        batch: dict[Any, tuple[int, float]] = {}
+        for order in sorted(orders, key=decision_order):  # as the live stages order a batch
             row = self.rows[order["order_id"]] = OrderRow(order, sizing.is_entry(order))
-            if opts.fill == "recorded":
-                self._size(row, bar)  # what our sizing says, compared with what the session sized
+            self._size(row, bar, batch)
+            rows.append(row)
+        for row in rows:
+            if opts.fill == "recorded":  # the session's own fate (our sizing is kept for the comparison)
                 self._schedule_recorded(row)
                 continue
-            if not self._allow(row, bar):
-                self.engine.on_order_update(order["order_id"], row.status)
+            if row.sized_status == "REJECTED_RISK" or not self._budget_ok(row, bar):
+                self.engine.on_order_update(row.order["order_id"], row.status)
                 continue
             if opts.fill == "close":
                 self._fill(row, i, bar.ts + TF_MS[bar.tf], bar.close)
             else:
                 self.pending.setdefault(bar.instrument_token, []).append(row)
 
-    def _allow(self, row: OrderRow, bar: HBar) -> bool:
-        """Size and budget-check one order (the live stages' pure cores); False when refused."""
-        if not self._size(row, bar):
-            return False
+    def _budget_ok(self, row: OrderRow, bar: HBar) -> bool:
+        """The budget guard's decision on one sized order (``risk.budget.decide``); False when refused."""
         opts = self.opts
         if opts.sizing == "fixed" or opts.risk is None:
             return True
@@ -191,9 +196,10 @@ class Replay:
             return False
         return True
 
-    def _size(self, row: OrderRow, bar: HBar) -> bool:
+    def _size(self, row: OrderRow, bar: HBar, batch: dict[Any, tuple[int, float]]) -> bool:
         """The risk manager's sizing (``risk.sizing.size``) with what it would read live: equity pinned,
-        the decision bar's close, the instrument's exposure (held + entries on their way), the exit room."""
+        the decision bar's close, the instrument's exposure (held + entries on their way + the entries
+        sized before it in ``batch``), the exit room (less the exits sized before it in ``batch``)."""
         o = row.order
         opts = self.opts
         entry = row.entry
@@ -203,6 +209,9 @@ class Replay:
             return True
         token = bar.instrument_token
         held_q, held_n = self.portfolio.position_qty(token)
+        bq, bn = batch.get(token, (0, 0.0))
+        held_q, held_n = held_q + bq, held_n + bn
+        ekey = (o["strategy"], token, o["side"])
         waiting = self._waiting(token)
         for r, q in waiting:
             if r.entry and q:
@@ -214,7 +223,7 @@ class Replay:
             closing = max(h.qty, 0) if o["side"] == "SELL" else max(-h.qty, 0)
             working = sum(q for r, q in waiting if r.order["strategy"] == o["strategy"]
                           and r.order["side"] == o["side"] and not r.entry)
-            avail = closing - working
+            avail = closing - working - batch.get(ekey, (0, 0.0))[0]
         inst = self.instruments[token]
         mkt = sizing.Market(opts.equity, "capital", bar.close, "bar_close", inst.lot_size or 1, inst.name or None,
                             held_q, held_n, avail)
@@ -227,6 +236,11 @@ class Replay:
                 row.status = "REJECTED_RISK"
             return False
         row.qty = s.qty
+        if entry:
+            batch[token] = (bq + (s.qty or 0), bn + (s.qty or 0) * bar.close)
+        else:
+            q0, _ = batch.get(ekey, (0, 0.0))
+            batch[ekey] = (q0 + (s.qty or 0), 0.0)
         return True
 
     def _waiting(self, token: int) -> list[tuple[OrderRow, int]]:

@@ -46,6 +46,12 @@ from execution.redrive import Redrive
 from schemas.codec import decode
 
 
+
+def decision_order(order: dict[str, Any]) -> tuple[int, int, str, str]:
+    """The order in which a stage decides a batch: signal time, instrument, strategy, order id."""
+    return (int(order.get("signal_ts") or 0), int(order.get("instrument_token") or 0), str(order.get("strategy")),
+            str(order.get("order_id")))
+
 class OrderDecoder(RecordProcessor):
     """Decode each message as the stage's contract model; poison (and a non-positive qty) is rejected."""
 
@@ -230,7 +236,11 @@ class OrderStage(StreamService):
         with db.transaction(self.pool) as conn:
             tx = OmsTx(conn, self.name, now_ms, self.oms_metrics)
             states = tx.ensure(orders, self.input_status)
-            todo = [o for o in orders if states[o["order_id"]].status == self.input_status]
+            # decided in one canonical order whatever order the partitions delivered them in, so two
+            # entries that share a limit (an instrument's position cap, a bucket) are decided alike live,
+            # in a replay and in the backtester (backtest.replay sizes a bar's orders in this order too)
+            todo = sorted((o for o in orders if states[o["order_id"]].status == self.input_status),
+                          key=decision_order)
             again = [o["order_id"] for o in orders if states[o["order_id"]].status in self.output_states]
             decisions = self._decide_each(conn, tx, todo) if todo else []
             decided: list[tuple[dict[str, Any], Decision]] = []

@@ -4,10 +4,11 @@ Sizes each entry on :mod:`risk.sizing` (``configs/risk_budget.yaml``): qty = flo
 stop distance), rounded down to the lot size, capped by notional, position and freeze limits.
 Exits keep the strategy's quantity.
 
-- **Entry price**: the order's price (LIMIT/SL; SL-M its trigger), or for MARKET orders the close of
-  the latest 1 s bar at or before ``signal_ts`` (``bars_1s``, at most ``max_price_age_s`` old), else
-  the broker's LTP (one quote call per batch), else the order's ``extra.ref_price`` (the close of the
-  bar that decided it); ``risk.price_source`` says which.
+- **Entry price**: the order's price (LIMIT/SL; SL-M its trigger), or for MARKET orders the order's
+  ``extra.ref_price`` (the close of the bar that decided it: the price at ``signal_ts``, as a backtest
+  sizes), else for an order without one the close of the latest 1 s bar that ended by ``signal_ts``
+  (``bars_1s``, at most ``max_price_age_s`` old), else the broker's LTP (one quote call per batch);
+  ``risk.price_source`` says which.
 - **Equity**: ``KiteConnect.margins("equity")["net"]`` (``KITE_ROOT``: kitesim in paper/dry and tests),
   cached ``margins_ttl_s``. When the broker fails, sizing uses the configured ``capital`` with
   ``risk.sizing_source = "fallback"`` and ``sizing_fallback_total`` counts it: never a zero, never a
@@ -148,8 +149,13 @@ class RiskManager(OrderStage):
         need: list[dict[str, Any]] = []
         for o in entries:
             p = sizing.order_price(o)
+            ref = (o.get("extra") or {}).get("ref_price")
             if p is not None and p > 0:
                 out[o["order_id"]] = (p, "order")
+            elif isinstance(ref, int | float) and not isinstance(ref, bool) and ref > 0:
+                # the close of the bar that decided it: the price at signal_ts by definition, known without a
+                # read (a 1 s bar is published before it is stored, so a read could still find the one before)
+                out[o["order_id"]] = (float(ref), "ref_price")
             else:
                 need.append(o)
         age = int(self.cfg.max_price_age_s * 1000)
@@ -171,10 +177,6 @@ class RiskManager(OrderStage):
                 p = quotes.get(f"{o['exchange']}:{o['symbol']}")
                 if p is not None:
                     out[o["order_id"]] = (p, "ltp")
-                    continue
-                ref = (o.get("extra") or {}).get("ref_price")
-                if isinstance(ref, int | float) and ref > 0:
-                    out[o["order_id"]] = (float(ref), "ref_price")
         return out, held, exits
 
     def _lot_sizes(self, conn: psycopg.Connection[Any], tokens: list[int]) -> dict[int, tuple[int, str | None]]:

@@ -1,8 +1,8 @@
 """Live/backtest parity: the backtester decides exactly the orders a live session decided.
 
 The live path runs as real processes on the embedded broker and Postgres: recorded ticks (two
-instruments, an hour of one NSE session, a second apart) are fed at an accelerated pace (a market
-minute in about 2 s) through the 1 s bar builder and the 1 m aggregator to the strategy runner
+instruments, 40 minutes of one NSE session, a second apart) are fed at an accelerated pace (a market
+minute in 3.5 s) through the 1 s bar builder and the 1 m aggregator to the strategy runner
 (two strategies and a two-member ensemble), the risk manager and budget guard (equity pinned to the
 configured capital) and the paper gateway's matcher, which fills the orders on the ticks. Then
 ``python -m backtest run --from-db ... --fills-from-db`` replays the bars the session stored with
@@ -38,9 +38,12 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 DAY = date(2026, 11, 20)
 TOKENS = {408065: 1560.0, 2953217: 3150.0}  # INFY, TCS (configs/tokens.csv)
-MINUTES = 60
+MINUTES = 40
 BATCH_S = 10          # ticks produced per batch (event seconds)
-WALL_PER_BATCH = 0.33  # wall seconds between batches: a market minute in ~2 s
+# wall seconds between batches: a market minute in 3.5 s. An order fills a few market seconds after its bar;
+# the next bar is decided ~55 market seconds later, ~3 s of wall time: the live runner and risk manager see
+# every fill before the next bar unless a stage stalls that long (the backtest applies fills by event time)
+WALL_PER_BATCH = 0.58
 
 REGISTRY = {
     "defaults": {"product": "MIS", "square_off": "15:15"},
@@ -147,6 +150,10 @@ def test_backtest_replays_the_live_session_order_for_order(tmp_path: Path, fresh
     ens.write_text(yaml.safe_dump(ENSEMBLES, sort_keys=False))
     budget = yaml.safe_load((ROOT / "configs" / "risk_budget.yaml").read_text())
     budget["equity_source"] = "capital"  # pinned on both sides
+    # entries of one instrument and bar competing for its position cap are sized in the order the risk
+    # manager receives them, which the order-id keyed topic does not fix (backtest.recorded.differences);
+    # without the cap every quantity depends on its own order only, and sizing must match exactly
+    budget["max_position_notional"] = None
     risk = tmp_path / "risk_budget.yaml"
     risk.write_text(yaml.safe_dump(budget, sort_keys=False))
     env = {**os.environ, "PYTHONPATH": str(ROOT), "KAFKA_PARTITIONS": "3", "PYTHONUNBUFFERED": "1",
@@ -190,10 +197,16 @@ def test_backtest_replays_the_live_session_order_for_order(tmp_path: Path, fresh
          "--from", DAY.isoformat(), "--to", DAY.isoformat(), "--registry", str(reg), "--ensembles", str(ens),
          "--risk-config", str(risk), "--fills-from-db", "--out", str(out), "--quiet"],
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
-    assert cli.returncode == 0, cli.stdout + cli.stderr
+    if cli.returncode != 0:  # keep what explains it beside the test's logs
+        rows = query(dsn, "SELECT order_id, strategy, side, status, qty, filled_qty, "
+                          "(extract(epoch FROM signal_ts) * 1000)::bigint, extra->>'intent', risk::text "
+                          "FROM orders ORDER BY signal_ts, order_id")
+        (tmp_path / "session_orders.json").write_text(json.dumps(rows, default=str, indent=1))
+    assert cli.returncode == 0, cli.stdout + cli.stderr + f"\n(session orders: {tmp_path / 'session_orders.json'})"
     assert "parity: the backtest decided the session's" in cli.stdout, cli.stdout
     parity = json.loads((out / "parity.json").read_text())
     assert parity["first_difference"] is None and parity["orders_backtest"] == session[0], parity
+    assert parity["sizing_differences"] == 0, parity
 
     # -- byte for byte against the orders topic ----------------------------------------------------------
     live = read_topic(broker, ORDERS, idle=2.0, timeout=60)

@@ -203,6 +203,8 @@ def test_orders_are_sized_on_broker_equity_allowed_or_rejected_with_reasons(risk
     seed_bars(r.dsn, ts_at(10, 0))
     net = KiteConnect("sim", access_token="sim-token", root=sim.http_url).margins("equity")["net"]
     entries = [order(f"e{i}", tok) for i, tok in enumerate(PRICE)]
+    for o in entries[1:]:  # the first is priced by the bar that decided it, the others (no ref_price) by 1 s bars
+        del o["extra"]["ref_price"]
     bad_product = order("nrml", INFY, product="NRML")
     late = order("late", TCS, signal_ts=ts_at(15, 20))  # within 15 min of the close
     exit_ = order("x1", HDFCBANK, side="SELL", intent="exit", qty=9, strategy="other_1m")
@@ -228,7 +230,8 @@ def test_orders_are_sized_on_broker_equity_allowed_or_rejected_with_reasons(risk
     for o in entries:  # qty = floor(equity x 0.5% / 10), the stop 10 below the 1 s bar close
         qty, rk, bd, _ = rows[o["order_id"]]
         assert rk["sizing_source"] == "broker" and rk["equity"] == pytest.approx(net)
-        assert rk["price_source"] == "bar_1s" and rk["entry_price"] == PRICE[o["instrument_token"]]
+        source = "ref_price" if o["order_id"] == "e0" else "bar_1s"
+        assert rk["price_source"] == source and rk["entry_price"] == PRICE[o["instrument_token"]]
         want = math.floor(net * 0.005 / 10)
         want = min(want, math.floor(500_000 / PRICE[o["instrument_token"]]))  # max_notional_per_order
         assert qty == want, (o["order_id"], qty, want)
