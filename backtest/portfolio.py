@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from backtest.trades import Trade
+from risk.exposure import day_pnl_of
 
 
 @dataclass(slots=True)
@@ -136,8 +137,6 @@ class Portfolio:
     def day_pnl(self, day: int, marks: dict[int, float]) -> float:
         """PnL of IST day ``day`` as the live budget guard computes it: the day's fills per (strategy, token),
         matched buys against sells, the rest marked to ``marks`` (:func:`risk.exposure.day_pnl_of`)."""
-        from risk.exposure import day_pnl_of  # noqa: PLC0415
-
         if day != self._day:
             return 0.0
         return day_pnl_of([(bq, bv, sq, sv, marks.get(tok)) for (_, tok), (bq, bv, sq, sv) in self._day_fills.items()])
