@@ -3,10 +3,11 @@
     python -m backtest run --csv FILE --symbol NAME --strategy ma_crossover --params fast=10,slow=30 --out DIR
     python -m backtest run --from-db --symbols INFY,TCS --tf 1m --from 2026-11-02 --to 2026-11-20 \\
         --registry strategy/registry.yaml --out DIR
-    python -m backtest sweep --csv FILE --symbol NAME --strategy ma_crossover --grid fast=5:20:5,slow=20,30,50
+    python -m backtest sweep --csv FILE --symbol NAME --strategy ma_crossover --grid fast=5:20:5 --grid slow=20,30,50
     python -m backtest.scorer ...   (next-day promotion; its own --help)
 
-Exit codes: 0 done, 2 a usage or config error (one line naming the option, file or value).
+Exit codes: 0 done, 1 a --fills-from-db run whose orders differ from the session's (or a database error),
+2 a usage or config error (one line naming the option, file or value).
 """
 
 from __future__ import annotations
