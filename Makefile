@@ -120,10 +120,10 @@ docker-env: setup ## generate infra/.env.docker from configs/docker_stack.json
 schemas: setup ## regenerate schemas/*.schema.json from the models
 	$(VPY) -m schemas.export
 
-lint: setup ## ruff + mypy (strict on core/ and schemas/, checked on risk/ and execution/)
+lint: setup ## ruff + mypy (strict on core/ and schemas/, checked on risk/, execution/, strategy/ and backtest/)
 	$(VPY) -m ruff check .
 	$(VPY) -m mypy --strict core schemas
-	$(VPY) -m mypy risk execution
+	$(VPY) -m mypy risk execution strategy backtest
 
 clean-var: ## remove runtime data (var/): logs, embedded Postgres data
 	rm -rf $(VAR)

@@ -46,7 +46,6 @@ from execution.redrive import Redrive
 from schemas.codec import decode
 
 
-
 def decision_order(order: dict[str, Any]) -> tuple[int, int, str, str]:
     """The order in which a stage decides a batch: signal time, instrument, strategy, order id."""
     return (int(order.get("signal_ts") or 0), int(order.get("instrument_token") or 0), str(order.get("strategy")),

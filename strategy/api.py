@@ -146,6 +146,10 @@ class Params(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=False, frozen=True)
 
 
+BaseParams = Params
+"""The params base under another name: inside :class:`Strategy` the name ``Params`` is the class attribute."""
+
+
 class Strategy(ABC):
     """Base class: subclasses set ``name``, ``Params`` and implement ``indicators`` and ``on_bar``.
 
@@ -162,7 +166,10 @@ class Strategy(ABC):
     """``{param: (configs/indicators.yaml entry, its parameter)}``: where a param the registry leaves out
     comes from, per timeframe (e.g. ``{"period": ("rsi", "period")}``); else the Params default."""
 
-    def __init__(self, params: Params) -> None:
+    params: BaseParams
+    """The validated params (subclasses narrow the type to their own ``Params``)."""
+
+    def __init__(self, params: BaseParams) -> None:
         self.params = params
 
     def indicators(self) -> dict[str, tuple[str, dict[str, Any]]]:

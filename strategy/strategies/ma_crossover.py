@@ -31,6 +31,7 @@ class MaCrossoverParams(StopParams):
 class MaCrossover(Strategy):
     name = "ma_crossover"
     Params = MaCrossoverParams
+    params: MaCrossoverParams
     indicator_params = {"fast": ("ema_fast", "period"), "slow": ("ema_slow", "period"), "atr_period": ("atr", "period")}
 
     def __init__(self, params: MaCrossoverParams) -> None:

@@ -26,6 +26,7 @@ class OrbParams(StopParams):
 class OpeningRangeBreakout(Strategy):
     name = "opening_range_breakout"
     Params = OrbParams
+    params: OrbParams
     indicator_params = {"atr_period": ("atr", "period")}
 
     def __init__(self, params: OrbParams) -> None:

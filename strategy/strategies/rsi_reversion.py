@@ -34,6 +34,7 @@ class RsiReversionParams(StopParams):
 class RsiReversion(Strategy):
     name = "rsi_reversion"
     Params = RsiReversionParams
+    params: RsiReversionParams
     indicator_params = {"period": ("rsi", "period"), "atr_period": ("atr", "period")}
 
     def indicators(self) -> dict[str, tuple[str, dict[str, Any]]]:

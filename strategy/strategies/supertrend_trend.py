@@ -24,6 +24,7 @@ class SupertrendParams(StopParams):
 class SupertrendTrend(Strategy):
     name = "supertrend_trend"
     Params = SupertrendParams
+    params: SupertrendParams
     indicator_params = {"period": ("supertrend", "period"), "multiplier": ("supertrend", "multiplier"),
                         "atr_period": ("atr", "period")}
 
