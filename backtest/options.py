@@ -3,34 +3,17 @@
 from __future__ import annotations
 
 import argparse
-from datetime import date
 from pathlib import Path
 
 from backtest.run import Job
-
-
-def _date(text: str) -> date:
-    try:
-        return date.fromisoformat(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a date (YYYY-MM-DD): {text!r}") from None
-
-
-def _nonneg_int(text: str) -> int:
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
-    if v < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {text}")
-    return v
+from core.cli import iso_date, non_negative
 
 
 def _slippage(text: str) -> int:
     key, sep, val = text.partition("=")
     if key != "ticks" or not sep:
         raise argparse.ArgumentTypeError(f"expected ticks=N, got {text!r}")
-    return _nonneg_int(val)
+    return non_negative(val)
 
 
 def add_data_options(p: argparse.ArgumentParser) -> None:
@@ -43,8 +26,8 @@ def add_data_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--symbol", metavar="NAME", help="--csv: the instrument the file holds (INFY, NSE:INFY, GOOG)")
     g.add_argument("--symbols", metavar="S,S", help="--from-db/--parquet: instruments of configs/tokens.csv")
     g.add_argument("--tf", help="timeframe(s): 1m,5m,... (default: --csv infers it; else the registry's, or 1m)")
-    g.add_argument("--from", dest="start", type=_date, metavar="DATE", help="first IST date (--from-db/--parquet)")
-    g.add_argument("--to", dest="end", type=_date, metavar="DATE", help="last IST date, inclusive")
+    g.add_argument("--from", dest="start", type=iso_date, metavar="DATE", help="first IST date (--from-db/--parquet)")
+    g.add_argument("--to", dest="end", type=iso_date, metavar="DATE", help="last IST date, inclusive")
     g.add_argument("--tz", default="Asia/Kolkata", help="time zone of naive CSV times (default Asia/Kolkata)")
 
 
@@ -67,7 +50,7 @@ def add_model_options(p: argparse.ArgumentParser) -> None:
     e.add_argument("--slippage", type=_slippage, default=0, metavar="ticks=N", help="fills N ticks worse")
     e.add_argument("--sizing", choices=("risk", "fixed"), default="risk",
                    help="risk: the risk manager's sizing and budget guard (default); fixed: --qty lots per entry")
-    e.add_argument("--qty", type=_nonneg_int, default=1, help="--sizing fixed: lots per entry (default 1)")
+    e.add_argument("--qty", type=non_negative, default=1, help="--sizing fixed: lots per entry (default 1)")
     e.add_argument("--cash", type=float, metavar="N",
                    help="starting cash, also the pinned equity sizing uses (default: risk_budget.yaml capital)")
     e.add_argument("--risk-config", metavar="FILE", help="risk budget file (default configs/risk_budget.yaml)")

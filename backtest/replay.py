@@ -29,29 +29,13 @@ import numpy as np
 
 from backtest.data import BarSet
 from backtest.portfolio import Portfolio
+from compute.bars import Bar
 from core.sessions import DAY_MS, IST_OFFSET_MS, ExchangeCalendar, ist_date
 from execution.stage import decision_order
 from risk import budget, sizing
 from risk.config import RiskBudget
 from strategy.api import TF_MS
 from strategy.engine import DecisionEngine
-
-
-class HBar:
-    """A history bar as the engine, strategies and indicators read it."""
-
-    __slots__ = ("instrument_token", "ts", "open", "high", "low", "close", "volume", "tf")
-
-    def __init__(self, instrument_token: int, ts: int, open: float, high: float, low: float, close: float,
-                 volume: int, tf: str) -> None:
-        self.instrument_token = instrument_token
-        self.ts = ts
-        self.open = open
-        self.high = high
-        self.low = low
-        self.close = close
-        self.volume = volume
-        self.tf = tf
 
 
 @dataclass(frozen=True)
@@ -151,7 +135,7 @@ class Replay:
                     apply_recorded(tok, tss[i] + (tf_ms0 if tfl is None else TF_MS[tf]), i)
                 if pending and (tfl is None or tfl[i] == 0) and tok in pending:
                     fill_pending(tok, i, tss[i], os_[i])
-                bar = HBar(tok, tss[i], os_[i], hs[i], ls[i], cs[i], vs[i], tf)
+                bar = Bar(tok, tf, tss[i], os_[i], hs[i], ls[i], cs[i], vs[i], 0)
                 last_close[tok] = cs[i]
                 orders = on_bar(bar, tf)
                 if orders:
@@ -172,7 +156,7 @@ class Replay:
         return Result(list(self.rows.values()), self.portfolio, n, seconds, dict(last_close))
 
     # ------------------------------------------------------------------ orders
-    def _route(self, orders: list[dict[str, Any]], bar: HBar, i: int) -> None:
+    def _route(self, orders: list[dict[str, Any]], bar: Bar, i: int) -> None:
         """A bar's orders as the live stages take them: the risk manager sizes the batch (each entry counting
         the ones sized before it), then the guard decides each, then the venue fills what it allows."""
         opts = self.opts
@@ -194,7 +178,7 @@ class Replay:
             else:
                 self.pending.setdefault(bar.instrument_token, []).append(row)
 
-    def _budget_ok(self, row: OrderRow, bar: HBar) -> bool:
+    def _budget_ok(self, row: OrderRow, bar: Bar) -> bool:
         """The budget guard's decision on one sized order (``risk.budget.decide``); False when refused."""
         opts = self.opts
         if opts.sizing == "fixed" or opts.risk is None:
@@ -207,7 +191,7 @@ class Replay:
             return False
         return True
 
-    def _size(self, row: OrderRow, bar: HBar, batch: dict[Any, tuple[int, float]]) -> bool:
+    def _size(self, row: OrderRow, bar: Bar, batch: dict[Any, tuple[int, float]]) -> bool:
         """The risk manager's sizing (``risk.sizing.size``) with what it would read live: equity pinned,
         the decision bar's close, the instrument's exposure (held + entries on their way + the entries
         sized before it in ``batch``), the exit room (less the exits sized before it in ``batch``)."""

@@ -40,7 +40,7 @@ from backtest.results import FILLS_RUN_ID, SOURCES, DailyResult, daily_rows, loa
 from backtest.roundtrips import FillCharges, load_fills, round_trips
 from backtest.scoring import Decision, Policy, group_by_entry, render_table, score_all
 from core import db
-from core.cli import positive, run_cli
+from core.cli import iso_date, non_negative, positive, run_cli
 from core.clock import IST
 from core.errors import EXIT_OK, EXIT_UNEXPECTED, ConfigError
 from core.logs import setup_logging
@@ -162,30 +162,13 @@ def _sources(text: str) -> tuple[str, ...]:
     return got
 
 
-def _day(text: str) -> date:
-    try:
-        return date.fromisoformat(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a date (YYYY-MM-DD): {text!r}") from None
-
-
-def _non_negative(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {text}")
-    return value
-
-
 def parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="python -m backtest.scorer", description=(__doc__ or "").splitlines()[0])
-    ap.add_argument("--for", dest="for_day", type=_day, metavar="DATE",
+    ap.add_argument("--for", dest="for_day", type=iso_date, metavar="DATE",
                     help="the trading day to decide for (default: the next NSE session not yet open)")
     ap.add_argument("--window-days", type=positive(int), default=20, metavar="N",
                     help="NSE trading days before --for to score over (default 20)")
-    ap.add_argument("--min-trades", type=_non_negative, default=10, metavar="N",
+    ap.add_argument("--min-trades", type=non_negative, default=10, metavar="N",
                     help="fewer trades in the window: keep as is (default 10)")
     ap.add_argument("--max-drawdown-pct", type=positive(float), default=15.0, metavar="X",
                     help="demote when the max drawdown exceeds X%% of capital (default 15)")

@@ -11,6 +11,7 @@ import argparse
 import os
 import sys
 from collections.abc import Callable
+from datetime import date
 
 import psycopg
 
@@ -46,6 +47,25 @@ def positive(kind: type[int] | type[float]) -> Callable[[str], int | float]:
         return value
 
     return parse
+
+
+def non_negative(text: str) -> int:
+    """An argparse ``type=`` for whole numbers >= 0 (usage error otherwise: exit 2)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {text}")
+    return value
+
+
+def iso_date(text: str) -> date:
+    """An argparse ``type=`` for a YYYY-MM-DD date (usage error otherwise: exit 2)."""
+    try:
+        return date.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a date (YYYY-MM-DD): {text!r}") from None
 
 
 def env_int(name: str, default: int) -> int:

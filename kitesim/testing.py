@@ -59,6 +59,24 @@ def control(base_url: str, path: str, body: dict[str, Any] | None = None, method
         return json.loads(resp.read())
 
 
+def fresh_client(base_url: str) -> Any:
+    """A ``KiteConnect`` on the simulator with its faults cleared and rate limits off (one test's start)."""
+    from kiteconnect import KiteConnect  # noqa: PLC0415
+
+    control(base_url, "/_sim/faults", method="DELETE")
+    control(base_url, "/_sim/faults", {"rate_limits": False})
+    return KiteConnect(api_key="sim", access_token="sim-token", root=base_url)  # noqa: S106 (the simulator's token)
+
+
+def place_market(kite: Any, **kw: object) -> str:
+    """``place_order`` of 1 RELIANCE MIS MARKET BUY with automatic market protection; ``kw`` overrides."""
+    params: dict[str, object] = dict(variety="regular", exchange="NSE", tradingsymbol="RELIANCE",
+                                     transaction_type="BUY", quantity=1, product="MIS", order_type="MARKET",
+                                     market_protection=-1)
+    params.update(kw)
+    return str(kite.place_order(**params))
+
+
 class SimProcess:
     """A ``python -m kitesim`` child process."""
 

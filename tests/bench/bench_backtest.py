@@ -117,25 +117,11 @@ def tradestack(j: Job, bs: BarSet) -> Run:
 
 
 def backtesting_py(df: pd.DataFrame) -> Run:
-    from backtesting import Backtest, Strategy
-    from backtesting.lib import crossover
-    from backtesting.test import SMA
+    from backtesting import Backtest
 
-    class SmaCross(Strategy):
-        n1, n2 = 10, 30
+    from tests.reference.sma_cross import sma_cross
 
-        def init(self) -> None:
-            self.sma1 = self.I(SMA, self.data.Close, self.n1)
-            self.sma2 = self.I(SMA, self.data.Close, self.n2)
-
-        def next(self) -> None:
-            if crossover(self.sma1, self.sma2):
-                self.position.close()
-                self.buy()
-            elif crossover(self.sma2, self.sma1):
-                self.position.close()
-                self.sell()
-
+    SmaCross = sma_cross()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         t0 = time.perf_counter()

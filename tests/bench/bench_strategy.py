@@ -128,25 +128,11 @@ def backtesting_py_rate(bars: list[Bar], runs: int) -> tuple[float, list[float],
     import warnings
 
     import pandas as pd
-    from backtesting import Backtest, Strategy
-    from backtesting.lib import crossover
-    from backtesting.test import SMA
+    from backtesting import Backtest
 
-    class SmaCross(Strategy):
-        n1, n2 = 10, 30
+    from tests.reference.sma_cross import sma_cross
 
-        def init(self) -> None:
-            self.sma1 = self.I(SMA, self.data.Close, self.n1)
-            self.sma2 = self.I(SMA, self.data.Close, self.n2)
-
-        def next(self) -> None:
-            if crossover(self.sma1, self.sma2):
-                self.position.close()
-                self.buy()
-            elif crossover(self.sma2, self.sma1):
-                self.position.close()
-                self.sell()
-
+    SmaCross = sma_cross()
     df = pd.DataFrame({"Open": [b.open for b in bars], "High": [b.high for b in bars], "Low": [b.low for b in bars],
                        "Close": [b.close for b in bars], "Volume": [b.volume for b in bars]},
                       index=pd.to_datetime([b.ts for b in bars], unit="ms"))

@@ -104,6 +104,17 @@ def stop_process(proc: subprocess.Popen[bytes] | None, timeout: float = 10.0) ->
     return proc.returncode
 
 
+def start_service(module: str, env: dict[str, str], log_path: Path, service: str,
+                  timeout: float = 60.0) -> tuple[subprocess.Popen[bytes], int]:
+    """``python -m module`` on a free metrics port, once its ``tradestack_<service>_up`` gauge is 1."""
+    from tests.conftest import run_module
+
+    port = free_port()
+    proc = run_module(module, {**env, "METRICS_PORT": str(port)}, log_path=log_path)
+    wait_for(lambda: scrape(port).get(f"tradestack_{service}_up") == 1.0, timeout, 0.2, f"{service} up")
+    return proc, port
+
+
 def scrape(port: int) -> dict[str, float]:
     """Prometheus text from 127.0.0.1:port/metrics as {name{labels}: value}."""
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=3) as r:  # noqa: S310

@@ -31,8 +31,8 @@ import yaml
 from core import bus, codec
 from core.clock import IST
 from core.topics import ORDERS, TICKS, all_topics
-from tests.conftest import ROOT, free_port, query, run_module
-from tests.integration.kite_harness import read_topic, scrape, stop_process, wait_for
+from tests.conftest import ROOT, query
+from tests.integration.kite_harness import read_topic, start_service, stop_process, wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -166,11 +166,8 @@ def test_backtest_replays_the_live_session_order_for_order(tmp_path: Path, fresh
     bus.ensure_topics(broker, all_topics(3))
     procs: dict[str, subprocess.Popen[bytes]] = {}
     try:
-        for name, (module, metric) in SERVICES.items():
-            port = free_port()
-            procs[name] = run_module(module, {**env, "METRICS_PORT": str(port)}, log_path=tmp_path / f"{name}.log")
-            wait_for(lambda port=port, metric=metric: scrape(port).get(f"tradestack_{metric}_up") == 1.0, 90, 0.2,
-                     f"{name} up")
+        for name, (module, service) in SERVICES.items():
+            procs[name], _ = start_service(module, env, tmp_path / f"{name}.log", service, timeout=90)
         ticks = make_ticks()
         cut = ts_at(9, 15) + MINUTES * 60_000
         last = {t["instrument_token"]: t for t in ticks}

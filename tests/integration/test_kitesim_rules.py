@@ -20,7 +20,7 @@ from kiteconnect import KiteConnect, exceptions as kex
 from kitesim.errors import IP_NOT_REGISTERED, ORDER_REQUEST_TIMED_OUT
 from kitesim.orders import MARKET_PROTECTION_REQUIRED
 from kitesim.server import RunningSimulator
-from kitesim.testing import control, running_simulator
+from kitesim.testing import control, fresh_client, place_market, running_simulator
 
 PROBE = Path(__file__).with_name("kiteticker_probe.py")
 RELIANCE = 738561
@@ -35,17 +35,10 @@ def sim() -> Iterator[RunningSimulator]:
 
 @pytest.fixture()
 def kite(sim: RunningSimulator) -> KiteConnect:
-    control(sim.http_url, "/_sim/faults", method="DELETE")
-    control(sim.http_url, "/_sim/faults", {"rate_limits": False})
-    return KiteConnect(api_key="sim", access_token="sim-token", root=sim.http_url)
+    return fresh_client(sim.http_url)  # type: ignore[no-any-return]
 
 
-def _place(kite: KiteConnect, **kw: object) -> str:
-    params: dict[str, object] = dict(variety="regular", exchange="NSE", tradingsymbol="RELIANCE",
-                                     transaction_type="BUY", quantity=1, product="MIS", order_type="MARKET",
-                                     market_protection=-1)
-    params.update(kw)
-    return kite.place_order(**params)  # type: ignore[arg-type]
+_place = place_market
 
 
 def _far_limit(kite: KiteConnect, symbol: str = "ITC") -> dict[str, object]:

@@ -33,8 +33,8 @@ from core.clock import IST
 from core.topics import DLQ, ORDER_UPDATES, ORDERS, ORDERS_ALLOWED, ORDERS_SIZED, all_topics
 from execution.oms import OmsTx, Status
 from kitesim.testing import control, running_simulator
-from tests.conftest import query, run_module
-from tests.integration.kite_harness import metric_sum, read_topic, scrape, stop_process, wait_for
+from tests.conftest import query
+from tests.integration.kite_harness import metric_sum, read_topic, scrape, start_service, stop_process, wait_for
 from tests.integration.test_stream_delivery import _drain
 
 pytestmark = pytest.mark.integration
@@ -130,14 +130,8 @@ class Risk:
         self.ports: dict[str, int] = {}
 
     def start(self, name: str) -> None:
-        from tests.conftest import free_port
-
         module = {"manager": "risk.manager_v2", "guard": "risk.order_budget_guard"}[name]
-        port = free_port()
-        self.ports[name] = port
-        self.procs[name] = run_module(module, {**self.env, "METRICS_PORT": str(port)},
-                                      log_path=self.tmp / f"{name}.log")
-        wait_for(lambda: scrape(port).get("tradestack_" + _svc(name) + "_up") == 1.0, 60, 0.2, f"{name} up")
+        self.procs[name], self.ports[name] = start_service(module, self.env, self.tmp / f"{name}.log", _svc(name))
 
     def start_all(self) -> None:
         self.start("manager")

@@ -34,7 +34,7 @@ from core.settings import PROJECT_ROOT
 from core.topics import ORDERS_ALLOWED, all_topics
 from kitesim.testing import control, running_simulator
 from tests.conftest import free_port, query, run_module
-from tests.integration.kite_harness import scrape, stop_process, wait_for
+from tests.integration.kite_harness import scrape, start_service, stop_process, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -79,11 +79,8 @@ class Stack:
 
     def start(self, name: str) -> None:
         module = {"gateway": "execution.zerodha_gateway", "poller": "execution.zerodha_poller"}[name]
-        self.ports[name] = free_port()
-        self.procs[name] = run_module(module, {**self.env, "METRICS_PORT": str(self.ports[name])},
-                                      log_path=self.tmp / f"{name}.log")
-        metric = f"tradestack_{'zerodha_' + name}_up"
-        wait_for(lambda: scrape(self.ports[name]).get(metric) == 1.0, 60, 0.2, f"{name} up")
+        self.procs[name], self.ports[name] = start_service(module, self.env, self.tmp / f"{name}.log",
+                                                           f"zerodha_{name}")
 
     def kill9(self, name: str) -> None:
         p = self.procs.pop(name)

@@ -56,23 +56,12 @@ def read_rows(path: Path) -> list[dict[str, str]]:
 
 # -- acceptance: the same closed trades as backtesting.py's SmaCross -------------------------------------------
 def test_sma_crossover_matches_backtesting_py_trade_for_trade(tmp_path: Path) -> None:
-    from backtesting import Backtest, Strategy
-    from backtesting.lib import crossover
-    from backtesting.test import GOOG as GOOG_DF, SMA
+    from backtesting import Backtest
+    from backtesting.test import GOOG as GOOG_DF
 
-    class SmaCross(Strategy):
-        def init(self) -> None:
-            self.sma1 = self.I(SMA, self.data.Close, 10)
-            self.sma2 = self.I(SMA, self.data.Close, 30)
+    from tests.reference.sma_cross import sma_cross
 
-        def next(self) -> None:
-            if crossover(self.sma1, self.sma2):
-                self.position.close()
-                self.buy()
-            elif crossover(self.sma2, self.sma1):
-                self.position.close()
-                self.sell()
-
+    SmaCross = sma_cross()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         ref = Backtest(GOOG_DF, SmaCross, cash=10_000, commission=0, finalize_trades=False).run()._trades
@@ -335,3 +324,27 @@ def test_sweep_ranks_every_combination_with_walk_forward(tmp_path: Path) -> None
     one = execute(_job(f, params="kind=sma,fast=3,slow=10"))
     row = next(r for r in rows if (r["fast"], r["slow"]) == ("3", "10"))
     assert float(row["total_return_pct"]) == pytest.approx(one.metrics["total_return_pct"])
+
+
+def test_long_runs_show_progress_and_cash_is_the_pinned_equity(tmp_path: Path, capsys: pytest.CaptureFixture[str]
+                                                               ) -> None:
+    from backtest.data import BarSet
+
+    cal = load_calendar()
+    days, d = [], date(2025, 1, 1)
+    while len(days) * 375 < 200_000:
+        if cal.session("NSE", d):
+            days.append(d)
+        d += timedelta(days=1)
+    ts = np.concatenate([ist_midnight_ms(x) + (9 * 60 + 15) * 60_000 + np.arange(375) * 60_000 for x in days])
+    c = np.round(1500 * np.exp(np.cumsum(np.random.default_rng(5).normal(0, 0.001, len(ts)))) / 0.05) * 0.05
+    o = np.r_[c[0], c[:-1]]
+    inst = data.csv_instrument("SYN", [], 1500.0)
+    bars = BarSet("1m", {inst.instrument_token: inst}, np.full(len(ts), inst.instrument_token), ts, o,
+                  np.maximum(o, c) + 0.05, np.minimum(o, c) - 0.05, c, np.full(len(ts), 10, dtype=np.int64))
+    out = execute(_job(tmp_path / "unused.csv", cash=500_000.0, progress=True), sets=[bars])
+    err = capsys.readouterr().err
+    assert f"backtest: 100.0%  {len(ts):,} bars in" in err
+    assert out.metrics["initial_equity"] == 500_000.0 and out.equity[0] == pytest.approx(500_000.0)
+    sized = [r for r in out.result.orders if r.entry and r.qty]
+    assert sized and all(r.risk["equity"] == 500_000.0 for r in sized)
